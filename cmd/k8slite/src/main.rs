@@ -1,0 +1,254 @@
+//! `k8slite`: a lightweight, single-binary Kubernetes distribution. Wiring only: CLI and config
+//! → `k8slite_server::run`.
+
+mod config;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+
+/// Lightweight Kubernetes for edge devices: API server, SQLite datastore, controllers and a node
+/// agent in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "k8slite", version = concat!(env!("CARGO_PKG_VERSION"), " (Kubernetes v1.33 API)"), about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane (API server, datastore, controllers) and, unless
+    /// --disable-agent, a node agent on this machine.
+    Server(ServerArgs),
+}
+
+/// Flags of `k8slite server`. Every long flag can also be set in the config file (same name)
+/// or as an environment variable `K8SLITE_<FLAG_IN_CAPS>`; flags win over the environment,
+/// which wins over the config file.
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+struct ServerArgs {
+    /// Config file (YAML; keys are the long flag names).
+    #[arg(
+        long,
+        env = "K8SLITE_CONFIG",
+        default_value = "/etc/k8slite/config.yaml",
+        value_name = "FILE"
+    )]
+    config: PathBuf,
+    /// Directory holding the datastore, certificates and token.
+    #[arg(
+        long,
+        env = "K8SLITE_DATA_DIR",
+        default_value = "/var/lib/k8slite",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(
+        long,
+        env = "K8SLITE_BIND_ADDRESS",
+        default_value = "0.0.0.0",
+        value_name = "IP"
+    )]
+    bind_address: IpAddr,
+    /// Port of the HTTPS API.
+    #[arg(
+        long,
+        env = "K8SLITE_HTTPS_LISTEN_PORT",
+        default_value_t = 6443,
+        value_name = "PORT"
+    )]
+    https_listen_port: u16,
+    /// Address advertised to clients and nodes (default: the first non-loopback address).
+    #[arg(long, env = "K8SLITE_ADVERTISE_ADDRESS", value_name = "IP")]
+    advertise_address: Option<IpAddr>,
+    /// Extra subject alternative name (IP or DNS) on the serving certificate; repeatable.
+    #[arg(
+        long = "tls-san",
+        env = "K8SLITE_TLS_SAN",
+        value_delimiter = ',',
+        value_name = "SAN"
+    )]
+    tls_san: Vec<String>,
+    /// Where to write the admin kubeconfig.
+    #[arg(
+        long,
+        env = "K8SLITE_WRITE_KUBECONFIG",
+        default_value = "/etc/k8slite/k8slite.yaml",
+        value_name = "FILE"
+    )]
+    write_kubeconfig: PathBuf,
+    /// File mode of the admin kubeconfig (octal).
+    #[arg(
+        long,
+        env = "K8SLITE_WRITE_KUBECONFIG_MODE",
+        default_value = "0600",
+        value_name = "MODE"
+    )]
+    write_kubeconfig_mode: String,
+    /// Pod network range; each node gets a /24 from it.
+    #[arg(
+        long,
+        env = "K8SLITE_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16",
+        value_name = "CIDR"
+    )]
+    cluster_cidr: IpNet,
+    /// Service ClusterIP range.
+    #[arg(
+        long,
+        env = "K8SLITE_SERVICE_CIDR",
+        default_value = "10.43.0.0/16",
+        value_name = "CIDR"
+    )]
+    service_cidr: IpNet,
+    /// ClusterIP of the cluster DNS service.
+    #[arg(
+        long,
+        env = "K8SLITE_CLUSTER_DNS",
+        default_value = "10.43.0.10",
+        value_name = "IP"
+    )]
+    cluster_dns: IpAddr,
+    /// Cluster domain.
+    #[arg(
+        long,
+        env = "K8SLITE_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    cluster_domain: String,
+    /// Run only the control plane, without a node agent on this machine.
+    #[arg(long, env = "K8SLITE_DISABLE_AGENT")]
+    disable_agent: bool,
+    /// Seconds between datastore compactions (history older than the retention is dropped).
+    #[arg(
+        long,
+        env = "K8SLITE_COMPACT_INTERVAL",
+        default_value_t = 60,
+        value_name = "SECONDS"
+    )]
+    compact_interval: u64,
+    /// Revisions of history kept for watch resumption.
+    #[arg(
+        long,
+        env = "K8SLITE_COMPACT_RETENTION",
+        default_value_t = 1000,
+        value_name = "REVISIONS"
+    )]
+    compact_retention: i64,
+    /// Log filter (tracing's EnvFilter syntax, e.g. `info,k8slite_apiserver=debug`).
+    #[arg(
+        long,
+        env = "K8SLITE_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    log: String,
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+#[allow(clippy::print_stderr)] // before logging is set up, stderr is the only channel
+fn main() -> ExitCode {
+    let args = match config::args_with_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("k8slite: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    let Command::Server(s) = cli.command;
+    init_logging(&s.log);
+    match run_server(s) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(s: ServerArgs) -> anyhow::Result<()> {
+    let mode = u32::from_str_radix(s.write_kubeconfig_mode.trim_start_matches("0o"), 8)
+        .with_context(|| {
+            format!(
+                "--write-kubeconfig-mode {:?} is not an octal file mode",
+                s.write_kubeconfig_mode
+            )
+        })?;
+    if s.disable_agent {
+        tracing::debug!("agent disabled");
+    } else {
+        tracing::info!(
+            "the node agent is not part of this build yet; running the control plane only"
+        );
+    }
+    let cfg = k8slite_server::ServerConfig {
+        data_dir: s.data_dir,
+        bind_address: s.bind_address,
+        https_listen_port: s.https_listen_port,
+        advertise_address: s.advertise_address,
+        tls_san: s.tls_san,
+        write_kubeconfig: s.write_kubeconfig,
+        write_kubeconfig_mode: mode,
+        cluster_cidr: s.cluster_cidr,
+        service_cidr: s.service_cidr,
+        cluster_dns: s.cluster_dns,
+        cluster_domain: s.cluster_domain,
+        compact_interval: std::time::Duration::from_secs(s.compact_interval.max(1)),
+        compact_retention: s.compact_retention.max(1),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("k8slite")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signals.cancel();
+        });
+        k8slite_server::run(cfg, shutdown)
+            .await
+            .context("server failed")
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

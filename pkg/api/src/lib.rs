@@ -1,0 +1,24 @@
+//! k8slite-api: the Kubernetes API model of k8slite, without I/O.
+//!
+//! The [`registry`] holds one row per served resource; everything that needs to know about
+//! resources (routing, discovery, OpenAPI, tables, storage keys) reads it. [`status`] builds
+//! upstream-shaped `Status` errors, [`selector`] parses label and field selectors, [`meta`] and
+//! [`validation`] work on object metadata.
+
+pub mod defaults;
+pub mod managed;
+pub mod meta;
+pub mod openapi;
+pub mod registry;
+pub mod selector;
+pub mod smp;
+pub mod status;
+pub mod table;
+pub mod typed;
+pub mod validation;
+
+pub use registry::{Registry, ResourceInfo, STANDARD_VERBS as STANDARD};
+pub use status::{ApiError, Cause};
+
+/// The Kubernetes version whose API this server implements (the `k8s-openapi` feature).
+pub const KUBE_VERSION: &str = "v1.33.0";

@@ -1,0 +1,136 @@
+//! k8slite-apiserver: the Kubernetes REST API over a [`Store`].
+//!
+//! Request pipeline: TLS → authentication (client certificate → [`Identity`]) → authorization
+//! ([`authz::Authorizer`]) → routing by the resource [`Registry`] → decode → admission
+//! (defaulting, validation, namespace lifecycle) → store. Only this crate touches the store.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use k8slite_api::Registry;
+use k8slite_datastore::Store;
+
+pub mod allocator;
+pub mod authz;
+pub mod body;
+mod bootstrap;
+mod codec;
+mod crd;
+mod discovery;
+mod handler;
+mod list;
+pub mod metrics;
+mod namespaces;
+mod objects;
+mod openapi;
+mod query;
+mod review;
+pub mod route;
+mod scale;
+pub mod serve;
+mod strategy;
+mod typed;
+mod watch;
+
+pub use authz::{Authorizer, Identity};
+pub use serve::{ServeError, serve_tls};
+
+/// Settings of the API server.
+#[derive(Clone, Debug)]
+pub struct ApiServerConfig {
+    /// Service CIDR (ClusterIPs are allocated from it; its first address is `kubernetes`).
+    pub service_cidr: IpNet,
+    /// NodePort range, inclusive.
+    pub node_port_range: (u16, u16),
+    /// Address clients reach the API at (the `kubernetes` endpoints).
+    pub advertise_address: IpAddr,
+    /// Port of the API (the `kubernetes` endpoints).
+    pub secure_port: u16,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most concurrently open watches.
+    pub max_watches: usize,
+    /// Interval of BOOKMARK events on watches that ask for them.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        Self {
+            service_cidr: IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(10, 43, 0, 0),
+                16,
+            )),
+            node_port_range: (30000, 32767),
+            advertise_address: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            secure_port: 6443,
+            max_body_bytes: 3 * 1024 * 1024,
+            max_watches: 4096,
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The API server: shared state of all requests.
+pub struct ApiServer {
+    store: Arc<dyn Store>,
+    registry: RwLock<Arc<Registry>>,
+    config: ApiServerConfig,
+    authorizer: Box<dyn Authorizer>,
+    metrics: metrics::Metrics,
+    allocator: allocator::Allocators,
+    watches: Arc<tokio::sync::Semaphore>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl ApiServer {
+    /// A server over `store` with the built-in resources.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: ApiServerConfig,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Arc<Self> {
+        let watches = Arc::new(tokio::sync::Semaphore::new(config.max_watches));
+        Arc::new(Self {
+            store,
+            registry: RwLock::new(Arc::new(Registry::builtin())),
+            authorizer: Box::new(authz::MastersOnly),
+            metrics: metrics::Metrics::new(),
+            allocator: allocator::Allocators::default(),
+            watches,
+            config,
+            shutdown,
+        })
+    }
+
+    /// Create the namespaces and objects every cluster has (idempotent).
+    pub async fn bootstrap(&self) -> Result<(), k8slite_api::ApiError> {
+        bootstrap::ensure_defaults(self).await
+    }
+
+    /// Start background work: namespace finalization.
+    pub fn spawn_background(self: &Arc<Self>, tracker: &tokio_util::task::TaskTracker) {
+        let me = self.clone();
+        tracker.spawn(async move { namespaces::run_finalizer(me).await });
+    }
+
+    /// A snapshot of the registry.
+    pub fn registry(&self) -> Arc<Registry> {
+        match self.registry.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ApiServerConfig {
+        &self.config
+    }
+}

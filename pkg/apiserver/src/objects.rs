@@ -1,0 +1,698 @@
+//! Writes: create, update, patch, delete, deletecollection, and the scale/binding subresources.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use k8slite_api::{ApiError, managed, meta, smp};
+use k8slite_datastore::{KeyValue, StoreError};
+use serde_json::{Value, json};
+
+use crate::ApiServer;
+use crate::body::Body;
+use crate::codec::{MediaType, check_object, decode};
+use crate::handler::ResourceRequest;
+use crate::strategy;
+
+/// Parse a stored value and set its resourceVersion.
+pub(crate) fn from_stored(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::internal(format!("stored object {} is not valid JSON: {e}", kv.key))
+    })?;
+    meta::set_resource_version(&mut v, kv.mod_revision);
+    Ok(v)
+}
+
+/// Serialise an object for storage (without resourceVersion).
+pub(crate) fn to_stored(obj: &Value) -> Result<Bytes, ApiError> {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&o)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("encoding object: {e}")))
+}
+
+/// Map a store error for an object.
+pub(crate) fn store_err(r: &ResourceRequest, name: &str, e: StoreError) -> ApiError {
+    store_err_for(&r.info, name, e)
+}
+
+/// Map a store error for an object of `info`.
+pub(crate) fn store_err_for(
+    info: &k8slite_api::ResourceInfo,
+    name: &str,
+    e: StoreError,
+) -> ApiError {
+    let r = info;
+    match e {
+        StoreError::AlreadyExists(_) => ApiError::already_exists(&r.group, &r.plural, name),
+        StoreError::NotFound(_) => ApiError::not_found(&r.group, &r.plural, name),
+        StoreError::Conflict { .. } => ApiError::conflict(
+            &r.group,
+            &r.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ),
+        StoreError::Expired {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// Outcome of applying a patch body to an object.
+fn apply_patch(r: &ResourceRequest, current: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let media = MediaType::from_header(&r.content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
+    match media {
+        MediaType::JsonPatch => {
+            let patch: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is malformed: {e}")))?;
+            let mut out = current.clone();
+            json_patch::patch(&mut out, &patch).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the JSON patch could not be applied: {e}"),
+                )
+            })?;
+            Ok(out)
+        }
+        MediaType::MergePatch => {
+            let patch: Value = decode(body, MediaType::Json)?;
+            let mut out = current.clone();
+            json_patch::merge(&mut out, &patch);
+            Ok(out)
+        }
+        MediaType::StrategicMergePatch => {
+            if r.info.custom {
+                return Err(ApiError::unsupported_media_type(&r.content_type));
+            }
+            let patch: Value = decode(body, MediaType::Json)?;
+            smp::apply(current, &patch)
+        }
+        MediaType::ApplyPatch => {
+            // Server-side apply: check ownership, merge the configuration (by the patch merge
+            // keys of built-in types, JSON merge for custom resources), drop fields this
+            // manager applied before and no longer does, record its new field set.
+            let manager = match r.query.get("fieldManager") {
+                Some(m) if !m.is_empty() => m.to_string(),
+                _ => {
+                    return Err(ApiError::invalid(
+                        &r.info.group,
+                        &r.info.kind,
+                        r.name(),
+                        vec![k8slite_api::Cause::new(
+                            "FieldValueRequired",
+                            "fieldManager",
+                            "Required value: is required for apply patch",
+                        )],
+                    ));
+                }
+            };
+            let patch = decode(body, MediaType::ApplyPatch)?;
+            let patch = check_object(patch, &r.info.api_version(), &r.info.kind)?;
+            let mut entries = managed::read(current);
+            let (owned, dropped) = managed::apply_check(
+                current,
+                &patch,
+                &manager,
+                r.query.flag("force"),
+                &mut entries,
+            )?;
+            let mut out = if r.info.custom {
+                let mut out = current.clone();
+                json_patch::merge(&mut out, &patch);
+                out
+            } else {
+                smp::apply(current, &patch)?
+            };
+            for p in &dropped {
+                managed::remove_at(&mut out, p);
+            }
+            entries.retain(|e| !(e.manager == manager && e.operation == "Apply"));
+            entries.push(managed::Entry {
+                manager,
+                operation: "Apply".into(),
+                api_version: r.info.api_version(),
+                subresource: r.sub().unwrap_or_default().to_string(),
+                fields: owned,
+            });
+            managed::write(&mut out, &entries, &meta::now_rfc3339());
+            Ok(out)
+        }
+        MediaType::Json | MediaType::Yaml => Err(ApiError::unsupported_media_type(&r.content_type)),
+    }
+}
+
+impl ApiServer {
+    async fn ensure_namespace_usable(&self, r: &ResourceRequest) -> Result<(), ApiError> {
+        let Some(ns) = r.ns() else { return Ok(()) };
+        let key = format!("/registry/namespaces/{ns}");
+        let kv = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        match kv {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(kv) => {
+                let obj = from_stored(&kv)?;
+                if meta::is_deleting(&obj) {
+                    Err(ApiError::forbidden_msg(format!(
+                        "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        r.info.plural,
+                        r.name()
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// POST: create an object.
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+        body: Bytes,
+    ) -> Result<Response<Body>, ApiError> {
+        let media = MediaType::from_header(&r.content_type)
+            .filter(|m| matches!(m, MediaType::Json | MediaType::Yaml))
+            .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
+        let obj = decode(&body, media)?;
+        let mut obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
+        let warnings = crate::typed::check_fields(r, &obj)?;
+        let applied_fields = r.applying().then(|| managed::fields_of(&obj, false));
+        strategy::prepare_create(&r.info, &mut obj, r.ns())?;
+        strategy::validate(&r.info, &obj, None)?;
+        match applied_fields {
+            Some(fields) => {
+                let e = managed::Entry {
+                    manager: r.field_manager(),
+                    operation: "Apply".into(),
+                    api_version: r.info.api_version(),
+                    subresource: String::new(),
+                    fields,
+                };
+                managed::write(&mut obj, &[e], &meta::now_rfc3339());
+            }
+            None => managed::record_update(
+                None,
+                &mut obj,
+                &r.field_manager(),
+                &r.info.api_version(),
+                "",
+                &meta::now_rfc3339(),
+            ),
+        }
+        let dry_run = r.query.dry_run()?;
+        self.ensure_namespace_usable(r).await?;
+        let name = meta::name(&obj).to_string();
+        let key = r.info.key(r.ns(), &name);
+        let _guard = if r.info.kind == "Service" && r.info.group.is_empty() {
+            let g = self.allocator.lock.lock().await;
+            self.allocate_service(&mut obj, None).await?;
+            Some(g)
+        } else {
+            None
+        };
+        if r.info.kind == "CustomResourceDefinition" {
+            crate::crd::prepare(&mut obj);
+        }
+        if dry_run {
+            return Ok(self.respond_with_warnings(r, StatusCode::CREATED, &obj, &warnings));
+        }
+        let kv = self
+            .store
+            .create(&key, to_stored(&obj)?)
+            .await
+            .map_err(|e| store_err(r, &name, e))?;
+        meta::set_resource_version(&mut obj, kv.mod_revision);
+        if r.info.kind == "CustomResourceDefinition" {
+            self.sync_crds().await;
+        }
+        Ok(self.respond_with_warnings(r, StatusCode::CREATED, &obj, &warnings))
+    }
+
+    /// PUT: replace an object (or its status).
+    pub(crate) async fn update(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+        body: Bytes,
+    ) -> Result<Response<Body>, ApiError> {
+        let media = MediaType::from_header(&r.content_type)
+            .filter(|m| matches!(m, MediaType::Json | MediaType::Yaml))
+            .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
+        let obj = decode(&body, media)?;
+        let obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
+        let body_name = meta::name(&obj);
+        if body_name != r.name() {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({})",
+                r.name()
+            )));
+        }
+        let warnings = crate::typed::check_fields(r, &obj)?;
+        let key = r.info.key(r.ns(), r.name());
+        let current = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_err(r, r.name(), e))?
+            .ok_or_else(|| ApiError::not_found(&r.info.group, &r.info.plural, r.name()))?;
+        let rv = meta::resource_version(&obj);
+        if !rv.is_empty() && rv != current.mod_revision.to_string() {
+            return Err(store_err(
+                r,
+                r.name(),
+                StoreError::Conflict {
+                    key,
+                    expected: rv.parse().unwrap_or(0),
+                    current: Box::new(current),
+                },
+            ));
+        }
+        self.write_update(r, current, obj, warnings).await
+    }
+
+    /// Common tail of update and patch: strategy, validation, no-op detection, store.
+    async fn write_update(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+        current: KeyValue,
+        mut obj: Value,
+        warnings: Vec<String>,
+    ) -> Result<Response<Body>, ApiError> {
+        let old = from_stored(&current)?;
+        let sub = r.sub().filter(|s| *s != "finalize");
+        let managed_before = meta::metadata(&obj).get("managedFields").cloned();
+        strategy::prepare_update(&r.info, &old, &mut obj, sub)?;
+        if r.applying() {
+            if let Some(m) = managed_before {
+                meta::metadata_mut(&mut obj).insert("managedFields".into(), m);
+            }
+        } else {
+            managed::record_update(
+                Some(&old),
+                &mut obj,
+                &r.field_manager(),
+                &r.info.api_version(),
+                sub.unwrap_or_default(),
+                &meta::now_rfc3339(),
+            );
+        }
+        if r.sub() == Some("finalize")
+            && let Some(f) = obj.pointer("/spec/finalizers").cloned()
+        {
+            let mut merged = old.clone();
+            merged["spec"]["finalizers"] = f;
+            obj = merged;
+            meta::metadata_mut(&mut obj).remove("resourceVersion");
+        }
+        strategy::validate(&r.info, &obj, Some(&old))?;
+        let dry_run = r.query.dry_run()?;
+        let _guard = if r.info.kind == "Service" && r.info.group.is_empty() {
+            let g = self.allocator.lock.lock().await;
+            self.allocate_service(&mut obj, Some(&old)).await?;
+            Some(g)
+        } else {
+            None
+        };
+        let mut old_cmp = old.clone();
+        meta::metadata_mut(&mut old_cmp).remove("resourceVersion");
+        if obj == old_cmp {
+            return Ok(self.respond_with_warnings(r, StatusCode::OK, &old, &warnings));
+        }
+        // The last finalizer removed from an object being deleted: it goes now.
+        if meta::is_deleting(&obj)
+            && meta::finalizers(&obj).is_empty()
+            && !(r.info.kind == "Namespace" && r.info.group.is_empty())
+        {
+            if dry_run {
+                return Ok(self.respond_with_warnings(r, StatusCode::OK, &obj, &warnings));
+            }
+            let kv = self
+                .store
+                .delete(&current.key, Some(current.mod_revision))
+                .await
+                .map_err(|e| store_err(r, r.name(), e))?;
+            meta::set_resource_version(&mut obj, kv.mod_revision);
+            return Ok(self.respond_with_warnings(r, StatusCode::OK, &obj, &warnings));
+        }
+        if dry_run {
+            meta::set_resource_version(&mut obj, current.mod_revision);
+            return Ok(self.respond_with_warnings(r, StatusCode::OK, &obj, &warnings));
+        }
+        let kv = self
+            .store
+            .update(&current.key, to_stored(&obj)?, current.mod_revision)
+            .await
+            .map_err(|e| store_err(r, r.name(), e))?;
+        meta::set_resource_version(&mut obj, kv.mod_revision);
+        if r.info.kind == "CustomResourceDefinition" {
+            self.sync_crds().await;
+        }
+        Ok(self.respond_with_warnings(r, StatusCode::OK, &obj, &warnings))
+    }
+
+    /// PATCH: JSON patch, merge patch, strategic merge patch, apply patch. Retries on
+    /// conflicts with concurrent writers like upstream's GuaranteedUpdate.
+    pub(crate) async fn patch(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+        body: Bytes,
+    ) -> Result<Response<Body>, ApiError> {
+        let key = r.info.key(r.ns(), r.name());
+        for _attempt in 0..8 {
+            let current = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| store_err(r, r.name(), e))?;
+            let Some(current) = current else {
+                if MediaType::from_header(&r.content_type) == Some(MediaType::ApplyPatch)
+                    && r.sub().is_none()
+                {
+                    // Server-side apply of an object that does not exist creates it.
+                    let obj = decode(&body, MediaType::ApplyPatch)?;
+                    let mut obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
+                    if meta::name(&obj) != r.name() {
+                        return Err(ApiError::bad_request(format!(
+                            "the name of the object ({}) does not match the name on the URL ({})",
+                            meta::name(&obj),
+                            r.name()
+                        )));
+                    }
+                    if let Some(ns) = r.ns() {
+                        meta::metadata_mut(&mut obj).insert("namespace".into(), json!(ns));
+                    }
+                    let bytes =
+                        serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+                    return self.create(r, Bytes::from(bytes)).await;
+                }
+                return Err(ApiError::not_found(&r.info.group, &r.info.plural, r.name()));
+            };
+            let old = from_stored(&current)?;
+            let patched = apply_patch(r, &old, &body)?;
+            let patched = check_object(patched, &r.info.api_version(), &r.info.kind)?;
+            if meta::name(&patched) != r.name() {
+                return Err(ApiError::bad_request(
+                    "metadata.name: Invalid value: the name of a patched object cannot change",
+                ));
+            }
+            let rv = meta::resource_version(&patched).to_string();
+            if !rv.is_empty() && rv != current.mod_revision.to_string() {
+                return Err(store_err(
+                    r,
+                    r.name(),
+                    StoreError::Conflict {
+                        key: key.clone(),
+                        expected: rv.parse().unwrap_or(0),
+                        current: Box::new(current),
+                    },
+                ));
+            }
+            let warnings = crate::typed::check_fields(r, &patched)?;
+            match self.write_update(r, current, patched, warnings).await {
+                Err(e) if e.code == 409 && e.reason == "Conflict" && rv.is_empty() => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(
+            &r.info.group,
+            &r.info.plural,
+            r.name(),
+            "too many concurrent writers, try again",
+        ))
+    }
+
+    /// DELETE of one object, honouring preconditions, finalizers and grace periods.
+    pub(crate) async fn delete(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+        body: Bytes,
+    ) -> Result<Response<Body>, ApiError> {
+        let opts = delete_options(r, &body)?;
+        let key = r.info.key(r.ns(), r.name());
+        let dry_run = r.query.dry_run()?
+            || opts
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+        let obj = self.delete_one(&r.info, &key, &opts, dry_run).await?;
+        Ok(self.respond(r, StatusCode::OK, &obj))
+    }
+
+    /// Delete the object at `key` of resource `info` (shared by DELETE, deletecollection and
+    /// namespace finalization).
+    pub(crate) async fn delete_one(
+        &self,
+        info: &k8slite_api::ResourceInfo,
+        key: &str,
+        opts: &Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let r = info;
+        for _attempt in 0..8 {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            let current = self
+                .store
+                .get(key)
+                .await
+                .map_err(|e| store_err_for(r, name, e))?
+                .ok_or_else(|| ApiError::not_found(&r.group, &r.plural, name))?;
+            let mut obj = from_stored(&current)?;
+            if let Some(pre) = opts.get("preconditions") {
+                if let Some(uid) = pre.get("uid").and_then(Value::as_str)
+                    && uid != meta::uid(&obj)
+                {
+                    return Err(ApiError::conflict(
+                        &r.group,
+                        &r.plural,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            meta::uid(&obj)
+                        ),
+                    ));
+                }
+                if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str)
+                    && rv != current.mod_revision.to_string()
+                {
+                    return Err(ApiError::conflict(
+                        &r.group,
+                        &r.plural,
+                        name,
+                        &format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            current.mod_revision
+                        ),
+                    ));
+                }
+            }
+            let is_namespace = r.kind == "Namespace" && r.group.is_empty();
+            let graceful_pod = r.kind == "Pod"
+                && r.group.is_empty()
+                && obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty())
+                && !obj
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| p == "Succeeded" || p == "Failed");
+            let grace = opts
+                .get("gracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .or_else(|| {
+                    obj.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                })
+                .unwrap_or(30);
+            let defer =
+                !meta::finalizers(&obj).is_empty() || is_namespace || (graceful_pod && grace > 0);
+            if defer {
+                if meta::is_deleting(&obj) {
+                    return Ok(obj);
+                }
+                let md = meta::metadata_mut(&mut obj);
+                let when = jiff::Timestamp::now()
+                    .checked_add(jiff::SignedDuration::from_secs(if graceful_pod {
+                        grace
+                    } else {
+                        0
+                    }))
+                    .unwrap_or_else(|_| jiff::Timestamp::now());
+                md.insert("deletionTimestamp".into(), json!(meta::format_time(when)));
+                md.insert(
+                    "deletionGracePeriodSeconds".into(),
+                    json!(if graceful_pod { grace } else { 0 }),
+                );
+                if is_namespace
+                    && let Some(st) = obj.get_mut("status").and_then(Value::as_object_mut)
+                {
+                    st.insert("phase".into(), json!("Terminating"));
+                }
+                if dry_run {
+                    return Ok(obj);
+                }
+                match self
+                    .store
+                    .update(key, to_stored(&obj)?, current.mod_revision)
+                    .await
+                {
+                    Ok(kv) => {
+                        meta::set_resource_version(&mut obj, kv.mod_revision);
+                        return Ok(obj);
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_err_for(r, name, e)),
+                }
+            }
+            if dry_run {
+                return Ok(obj);
+            }
+            match self.store.delete(key, Some(current.mod_revision)).await {
+                Ok(_) => {
+                    if r.kind == "CustomResourceDefinition" {
+                        self.crd_deleted(&obj).await;
+                    }
+                    return Ok(obj);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err_for(r, name, e)),
+            }
+        }
+        Err(ApiError::conflict(
+            &r.group,
+            &r.plural,
+            key.rsplit('/').next().unwrap_or_default(),
+            "too many concurrent writers, try again",
+        ))
+    }
+
+    /// DELETE of a collection (label/field selectors apply).
+    pub(crate) async fn delete_collection(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+        body: Bytes,
+    ) -> Result<Response<Body>, ApiError> {
+        let opts = delete_options(r, &body)?;
+        let dry_run = r.query.dry_run()?;
+        let (items, _rev) = self.select_all(r).await?;
+        let mut deleted = Vec::new();
+        for item in items {
+            let key = r.info.key(meta::namespace(&item), meta::name(&item));
+            match self.delete_one(&r.info, &key, &opts, dry_run).await {
+                Ok(o) => deleted.push(o),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let list = json!({"kind": r.info.list_kind(), "apiVersion": r.info.api_version(), "metadata": {}, "items": deleted});
+        Ok(self.respond(r, StatusCode::OK, &list))
+    }
+
+    /// POST pods/binding: set spec.nodeName of an unbound pod.
+    pub(crate) async fn bind(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+        body: Bytes,
+    ) -> Result<Response<Body>, ApiError> {
+        let b = decode(
+            &body,
+            MediaType::from_header(&r.content_type).unwrap_or(MediaType::Json),
+        )?;
+        let node = b
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                r.name(),
+                vec![k8slite_api::Cause::new(
+                    "FieldValueRequired",
+                    "target.name",
+                    "Required value",
+                )],
+            ));
+        }
+        let key = r.info.key(r.ns(), r.name());
+        let current = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_err(r, r.name(), e))?
+            .ok_or_else(|| ApiError::not_found("", "pods", r.name()))?;
+        let mut pod = from_stored(&current)?;
+        if pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                r.name(),
+                &format!(
+                    "pod {} is already assigned to node {:?}",
+                    r.name(),
+                    pod.pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        if r.query.dry_run()? {
+            return Ok(crate::body::json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
+        }
+        self.store
+            .update(&key, to_stored(&pod)?, current.mod_revision)
+            .await
+            .map_err(|e| store_err(r, r.name(), e))?;
+        Ok(crate::body::json_response(
+            StatusCode::CREATED,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
+    }
+}
+
+fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
+    let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        let v = decode(
+            body,
+            MediaType::from_header(&r.content_type).unwrap_or(MediaType::Json),
+        )?;
+        if !v.is_object() {
+            return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
+        }
+        v
+    };
+    if let Some(g) = r.query.int("gracePeriodSeconds")? {
+        opts["gracePeriodSeconds"] = json!(g);
+    }
+    if let Some(p) = r.query.get("propagationPolicy") {
+        if !matches!(p, "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )));
+        }
+        opts["propagationPolicy"] = json!(p);
+    }
+    Ok(opts)
+}

@@ -1,0 +1,221 @@
+//! k8slite-server: wires the datastore, PKI and API server into `k8slite server`.
+//!
+//! Start-up order: data directories → PKI (CAs, serving and admin certificates) → join token →
+//! SQLite store → API server bootstrap (namespaces, `kubernetes` Service) → HTTPS listener →
+//! admin kubeconfig. Shutdown: one cancellation token stops the listener, open connections
+//! drain within a deadline, then the store closes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use k8slite_apiserver::{ApiServer, ApiServerConfig, Identity};
+use k8slite_datastore::sqlite::{SqliteConfig, SqliteStore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long open connections get to finish after shutdown starts.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Settings of `k8slite server`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Data directory (`server/` below it holds the database, certificates and token).
+    pub data_dir: PathBuf,
+    /// Listen address of the API.
+    pub bind_address: IpAddr,
+    /// API port.
+    pub https_listen_port: u16,
+    /// Address advertised to clients and nodes; detected when `None`.
+    pub advertise_address: Option<IpAddr>,
+    /// Extra SANs for the serving certificate.
+    pub tls_san: Vec<String>,
+    /// Admin kubeconfig path.
+    pub write_kubeconfig: PathBuf,
+    /// Admin kubeconfig file mode.
+    pub write_kubeconfig_mode: u32,
+    /// Pod CIDR of the cluster.
+    pub cluster_cidr: IpNet,
+    /// Service CIDR.
+    pub service_cidr: IpNet,
+    /// Cluster DNS service IP.
+    pub cluster_dns: IpAddr,
+    /// Cluster domain.
+    pub cluster_domain: String,
+    /// How often the datastore compacts.
+    pub compact_interval: Duration,
+    /// Revisions of history kept for watch resumption.
+    pub compact_retention: i64,
+}
+
+/// Errors of the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A file or directory could not be created.
+    #[error("creating {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificates or token.
+    #[error("pki: {0}")]
+    Pki(#[from] k8slite_pki::PkiError),
+    /// Datastore.
+    #[error("datastore: {0}")]
+    Store(#[from] k8slite_datastore::StoreError),
+    /// Bootstrap objects.
+    #[error("bootstrapping cluster objects: {0}")]
+    Bootstrap(#[source] k8slite_api::ApiError),
+    /// Listening.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving.
+    #[error(transparent)]
+    Serve(#[from] k8slite_apiserver::ServeError),
+    /// The service CIDR has no usable address.
+    #[error("service CIDR {0} has no host addresses")]
+    ServiceCidr(IpNet),
+}
+
+fn mkdir(path: &std::path::Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(path).map_err(|source| ServerError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The address other machines reach this one at: the source address of the default route
+/// (found with an unconnected UDP socket; nothing is sent), else 127.0.0.1.
+pub fn detect_node_ip() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        s.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
+        Ok(s.local_addr()?.ip())
+    };
+    probe().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Run the server until `shutdown` is cancelled.
+pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let started = std::time::Instant::now();
+    let server_dir = cfg.data_dir.join("server");
+    let tls_dir = server_dir.join("tls");
+    let db_dir = server_dir.join("db");
+    for d in [&server_dir, &tls_dir, &db_dir] {
+        mkdir(d)?;
+    }
+    let advertise = cfg.advertise_address.unwrap_or_else(detect_node_ip);
+    let service_ip = cfg
+        .service_cidr
+        .hosts()
+        .next()
+        .ok_or(ServerError::ServiceCidr(cfg.service_cidr))?;
+    let mut sans: Vec<String> = cfg.tls_san.clone();
+    sans.push(advertise.to_string());
+    if !cfg.bind_address.is_unspecified() {
+        sans.push(cfg.bind_address.to_string());
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let pki = k8slite_pki::ClusterPki::load_or_create(
+        &tls_dir,
+        &k8slite_pki::PkiOptions {
+            cluster_domain: cfg.cluster_domain.clone(),
+            service_ip,
+            sans,
+            hostname,
+        },
+    )?;
+    let token_path = server_dir.join("token");
+    let token = k8slite_pki::JoinToken::load_or_create(&token_path, pki.server_ca_pem())?;
+
+    let store = SqliteStore::open(
+        &db_dir.join("state.db"),
+        SqliteConfig {
+            compact_interval: Some(cfg.compact_interval),
+            retain_revisions: cfg.compact_retention,
+            ..SqliteConfig::default()
+        },
+    )?;
+    let api_cfg = ApiServerConfig {
+        service_cidr: cfg.service_cidr,
+        advertise_address: advertise,
+        secure_port: cfg.https_listen_port,
+        ..ApiServerConfig::default()
+    };
+    let api = ApiServer::new(store.clone(), api_cfg, shutdown.clone());
+    api.bootstrap().await.map_err(ServerError::Bootstrap)?;
+    let tracker = TaskTracker::new();
+    api.spawn_background(&tracker);
+
+    let addr = SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let tls = pki.server_tls_config()?;
+    let identify: k8slite_apiserver::serve::CertIdentity = Arc::new(|der: &[u8]| {
+        k8slite_pki::identity_from_cert(der)
+            .ok()
+            .map(|id| Identity::new(id.user, id.groups))
+    });
+    let serve = tokio::spawn(k8slite_apiserver::serve_tls(
+        api.clone(),
+        listener,
+        tls,
+        identify,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+
+    let url_host = if cfg.bind_address.is_unspecified() || cfg.bind_address.is_loopback() {
+        "127.0.0.1".to_string()
+    } else {
+        cfg.bind_address.to_string()
+    };
+    let admin = pki.admin();
+    k8slite_pki::write_kubeconfig(
+        &cfg.write_kubeconfig,
+        cfg.write_kubeconfig_mode,
+        &format!("https://{url_host}:{}", cfg.https_listen_port),
+        pki.server_ca_pem(),
+        &admin.cert_pem,
+        &admin.key_pem,
+    )?;
+    tracing::info!(kubeconfig = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
+    tracing::info!(token = %token_path.display(), "join token written (agents join with --token)");
+    tracing::info!(%addr, advertise = %advertise, elapsed_ms = started.elapsed().as_millis() as u64, "k8slite server ready");
+    let _ = token;
+
+    shutdown.cancelled().await;
+    tracing::info!("draining connections");
+    tracker.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            deadline_s = DRAIN_DEADLINE.as_secs(),
+            "connections still open at the drain deadline; closing"
+        );
+    }
+    match serve.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => tracing::warn!(error = %e, "listener task ended abnormally"),
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs missing prerequisites (as root, with apt-get), builds, checks
+# formatting and lints, runs every test. Used as-is by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/k8slite-target}"
+export CARGO_TERM_COLOR=never
+
+packaging/prereqs.sh --test
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== test"
+export K8SLITE_BIN="$CARGO_TARGET_DIR/debug/k8slite"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${K8SLITE_TEST_THREADS:-2}"

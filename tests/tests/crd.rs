@@ -1,0 +1,175 @@
+//! CustomResourceDefinitions: served once Established, with status subresource and printer
+//! columns; custom objects created, listed, watched, patched, explained.
+
+use std::time::Duration;
+
+use k8slite_tests::{Server, eventually};
+
+const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}
+    additionalPrinterColumns:
+    - {name: Size, type: string, jsonPath: .spec.size}
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    schema:
+      openAPIV3Schema:
+        type: object
+        description: A widget.
+        properties:
+          spec:
+            type: object
+            description: What the widget should be.
+            properties:
+              size: {type: string, description: How big.}
+              replicas: {type: integer}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              phase: {type: string}
+"#;
+
+#[test]
+fn custom_resources_end_to_end() {
+    let s = Server::start();
+    s.k_stdin(&["apply", "-f", "-"], Some(CRD));
+    s.k(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=20s",
+    ]);
+    let res = eventually(Duration::from_secs(10), || {
+        let out = s.kubectl(&["api-resources", "--api-group=example.com", "--no-headers"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("widgets").then_some(text)
+    })
+    .expect("widgets discovered");
+    assert!(res.contains("wd") && res.contains("Widget"), "{res}");
+    let w = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: large\n  replicas: 1\n";
+    let out = s.k_stdin(&["apply", "-f", "-"], Some(w));
+    assert!(out.contains("widget.example.com/w1 created"), "{out}");
+    let table = s.k(&["get", "widgets"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, vec!["NAME", "SIZE", "REPLICAS", "AGE"], "{table}");
+    assert!(table.contains("w1") && table.contains("large"), "{table}");
+    s.k(&[
+        "patch",
+        "wd",
+        "w1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"size":"small"}}"#,
+    ]);
+    assert_eq!(
+        s.k(&["get", "wd", "w1", "-o", "jsonpath={.spec.size}"])
+            .trim(),
+        "small"
+    );
+    // status subresource: the main resource ignores status, /status ignores spec
+    s.k(&[
+        "patch",
+        "wd",
+        "w1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"phase":"Ready"}}"#,
+    ]);
+    assert_eq!(
+        s.k(&["get", "wd", "w1", "-o", "jsonpath={.status.phase}"])
+            .trim(),
+        ""
+    );
+    s.k(&[
+        "patch",
+        "wd",
+        "w1",
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"phase":"Ready"},"spec":{"size":"huge"}}"#,
+    ]);
+    assert_eq!(
+        s.k(&[
+            "get",
+            "wd",
+            "w1",
+            "-o",
+            "jsonpath={.status.phase}/{.spec.size}"
+        ])
+        .trim(),
+        "Ready/small"
+    );
+    s.k(&["scale", "widget", "w1", "--replicas=3"]);
+    assert_eq!(
+        s.k(&["get", "wd", "w1", "-o", "jsonpath={.spec.replicas}"])
+            .trim(),
+        "3"
+    );
+    let explain = s.k(&["explain", "widget.spec"]);
+    assert!(
+        explain.contains("What the widget should be") && explain.contains("size"),
+        "{explain}"
+    );
+    let strat = s.k_err(
+        &[
+            "patch",
+            "wd",
+            "w1",
+            "--type",
+            "strategic",
+            "-p",
+            r#"{"spec":{"size":"x"}}"#,
+        ],
+        None,
+    );
+    assert!(
+        strat.contains("UnsupportedMediaType")
+            || strat.contains("415")
+            || strat.contains("not supported"),
+        "{strat}"
+    );
+    s.k(&["delete", "crd", "widgets.example.com"]);
+    let gone = eventually(Duration::from_secs(10), || {
+        (!s.kubectl(&["get", "widgets"]).status.success()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "widgets still served after the CRD was deleted"
+    );
+}
+
+#[test]
+fn explain_built_in_types() {
+    let s = Server::start();
+    let out = s.k(&["explain", "deployment.spec.strategy"]);
+    assert!(out.contains("KIND:") && out.contains("Deployment"), "{out}");
+    assert!(
+        out.contains("rollingUpdate") && out.contains("type"),
+        "{out}"
+    );
+    let mut s2 = s;
+    s2.kubectl_version = Some("1.27".into());
+    let out = s2.k(&["explain", "pods.spec.containers.ports"]);
+    assert!(out.contains("containerPort"), "{out}");
+}
