@@ -84,7 +84,9 @@ impl Server {
             dir,
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            kubectl_version: None,
+            kubectl_version: std::env::var("K8SLITE_TEST_KUBECTL")
+                .ok()
+                .filter(|v| !v.is_empty()),
         };
         s.spawn();
         s

@@ -49,8 +49,8 @@ apiVersion: v1
 kind: Secret
 metadata:
   name: web-secret
-stringData:
-  password: s3cret
+data:
+  password: czNjcmV0
 "#;
 
 fn write(s: &Server, name: &str, text: &str) -> String {

@@ -9,6 +9,7 @@ pub mod defaults;
 pub mod managed;
 pub mod meta;
 pub mod openapi;
+pub mod proto;
 pub mod registry;
 pub mod selector;
 pub mod smp;

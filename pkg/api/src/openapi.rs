@@ -362,6 +362,18 @@ pub fn group_version_doc(
         }
     }
     generator_meta_schemas(&mut defs);
+    for (name, d) in defs.iter_mut() {
+        strip_bool_additional_properties(d);
+        // k8s-openapi marks metadata required on top-level kinds; upstream does not.
+        if roots.iter().any(|(s, ..)| s == name)
+            && let Some(req) = d.get_mut("required").and_then(Value::as_array_mut)
+        {
+            req.retain(|f| f != "metadata");
+            if req.is_empty() {
+                d.as_object_mut().map(|m| m.remove("required"));
+            }
+        }
+    }
     for (schema, ..) in &roots {
         annotate_lists(&mut defs, schema, &mut Vec::new(), &mut HashSet::new());
     }
@@ -371,6 +383,22 @@ pub fn group_version_doc(
         "paths": paths,
         "components": {"schemas": defs},
     }))
+}
+
+/// kubectl 1.27–1.30 crash on boolean `additionalProperties`: drop them (absent means "any").
+fn strip_bool_additional_properties(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("additionalProperties").is_some_and(Value::is_boolean) {
+                m.remove("additionalProperties");
+            }
+            for child in m.values_mut() {
+                strip_bool_additional_properties(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_bool_additional_properties),
+        _ => {}
+    }
 }
 
 /// ListMeta is referenced by the list shapes; make sure it is there.

@@ -21,6 +21,8 @@ pub enum MediaType {
     StrategicMergePatch,
     /// `application/apply-patch+yaml`
     ApplyPatch,
+    /// `application/vnd.kubernetes.protobuf` (built-in kinds)
+    Protobuf,
 }
 
 impl MediaType {
@@ -39,6 +41,7 @@ impl MediaType {
             "application/merge-patch+json" => Self::MergePatch,
             "application/strategic-merge-patch+json" => Self::StrategicMergePatch,
             "application/apply-patch+yaml" => Self::ApplyPatch,
+            "application/vnd.kubernetes.protobuf" => Self::Protobuf,
             _ => return None,
         })
     }
@@ -71,6 +74,11 @@ pub fn decode(bytes: &[u8], media: MediaType) -> Result<Value, ApiError> {
     }
     match media {
         MediaType::Yaml | MediaType::ApplyPatch => decode_yaml(bytes),
+        MediaType::Protobuf => k8slite_api::proto::decode(bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized or malformed: {e}"
+            ))
+        }),
         _ => serde_json::from_slice(bytes).map_err(|e| {
             ApiError::bad_request(format!(
                 "the object provided is unrecognized or malformed: {e}"
@@ -142,6 +150,12 @@ mod tests {
         assert_eq!(v["metadata"]["name"], "a");
         assert!(decode(b"{not json", MediaType::Json).is_err());
         assert!(decode(b"", MediaType::Json).is_err());
+        assert_eq!(
+            decode(b"k8s\0\x0a\x02", MediaType::Protobuf)
+                .expect_err("truncated")
+                .code,
+            400
+        );
         let deep = "[".repeat(100_000);
         assert_eq!(
             decode(deep.as_bytes(), MediaType::Json)

@@ -146,7 +146,9 @@ fn apply_patch(r: &ResourceRequest, current: &Value, body: &[u8]) -> Result<Valu
             managed::write(&mut out, &entries, &meta::now_rfc3339());
             Ok(out)
         }
-        MediaType::Json | MediaType::Yaml => Err(ApiError::unsupported_media_type(&r.content_type)),
+        MediaType::Json | MediaType::Yaml | MediaType::Protobuf => {
+            Err(ApiError::unsupported_media_type(&r.content_type))
+        }
     }
 }
 
@@ -183,7 +185,10 @@ impl ApiServer {
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
         let media = MediaType::from_header(&r.content_type)
-            .filter(|m| matches!(m, MediaType::Json | MediaType::Yaml))
+            .filter(|m| {
+                matches!(m, MediaType::Json | MediaType::Yaml | MediaType::Protobuf)
+                    || (r.applying() && *m == MediaType::ApplyPatch)
+            })
             .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
         let obj = decode(&body, media)?;
         let mut obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
@@ -247,7 +252,10 @@ impl ApiServer {
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
         let media = MediaType::from_header(&r.content_type)
-            .filter(|m| matches!(m, MediaType::Json | MediaType::Yaml))
+            .filter(|m| {
+                matches!(m, MediaType::Json | MediaType::Yaml | MediaType::Protobuf)
+                    || (r.applying() && *m == MediaType::ApplyPatch)
+            })
             .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
         let obj = decode(&body, media)?;
         let obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;

@@ -9,9 +9,17 @@ use serde_json::{Map, Value};
 use crate::ApiServer;
 use crate::body::{Body, error_response, json_bytes};
 
-/// `/openapi/v2`: not served yet (kubectl ≥ 1.27 uses v3); 404 makes clients fall back.
+/// `/openapi/v2`: an empty OpenAPI v2 document in protobuf (zero bytes decode as an empty
+/// `openapi_v2.Document`). kubectl 1.27/1.28 fetch it before `apply`, `create` and `explain` and
+/// fail on any error; with no models in it they skip client-side validation (the server
+/// validates: `fieldValidation` is announced in OpenAPI v3) and use their compiled-in types for
+/// strategic merge patches. Everything else reads `/openapi/v3`.
 pub fn v2(_accept: &str) -> Response<Body> {
-    error_response(&ApiError::path_not_found())
+    json_bytes(
+        StatusCode::OK,
+        Vec::new(),
+        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+    )
 }
 
 impl ApiServer {

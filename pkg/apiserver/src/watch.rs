@@ -246,7 +246,8 @@ impl Sink {
             Output::Table(api_version) if ty != "ERROR" => {
                 let mut t = server.to_table(r, obj, api_version);
                 if !self.first_table {
-                    t["columnDefinitions"] = json!([]);
+                    // Like upstream: column definitions only in the first event.
+                    t["columnDefinitions"] = Value::Null;
                 }
                 self.first_table = false;
                 t
