@@ -284,18 +284,20 @@ fn older_and_newer_kubectl_discover_the_same() {
 #[test]
 fn unauthenticated_requests_get_401() {
     let s = Server::start();
-    // A kubeconfig without the client certificate.
+    // A kubeconfig without the client certificate, and a token the server does not know
+    // (without any credentials kubectl would prompt for a user name).
     let kc: serde_json::Value =
         serde_saphyr::from_str(&std::fs::read_to_string(s.kubeconfig()).expect("kubeconfig"))
             .expect("kubeconfig yaml");
     let mut anon = kc.clone();
-    anon["users"][0]["user"] = serde_json::json!({});
+    anon["users"][0]["user"] = serde_json::json!({"token": "not-a-valid-token"});
     let path = s.dir.path().join("anon.yaml");
     std::fs::write(&path, serde_json::to_string(&anon).expect("json"))
         .expect("write anon kubeconfig");
     let out = std::process::Command::new(k8slite_tests::kubectl_bin(None))
         .args(["get", "--raw", "/api/v1/namespaces", "--kubeconfig"])
         .arg(&path)
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("kubectl");
     assert!(!out.status.success());
@@ -305,6 +307,7 @@ fn unauthenticated_requests_get_401() {
     let ok = std::process::Command::new(k8slite_tests::kubectl_bin(None))
         .args(["get", "--raw", "/livez", "--kubeconfig"])
         .arg(&path)
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("kubectl");
     assert!(

@@ -18,7 +18,8 @@ pub fn v2(_accept: &str) -> Response<Body> {
     json_bytes(
         StatusCode::OK,
         Vec::new(),
-        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        // Upstream answers with the dotted form: `@` is not valid in a media type.
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
     )
 }
 
