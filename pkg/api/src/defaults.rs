@@ -517,16 +517,14 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
                 }
             }
             immutable(&mut c, obj, old, "/spec/selector", "spec.selector");
-            if kind == "Deployment" || kind == "ReplicaSet" {
-                if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
-                    && r < 0
-                {
-                    c.push(Cause::new(
-                        "FieldValueInvalid",
-                        "spec.replicas",
-                        format!("Invalid value: {r}: must be greater than or equal to 0"),
-                    ));
-                }
+            if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+                && r < 0
+            {
+                c.push(Cause::new(
+                    "FieldValueInvalid",
+                    "spec.replicas",
+                    format!("Invalid value: {r}: must be greater than or equal to 0"),
+                ));
             }
         }
         ("batch", "Job") => {

@@ -374,10 +374,8 @@ pub fn apply_check(
             if e.manager != manager && e.fields.contains(p) {
                 conflicts
                     .entry(format!(
-                        "conflict with \"{}\"{} using {}",
-                        e.manager,
-                        if e.operation == "Apply" { "" } else { "" },
-                        e.api_version
+                        "conflict with \"{}\" using {}",
+                        e.manager, e.api_version
                     ))
                     .or_default()
                     .push(p.clone());

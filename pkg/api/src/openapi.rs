@@ -312,9 +312,7 @@ pub fn group_version_doc(
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut paths = Map::new();
     let mut roots: Vec<(String, String, String, String)> = Vec::new();
-    for extra in [("autoscaling", "v1", "Scale")] {
-        crate::typed::add_schema(&mut generator, extra.0, extra.1, extra.2);
-    }
+    crate::typed::add_schema(&mut generator, "autoscaling", "v1", "Scale");
     generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
     let mut custom_defs = Map::new();
     for r in &resources {

@@ -155,13 +155,12 @@ pub fn validate_metadata(obj: &Value, rule: NameRule, namespaced: bool) -> Vec<C
     } else if !name.is_empty() {
         causes.extend(validate_name(name, rule, "metadata.name"));
     }
-    if namespaced {
-        if let Some(ns) = meta.get("namespace").and_then(Value::as_str)
-            && !ns.is_empty()
-            && !is_label(ns)
-        {
-            causes.extend(validate_name(ns, NameRule::Label, "metadata.namespace"));
-        }
+    if namespaced
+        && let Some(ns) = meta.get("namespace").and_then(Value::as_str)
+        && !ns.is_empty()
+        && !is_label(ns)
+    {
+        causes.extend(validate_name(ns, NameRule::Label, "metadata.namespace"));
     }
     if let Some(labels) = meta.get("labels") {
         match labels.as_object() {

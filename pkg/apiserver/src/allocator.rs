@@ -117,35 +117,6 @@ fn field_invalid(field: &str, value: &str, msg: &str) -> ApiError {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn allocates_free_values() {
-        let cidr: IpNet = "10.43.0.0/29".parse().expect("cidr");
-        let svcs =
-            vec![json!({"spec": {"clusterIP": "10.43.0.2", "ports": [{"nodePort": 30000}]}})];
-        let (ips, ports) = used(&svcs);
-        assert_eq!(
-            next_ip(&cidr, &ips, false).expect("ip").to_string(),
-            "10.43.0.3"
-        );
-        assert_eq!(
-            next_ip(&cidr, &HashSet::new(), true)
-                .expect("ip")
-                .to_string(),
-            "10.43.0.1"
-        );
-        let p = next_port((30000, 30001), &ports).expect("port");
-        assert_eq!(p, 30001);
-        assert!(next_port((30000, 30000), &ports).is_err());
-        assert!(check_ip(&cidr, "10.44.0.1", &ips).is_err());
-        assert!(check_ip(&cidr, "10.43.0.2", &ips).is_err());
-    }
-}
-
 impl crate::ApiServer {
     /// Allocate ClusterIP(s) and NodePorts of a Service being created or updated (call with
     /// [`Allocators::lock`] held so concurrent creates cannot pick the same value).
@@ -304,5 +275,34 @@ impl crate::ApiServer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn allocates_free_values() {
+        let cidr: IpNet = "10.43.0.0/29".parse().expect("cidr");
+        let svcs =
+            vec![json!({"spec": {"clusterIP": "10.43.0.2", "ports": [{"nodePort": 30000}]}})];
+        let (ips, ports) = used(&svcs);
+        assert_eq!(
+            next_ip(&cidr, &ips, false).expect("ip").to_string(),
+            "10.43.0.3"
+        );
+        assert_eq!(
+            next_ip(&cidr, &HashSet::new(), true)
+                .expect("ip")
+                .to_string(),
+            "10.43.0.1"
+        );
+        let p = next_port((30000, 30001), &ports).expect("port");
+        assert_eq!(p, 30001);
+        assert!(next_port((30000, 30000), &ports).is_err());
+        assert!(check_ip(&cidr, "10.44.0.1", &ips).is_err());
+        assert!(check_ip(&cidr, "10.43.0.2", &ips).is_err());
     }
 }

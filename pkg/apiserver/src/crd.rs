@@ -158,14 +158,11 @@ pub(crate) fn rows(crd: &Value) -> Vec<ResourceInfo> {
     out
 }
 
+/// Computes the cells of one table row.
+pub(crate) type CellFn = Box<dyn Fn(&Value, jiff::Timestamp) -> Vec<Value> + Send + Sync>;
+
 /// Table columns and a cell function for a resource (custom printer columns for CRs).
-pub(crate) fn printer(
-    info: &ResourceInfo,
-    _reg: &Registry,
-) -> (
-    Vec<Column>,
-    Box<dyn Fn(&Value, jiff::Timestamp) -> Vec<Value> + Send + Sync>,
-) {
+pub(crate) fn printer(info: &ResourceInfo, _reg: &Registry) -> (Vec<Column>, CellFn) {
     if !info.custom {
         let (g, k) = (info.group.clone(), info.kind.clone());
         return (

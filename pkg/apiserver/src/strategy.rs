@@ -79,10 +79,9 @@ pub fn prepare_create(
         && info.kind != "Pod"
         && info.kind != "Namespace"
         && info.kind != "Node"
+        && let Some(m) = obj.as_object_mut()
     {
-        if let Some(m) = obj.as_object_mut() {
-            m.remove("status");
-        }
+        m.remove("status");
     }
     k8slite_api::defaults::apply(&info.group, &info.kind, obj);
     Ok(())
@@ -118,13 +117,11 @@ pub fn prepare_update(
             *new = merged;
         }
         _ => {
-            if has_status_sub {
-                if let Some(m) = new.as_object_mut() {
-                    match old.get("status") {
-                        Some(s) => m.insert("status".into(), s.clone()),
-                        None => m.remove("status"),
-                    };
-                }
+            if has_status_sub && let Some(m) = new.as_object_mut() {
+                match old.get("status") {
+                    Some(s) => m.insert("status".into(), s.clone()),
+                    None => m.remove("status"),
+                };
             }
         }
     }
@@ -147,10 +144,10 @@ pub fn prepare_update(
     }
     md.remove("resourceVersion");
     md.remove("selfLink");
-    if old_md.get("generateName").is_some() && md.get("generateName").is_none() {
-        if let Some(g) = keep("generateName") {
-            md.insert("generateName".into(), g);
-        }
+    if md.get("generateName").is_none()
+        && let Some(g) = keep("generateName")
+    {
+        md.insert("generateName".into(), g);
     }
     if let Some(g) = generation {
         md.insert("generation".into(), json!(g));

@@ -217,10 +217,10 @@ impl SqliteStore {
                 _ = tick.tick() => {}
             }
             let target = self.revision.load(Ordering::SeqCst) - self.config.retain_revisions;
-            if target > self.compacted.load(Ordering::SeqCst) {
-                if let Err(e) = self.compact(target).await {
-                    tracing::warn!(error = %e, "automatic compaction failed");
-                }
+            if target > self.compacted.load(Ordering::SeqCst)
+                && let Err(e) = self.compact(target).await
+            {
+                tracing::warn!(error = %e, "automatic compaction failed");
             }
             if let Err(e) = self.write(Op::Checkpoint).await {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
