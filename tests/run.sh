@@ -16,4 +16,13 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== test"
 export K8SLITE_BIN="$CARGO_TARGET_DIR/debug/k8slite"
-cargo test --workspace --locked --no-fail-fast -- --test-threads="${K8SLITE_TEST_THREADS:-2}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads="${K8SLITE_TEST_THREADS:-2}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '^test result: [A-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+echo "summary: $passed passed, $failed failed"
+exit "$status"

@@ -342,3 +342,65 @@ fn get_watch_shows_changes_as_they_happen() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn metrics_deletecollection_and_eviction() {
+    let s = Server::start();
+    for n in ["a", "b", "c"] {
+        s.k(&["create", "configmap", n, "--from-literal=k=v"]);
+        s.k(&["label", "cm", n, "batch=x"]);
+    }
+    s.k(&["create", "configmap", "keep"]);
+    let out = s.k(&["delete", "cm", "-l", "batch=x"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let left = s.k(&["get", "cm", "-o", "name"]);
+    assert!(
+        left.contains("configmap/keep") && !left.contains("configmap/a"),
+        "{left}"
+    );
+    // deletecollection through the API itself
+    s.k(&["create", "configmap", "d1"]);
+    s.k(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name%3Dd1",
+    ]);
+    assert!(
+        !s.kubectl(&["get", "cm", "d1"]).status.success(),
+        "deletecollection left d1"
+    );
+    // an eviction deletes an unbound pod
+    s.k(&["run", "ev", "--image=busybox", "--restart=Never"]);
+    let eviction = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"ev","namespace":"default"}}"#;
+    s.k_stdin(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/ev/eviction",
+            "-f",
+            "-",
+        ],
+        Some(eviction),
+    );
+    assert!(
+        !s.kubectl(&["get", "pod", "ev"]).status.success(),
+        "evicted pod still there"
+    );
+    let metrics = s.k(&["get", "--raw", "/metrics"]);
+    for m in [
+        "apiserver_request_total{",
+        "apiserver_request_duration_seconds_bucket{",
+        "k8slite_store_revision ",
+        "k8slite_store_size_bytes ",
+        "apiserver_registered_watchers ",
+    ] {
+        assert!(metrics.contains(m), "metrics lack {m}");
+    }
+    assert!(
+        metrics.contains(r#"verb="create",resource="configmaps",code="201""#),
+        "per verb/resource/code counts"
+    );
+    for ep in ["/healthz", "/livez", "/readyz"] {
+        assert_eq!(s.k(&["get", "--raw", ep]).trim(), "ok", "{ep}");
+    }
+}

@@ -313,6 +313,7 @@ impl ApiServer {
             ("create", None) if !r.info.stored => self.review(&r, body).await,
             ("create", None) => self.create(&r, body).await,
             ("create", Some("binding")) => self.bind(&r, body).await,
+            ("create", Some("eviction")) => self.evict(&r, body).await,
             ("update", None | Some("status" | "finalize")) => self.update(&r, body).await,
             ("update", Some("scale")) => self.update_scale(&r, body).await,
             ("patch", None | Some("status")) => self.patch(&r, body).await,
