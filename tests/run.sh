@@ -22,6 +22,13 @@ set +e
 cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads="${K8SLITE_TEST_THREADS:-2}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+echo "== kubectl 1.27 against the same suites"
+set +e
+K8SLITE_TEST_KUBECTL=1.27 cargo test -p k8slite-tests --tests --locked --no-fail-fast -- --test-threads="${K8SLITE_TEST_THREADS:-2}" 2>&1 | tee -a "$log"
+status127=${PIPESTATUS[0]}
+set -e
+[ "$status" -eq 0 ] && status=$status127
 passed=$(grep -Eo '^test result: [A-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 echo "summary: $passed passed, $failed failed"

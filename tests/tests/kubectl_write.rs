@@ -261,6 +261,8 @@ fn finalizers_namespace_deletion_and_wait() {
             .trim()
             .is_empty()
     );
+    let err = s.k_err(&["delete", "ns", "kube-system"], None);
+    assert!(err.contains("may not be deleted"), "{err}");
     // creating in a terminating or missing namespace is refused
     let err = s.k_err(&["create", "configmap", "y", "-n", "doomed"], None);
     assert!(err.contains("not found"), "{err}");

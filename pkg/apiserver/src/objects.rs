@@ -446,6 +446,15 @@ impl ApiServer {
         r: &ResourceRequest,
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
+        if r.info.group.is_empty()
+            && r.info.plural == "namespaces"
+            && matches!(r.name(), "default" | "kube-system" | "kube-public")
+        {
+            return Err(ApiError::forbidden_msg(format!(
+                "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+                r.name()
+            )));
+        }
         let opts = delete_options(r, &body)?;
         let key = r.info.key(r.ns(), r.name());
         let dry_run = r.query.dry_run()?
