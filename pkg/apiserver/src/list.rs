@@ -67,11 +67,11 @@ fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
 }
 
 impl ApiServer {
-    /// GET one object (or its status).
-    pub(crate) async fn get(
-        self: &Arc<Self>,
+    /// The object the request's URL names (404 when absent), stored form and decoded.
+    pub(crate) async fn load(
+        &self,
         r: &ResourceRequest,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<(k8slite_datastore::KeyValue, Value), ApiError> {
         let key = r.info.key(r.ns(), r.name());
         let kv = self
             .store
@@ -80,6 +80,15 @@ impl ApiServer {
             .map_err(|e| store_err(r, r.name(), e))?
             .ok_or_else(|| ApiError::not_found(&r.info.group, &r.info.plural, r.name()))?;
         let obj = from_stored(&kv)?;
+        Ok((kv, obj))
+    }
+
+    /// GET one object (or its status).
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        let (_, obj) = self.load(r).await?;
         Ok(self.respond(r, StatusCode::OK, &obj))
     }
 

@@ -267,20 +267,14 @@ impl ApiServer {
             )));
         }
         let warnings = crate::typed::check_fields(r, &obj)?;
-        let key = r.info.key(r.ns(), r.name());
-        let current = self
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| store_err(r, r.name(), e))?
-            .ok_or_else(|| ApiError::not_found(&r.info.group, &r.info.plural, r.name()))?;
+        let (current, _) = self.load(r).await?;
         let rv = meta::resource_version(&obj);
         if !rv.is_empty() && rv != current.mod_revision.to_string() {
             return Err(store_err(
                 r,
                 r.name(),
                 StoreError::Conflict {
-                    key,
+                    key: current.key.clone(),
                     expected: rv.parse().unwrap_or(0),
                     current: Box::new(current),
                 },

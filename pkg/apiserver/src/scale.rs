@@ -82,21 +82,6 @@ fn selector_string(s: &k8slite_api::selector::LabelSelector) -> String {
 }
 
 impl ApiServer {
-    async fn load(
-        &self,
-        r: &ResourceRequest,
-    ) -> Result<(k8slite_datastore::KeyValue, Value), ApiError> {
-        let key = r.info.key(r.ns(), r.name());
-        let kv = self
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| store_err(r, r.name(), e))?
-            .ok_or_else(|| ApiError::not_found(&r.info.group, &r.info.plural, r.name()))?;
-        let obj = from_stored(&kv)?;
-        Ok((kv, obj))
-    }
-
     /// GET .../scale
     pub(crate) async fn get_scale(
         self: &Arc<Self>,
