@@ -174,7 +174,7 @@ impl ApiServer {
                 (rev, None)
             }
         };
-        let mut items = Vec::new();
+        let mut items = ListItems::new(self, r);
         let mut more_key: Option<String> = None;
         let mut remaining: Option<u64> = None;
         loop {
@@ -200,11 +200,9 @@ impl ApiServer {
             revision = Some(res.revision);
             let n = res.items.len();
             for kv in &res.items {
-                let o = from_stored(kv)?;
-                if !sel.matches(&o) {
+                if !items.add(kv, &sel)? {
                     continue;
                 }
-                items.push(o);
                 if let Some(l) = limit
                     && items.len() >= l
                 {
@@ -236,13 +234,7 @@ impl ApiServer {
                 md["remainingItemCount"] = json!(n);
             }
         }
-        let list = json!({
-            "kind": r.info.list_kind(),
-            "apiVersion": r.info.api_version(),
-            "metadata": md,
-            "items": items,
-        });
-        Ok(self.respond(r, StatusCode::OK, &list))
+        Ok(items.finish(self, r, md))
     }
 
     /// Encode an object or list in the negotiated form.
@@ -303,6 +295,7 @@ impl ApiServer {
 
     /// A Table for an object or list.
     pub(crate) fn to_table(&self, r: &ResourceRequest, v: &Value, api_version: &str) -> Value {
+        let rows = TableRows::new(self, r, api_version);
         let now = jiff::Timestamp::now();
         let is_list = v.get("items").is_some_and(Value::is_array);
         let objects: Vec<&Value> = if is_list {
@@ -313,24 +306,7 @@ impl ApiServer {
         } else {
             vec![v]
         };
-        let (cols, cell_fn) = crate::crd::printer(&r.info, &self.registry());
-        let include = r.query.get("includeObject").unwrap_or("Metadata");
-        let rows: Vec<Value> = objects
-            .iter()
-            .map(|o| {
-                let cells = cell_fn(o, now);
-                let object = match include {
-                    "None" => Value::Null,
-                    "Object" => (*o).clone(),
-                    _ => partial_object(o, api_version),
-                };
-                let mut row = json!({"cells": cells});
-                if !object.is_null() {
-                    row["object"] = object;
-                }
-                row
-            })
-            .collect();
+        let rows_v: Vec<Value> = objects.iter().map(|o| rows.row(o, now)).collect();
         let mut md = json!({});
         if let Some(m) = v.get("metadata") {
             for f in ["resourceVersion", "continue", "remainingItemCount"] {
@@ -339,13 +315,137 @@ impl ApiServer {
                 }
             }
         }
+        rows.envelope(md, rows_v)
+    }
+}
+
+/// Builds Table rows one object at a time.
+pub(crate) struct TableRows<'a> {
+    cols: Vec<table::Column>,
+    cells: crate::crd::CellFn,
+    include: &'a str,
+    api_version: &'a str,
+}
+
+impl<'a> TableRows<'a> {
+    pub(crate) fn new(server: &ApiServer, r: &'a ResourceRequest, api_version: &'a str) -> Self {
+        let (cols, cells) = crate::crd::printer(&r.info, &server.registry());
+        let include = r.query.get("includeObject").unwrap_or("Metadata");
+        Self {
+            cols,
+            cells,
+            include,
+            api_version,
+        }
+    }
+
+    /// One row for `o`.
+    pub(crate) fn row(&self, o: &Value, now: jiff::Timestamp) -> Value {
+        let mut row = json!({"cells": (self.cells)(o, now)});
+        match self.include {
+            "None" => {}
+            "Object" => row["object"] = o.clone(),
+            _ => row["object"] = partial_object(o, self.api_version),
+        }
+        row
+    }
+
+    /// The Table object around `rows`.
+    pub(crate) fn envelope(&self, md: Value, rows: Vec<Value>) -> Value {
         json!({
             "kind": "Table",
-            "apiVersion": api_version,
+            "apiVersion": self.api_version,
             "metadata": md,
-            "columnDefinitions": table::column_definitions(&cols),
+            "columnDefinitions": table::column_definitions(&self.cols),
             "rows": rows,
         })
+    }
+}
+
+/// The items of a list response, kept in the cheapest form for the negotiated output: stored
+/// bytes with the resourceVersion spliced in for JSON (no parsing unless selectors need it),
+/// Table rows built and the object dropped at once for Tables, objects otherwise.
+enum ListItems<'a> {
+    Raw(Vec<Vec<u8>>),
+    Rows(TableRows<'a>, Vec<Value>, jiff::Timestamp),
+    Objects(Vec<Value>),
+}
+
+impl<'a> ListItems<'a> {
+    fn new(server: &ApiServer, r: &'a ResourceRequest) -> Self {
+        match r.output {
+            Output::Json => Self::Raw(Vec::new()),
+            Output::Table(api_version) => Self::Rows(
+                TableRows::new(server, r, api_version),
+                Vec::new(),
+                jiff::Timestamp::now(),
+            ),
+            _ => Self::Objects(Vec::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Raw(v) => v.len(),
+            Self::Rows(_, v, _) => v.len(),
+            Self::Objects(v) => v.len(),
+        }
+    }
+
+    /// Add `kv` if it matches; returns whether it was added.
+    fn add(&mut self, kv: &k8slite_datastore::KeyValue, sel: &Selectors) -> Result<bool, ApiError> {
+        if let Self::Raw(items) = self
+            && sel.is_empty()
+            && let Some(b) = crate::objects::splice_rv(&kv.value, kv.mod_revision)
+        {
+            items.push(b);
+            return Ok(true);
+        }
+        let o = from_stored(kv)?;
+        if !sel.matches(&o) {
+            return Ok(false);
+        }
+        match self {
+            Self::Raw(items) => {
+                items.push(serde_json::to_vec(&o).map_err(|e| ApiError::internal(e.to_string()))?)
+            }
+            Self::Rows(rows, out, now) => out.push(rows.row(&o, *now)),
+            Self::Objects(items) => items.push(o),
+        }
+        Ok(true)
+    }
+
+    fn finish(self, server: &ApiServer, r: &ResourceRequest, md: Value) -> Response<Body> {
+        match self {
+            Self::Raw(items) => {
+                let head = json!({"kind": r.info.list_kind(), "apiVersion": r.info.api_version(), "metadata": md});
+                let mut out = serde_json::to_vec(&head).unwrap_or_default();
+                out.pop(); // the closing brace; items follow
+                out.extend_from_slice(b",\"items\":[");
+                let total: usize = items.iter().map(Vec::len).sum();
+                out.reserve(total + items.len() + 2);
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(it);
+                }
+                out.extend_from_slice(b"]}");
+                json_bytes(StatusCode::OK, out, "application/json")
+            }
+            Self::Rows(rows, out, _) => {
+                let t = rows.envelope(md, out);
+                json_bytes(
+                    StatusCode::OK,
+                    serde_json::to_vec(&t).unwrap_or_default(),
+                    "application/json",
+                )
+            }
+            Self::Objects(items) => {
+                let list = json!({"kind": r.info.list_kind(), "apiVersion": r.info.api_version(), "metadata": md, "items": items});
+                server.respond(r, StatusCode::OK, &list)
+            }
+        }
     }
 }
 

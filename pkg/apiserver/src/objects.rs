@@ -24,14 +24,50 @@ pub(crate) fn from_stored(kv: &KeyValue) -> Result<Value, ApiError> {
 }
 
 /// Serialise an object for storage (without resourceVersion).
+///
+/// The top-level keys are written `apiVersion`, `kind`, `metadata` first, so that lists can
+/// put the resourceVersion into the stored bytes without parsing them ([`splice_rv`]).
 pub(crate) fn to_stored(obj: &Value) -> Result<Bytes, ApiError> {
-    let mut o = obj.clone();
+    let Some(src) = obj.as_object() else {
+        return Err(ApiError::internal("encoding object: not a JSON object"));
+    };
+    let mut o = serde_json::Map::with_capacity(src.len());
+    for k in ["apiVersion", "kind", "metadata"] {
+        if let Some(v) = src.get(k) {
+            o.insert(k.to_string(), v.clone());
+        }
+    }
+    for (k, v) in src {
+        if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            o.insert(k.clone(), v.clone());
+        }
+    }
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
     serde_json::to_vec(&o)
         .map(Bytes::from)
         .map_err(|e| ApiError::internal(format!("encoding object: {e}")))
+}
+
+/// The stored bytes with `metadata.resourceVersion` set to `rev`, without parsing them: the
+/// top-level `metadata` object is the first `{` after the outer one (see [`to_stored`]).
+/// `None` when the bytes are not laid out that way (the caller parses instead).
+pub(crate) fn splice_rv(raw: &[u8], rev: i64) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b"\"metadata\":{";
+    let pos = raw.windows(KEY.len()).position(|w| w == KEY)?;
+    if raw.first() != Some(&b'{') || raw[1..pos].contains(&b'{') {
+        return None;
+    }
+    let at = pos + KEY.len();
+    let mut out = Vec::with_capacity(raw.len() + 32);
+    out.extend_from_slice(&raw[..at]);
+    out.extend_from_slice(format!("\"resourceVersion\":\"{rev}\"").as_bytes());
+    if raw.get(at) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&raw[at..]);
+    Some(out)
 }
 
 /// Map a store error for an object.
@@ -751,4 +787,30 @@ fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
         opts["propagationPolicy"] = json!(p);
     }
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_matches_parse() {
+        for obj in [
+            json!({"spec": {"template": {"metadata": {"name": "inner"}}}, "kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"name": "d", "labels": {"a": "{\"metadata\":{"}}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
+        ] {
+            let stored = to_stored(&obj).expect("stored");
+            let spliced = splice_rv(&stored, 42).expect("laid out for splicing");
+            let v: Value = serde_json::from_slice(&spliced).expect("valid JSON");
+            let kv = KeyValue {
+                key: "k".into(),
+                value: stored,
+                create_revision: 1,
+                mod_revision: 42,
+            };
+            assert_eq!(v, from_stored(&kv).expect("parsed"));
+            assert_eq!(v["metadata"]["resourceVersion"], "42");
+        }
+        assert!(splice_rv(br#"{"spec":{"metadata":{}},"metadata":{}}"#, 1).is_none());
+    }
 }
