@@ -70,6 +70,23 @@ fn custom_resources_end_to_end() {
         .collect();
     assert_eq!(header, vec!["NAME", "SIZE", "REPLICAS", "AGE"], "{table}");
     assert!(table.contains("w1") && table.contains("large"), "{table}");
+    // watched: a kubectl watch sees the patch below as MODIFIED
+    let watch =
+        std::process::Command::new(k8slite_tests::kubectl_bin(s.kubectl_version.as_deref()))
+            .args([
+                "get",
+                "widgets",
+                "-w",
+                "--output-watch-events",
+                "--request-timeout=20s",
+            ])
+            .env("KUBECONFIG", s.kubeconfig())
+            .env("HOME", s.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl get -w");
+    std::thread::sleep(Duration::from_millis(700));
     s.k(&[
         "patch",
         "wd",
@@ -79,6 +96,18 @@ fn custom_resources_end_to_end() {
         "-p",
         r#"{"spec":{"size":"small"}}"#,
     ]);
+    std::thread::sleep(Duration::from_millis(700));
+    // SIGTERM via kill(1) so kubectl flushes; then read what it printed
+    let _ = std::process::Command::new("kill")
+        .arg(watch.id().to_string())
+        .status();
+    let seen = String::from_utf8_lossy(&watch.wait_with_output().expect("watch output").stdout)
+        .into_owned();
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with("MODIFIED") && l.contains("w1") && l.contains("small")),
+        "{seen}"
+    );
     assert_eq!(
         s.k(&["get", "wd", "w1", "-o", "jsonpath={.spec.size}"])
             .trim(),

@@ -259,6 +259,58 @@ fn get_output_formats_selectors_and_sorting() {
             .starts_with("NAMESPACE"),
         "{all_ns}"
     );
+    s.k(&["run", "p1", "--image=busybox", "--restart=Never"]);
+    let header = |args: &[&str]| -> Vec<String> {
+        s.k(args)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        header(&["get", "pods"]),
+        vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    assert_eq!(
+        header(&["get", "pods", "-o", "wide"]),
+        vec![
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED NODE",
+            "READINESS GATES"
+        ]
+    );
+    let row = s.k(&["get", "pod", "p1", "--no-headers"]);
+    assert!(
+        row.split_whitespace()
+            .take(4)
+            .eq(["p1", "0/1", "Pending", "0"]),
+        "{row}"
+    );
+    s.k(&["create", "deployment", "d1", "--image=nginx"]);
+    assert_eq!(
+        header(&["get", "deploy", "-o", "wide"]),
+        vec![
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    assert_eq!(header(&["get", "ns"]), vec!["NAME", "STATUS", "AGE"]);
     let bad = s.k_err(&["get", "pods", "--field-selector", "spec.bogus=x"], None);
     assert!(bad.contains("field label not supported"), "{bad}");
 }
