@@ -406,3 +406,48 @@ fn metrics_deletecollection_and_eviction() {
         assert_eq!(s.k(&["get", "--raw", ep]).trim(), "ok", "{ep}");
     }
 }
+
+#[test]
+fn versions_sharing_storage_convert() {
+    let s = Server::start();
+    let hpa = r#"{"apiVersion":"autoscaling/v1","kind":"HorizontalPodAutoscaler","metadata":{"name":"h"},
+        "spec":{"scaleTargetRef":{"apiVersion":"apps/v1","kind":"Deployment","name":"web"},"minReplicas":1,"maxReplicas":4,"targetCPUUtilizationPercentage":60}}"#;
+    s.k_stdin(&["create", "-f", "-"], Some(hpa));
+    let v2: serde_json::Value = serde_json::from_str(&s.k(&[
+        "get",
+        "--raw",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/h",
+    ]))
+    .expect("v2 json");
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    let v1: serde_json::Value = serde_json::from_str(&s.k(&[
+        "get",
+        "--raw",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+    ]))
+    .expect("v1 list");
+    assert_eq!(v1["items"][0]["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["items"][0]["spec"]["targetCPUUtilizationPercentage"], 60);
+    assert!(s.k(&["get", "hpa"]).contains("Deployment/web"));
+    let ev = r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e1"},"involvedObject":{"kind":"Pod","name":"p","namespace":"default"},
+        "reason":"Tested","message":"converted","type":"Normal","count":1,"source":{"component":"test"}}"#;
+    s.k_stdin(&["create", "-f", "-"], Some(ev));
+    let e: serde_json::Value = serde_json::from_str(&s.k(&[
+        "get",
+        "--raw",
+        "/apis/events.k8s.io/v1/namespaces/default/events/e1",
+    ]))
+    .expect("events.k8s.io json");
+    assert_eq!(e["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(e["regarding"]["name"], "p");
+    assert_eq!(e["note"], "converted");
+    let core = s.k(&["get", "events", "--no-headers"]);
+    assert!(
+        core.contains("Tested") && core.contains("pod/p") && core.contains("converted"),
+        "{core}"
+    );
+}

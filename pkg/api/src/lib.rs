@@ -5,6 +5,7 @@
 //! upstream-shaped `Status` errors, [`selector`] parses label and field selectors, [`meta`] and
 //! [`validation`] work on object metadata.
 
+pub mod convert;
 pub mod defaults;
 pub mod managed;
 pub mod meta;

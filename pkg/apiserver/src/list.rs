@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::ApiServer;
 use crate::body::{Body, json_bytes};
 use crate::handler::{Output, ResourceRequest};
-use crate::objects::{from_stored, store_err};
+use crate::objects::{from_stored_as, store_err};
 
 /// Items the store returns per scan when filtering by selectors.
 const SCAN_PAGE: usize = 500;
@@ -79,7 +79,7 @@ impl ApiServer {
             .await
             .map_err(|e| store_err(r, r.name(), e))?
             .ok_or_else(|| ApiError::not_found(&r.info.group, &r.info.plural, r.name()))?;
-        let obj = from_stored(&kv)?;
+        let obj = from_stored_as(&r.info, &kv)?;
         Ok((kv, obj))
     }
 
@@ -106,7 +106,7 @@ impl ApiServer {
             .map_err(|e| store_err(r, "", e))?;
         let mut out = Vec::new();
         for kv in &res.items {
-            let o = from_stored(kv)?;
+            let o = from_stored_as(&r.info, kv)?;
             if sel.matches(&o) {
                 out.push(o);
             }
@@ -200,7 +200,7 @@ impl ApiServer {
             revision = Some(res.revision);
             let n = res.items.len();
             for kv in &res.items {
-                if !items.add(kv, &sel)? {
+                if !items.add(kv, &sel, &r.info)? {
                     continue;
                 }
                 if let Some(l) = limit
@@ -393,15 +393,23 @@ impl<'a> ListItems<'a> {
     }
 
     /// Add `kv` if it matches; returns whether it was added.
-    fn add(&mut self, kv: &k8slite_datastore::KeyValue, sel: &Selectors) -> Result<bool, ApiError> {
+    fn add(
+        &mut self,
+        kv: &k8slite_datastore::KeyValue,
+        sel: &Selectors,
+        info: &k8slite_api::ResourceInfo,
+    ) -> Result<bool, ApiError> {
+        let stored_as_served = k8slite_api::convert::storage_api_version(&info.group, &info.kind)
+            .is_none_or(|sv| sv == info.api_version());
         if let Self::Raw(items) = self
             && sel.is_empty()
+            && stored_as_served
             && let Some(b) = crate::objects::splice_rv(&kv.value, kv.mod_revision)
         {
             items.push(b);
             return Ok(true);
         }
-        let o = from_stored(kv)?;
+        let o = from_stored_as(info, kv)?;
         if !sel.matches(&o) {
             return Ok(false);
         }

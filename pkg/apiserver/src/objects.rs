@@ -23,11 +23,36 @@ pub(crate) fn from_stored(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// Parse a stored value as the version `info` serves (converting from the storage version
+/// where the two differ) and set its resourceVersion.
+pub(crate) fn from_stored_as(
+    info: &k8slite_api::ResourceInfo,
+    kv: &KeyValue,
+) -> Result<Value, ApiError> {
+    let v = from_stored(kv)?;
+    Ok(
+        match k8slite_api::convert::storage_api_version(&info.group, &info.kind) {
+            Some(_) => k8slite_api::convert::convert(v, &info.api_version()),
+            None => v,
+        },
+    )
+}
+
 /// Serialise an object for storage (without resourceVersion).
 ///
 /// The top-level keys are written `apiVersion`, `kind`, `metadata` first, so that lists can
 /// put the resourceVersion into the stored bytes without parsing them ([`splice_rv`]).
 pub(crate) fn to_stored(obj: &Value) -> Result<Bytes, ApiError> {
+    let (api_version, kind) = meta::type_meta(obj);
+    let (group, _) = meta::split_api_version(api_version);
+    let converted;
+    let obj = match k8slite_api::convert::storage_api_version(group, kind) {
+        Some(sv) if sv != api_version => {
+            converted = k8slite_api::convert::convert(obj.clone(), sv);
+            &converted
+        }
+        _ => obj,
+    };
     let Some(src) = obj.as_object() else {
         return Err(ApiError::internal("encoding object: not a JSON object"));
     };
@@ -327,7 +352,7 @@ impl ApiServer {
         mut obj: Value,
         warnings: Vec<String>,
     ) -> Result<Response<Body>, ApiError> {
-        let old = from_stored(&current)?;
+        let old = from_stored_as(&r.info, &current)?;
         let sub = r.sub().filter(|s| *s != "finalize");
         let managed_before = meta::metadata(&obj).get("managedFields").cloned();
         strategy::prepare_update(&r.info, &old, &mut obj, sub)?;
@@ -436,7 +461,7 @@ impl ApiServer {
                 }
                 return Err(ApiError::not_found(&r.info.group, &r.info.plural, r.name()));
             };
-            let old = from_stored(&current)?;
+            let old = from_stored_as(&r.info, &current)?;
             let patched = apply_patch(r, &old, &body)?;
             let patched = check_object(patched, &r.info.api_version(), &r.info.kind)?;
             if meta::name(&patched) != r.name() {
@@ -514,7 +539,7 @@ impl ApiServer {
                 .await
                 .map_err(|e| store_err_for(r, name, e))?
                 .ok_or_else(|| ApiError::not_found(&r.group, &r.plural, name))?;
-            let mut obj = from_stored(&current)?;
+            let mut obj = from_stored_as(r, &current)?;
             if let Some(pre) = opts.get("preconditions") {
                 if let Some(uid) = pre.get("uid").and_then(Value::as_str)
                     && uid != meta::uid(&obj)

@@ -15,7 +15,7 @@ use crate::ApiServer;
 use crate::body::{Body, streaming};
 use crate::handler::{Output, ResourceRequest};
 use crate::list::Selectors;
-use crate::objects::from_stored;
+use crate::objects::from_stored_as;
 
 /// Default and longest watch duration when the client does not ask for less.
 const MAX_WATCH: Duration = Duration::from_secs(30 * 60);
@@ -87,7 +87,7 @@ impl ApiServer {
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             start_rev = res.revision;
             for kv in &res.items {
-                let o = from_stored(kv)?;
+                let o = from_stored_as(&r.info, kv)?;
                 if sel.matches(&o) {
                     initial_items.push(o);
                 }
@@ -161,7 +161,7 @@ impl ApiServer {
                                 let mut failed = false;
                                 for ev in &events {
                                     last_rev = ev.revision();
-                                    if let Some((ty, obj)) = translate(ev, &sel)
+                                    if let Some((ty, obj)) = translate(ev, &sel, &info)
                                         && sink.send(&me, &req_ctx, ty, &obj).await.is_err()
                                     {
                                         failed = true;
@@ -203,8 +203,21 @@ fn bookmark(api_version: &str, kind: &str, rev: Revision, initial_end: bool) -> 
 }
 
 /// Watch event type and object for a store event under the selectors (None: not visible).
-fn translate(ev: &Event, sel: &Selectors) -> Option<(&'static str, Value)> {
-    let mut cur: Value = serde_json::from_slice(&ev.kv.value).ok()?;
+fn translate(
+    ev: &Event,
+    sel: &Selectors,
+    info: &k8slite_api::ResourceInfo,
+) -> Option<(&'static str, Value)> {
+    let served = |raw: &[u8]| -> Option<Value> {
+        let v: Value = serde_json::from_slice(raw).ok()?;
+        Some(
+            match k8slite_api::convert::storage_api_version(&info.group, &info.kind) {
+                Some(_) => k8slite_api::convert::convert(v, &info.api_version()),
+                None => v,
+            },
+        )
+    };
+    let mut cur = served(&ev.kv.value)?;
     meta::set_resource_version(&mut cur, ev.kv.mod_revision);
     match ev.kind {
         EventKind::Created => sel.matches(&cur).then_some(("ADDED", cur)),
@@ -212,19 +225,14 @@ fn translate(ev: &Event, sel: &Selectors) -> Option<(&'static str, Value)> {
         EventKind::Updated => {
             let now = sel.matches(&cur);
             let before = match &ev.prev {
-                Some(p) if !sel.is_empty() => serde_json::from_slice::<Value>(&p.value)
-                    .ok()
-                    .is_some_and(|o| sel.matches(&o)),
+                Some(p) if !sel.is_empty() => served(&p.value).is_some_and(|o| sel.matches(&o)),
                 _ => now,
             };
             match (before, now) {
                 (true, true) => Some(("MODIFIED", cur)),
                 (false, true) => Some(("ADDED", cur)),
                 (true, false) => {
-                    let mut old: Value = ev
-                        .prev
-                        .as_ref()
-                        .and_then(|p| serde_json::from_slice(&p.value).ok())?;
+                    let mut old = ev.prev.as_ref().and_then(|p| served(&p.value))?;
                     meta::set_resource_version(&mut old, ev.kv.mod_revision);
                     Some(("DELETED", old))
                 }

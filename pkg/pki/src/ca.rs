@@ -1,402 +1,463 @@
-//! Certificate authorities and the certificates they issue.
+//! One certificate authority: loading or creating it, issuing leaf certificates and checking
+//! that a stored leaf still belongs to it.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
-use time::{Duration, OffsetDateTime};
 
 use crate::files::{read_optional, write_atomic};
-use crate::{PkiError, Result};
+use crate::identity::{Identity, identity_of};
+use crate::{PkiError, Result, der};
 
-const CA_VALIDITY_DAYS: i64 = 3650;
-const LEAF_VALIDITY_DAYS: i64 = 365;
+/// Validity of a CA certificate.
+pub(crate) const CA_VALIDITY_DAYS: i64 = 3650;
+/// Validity of a leaf certificate.
+pub(crate) const LEAF_VALIDITY_DAYS: i64 = 365;
+/// Certificates are back-dated by this much to tolerate clock skew between machines.
+const BACKDATE_SECS: i64 = 3600;
+const DAY_SECS: i64 = 86_400;
 
-/// Inputs for the serving certificate.
-#[derive(Clone, Debug)]
-pub struct PkiOptions {
-    /// Cluster domain (`cluster.local`).
-    pub cluster_domain: String,
-    /// First address of the service CIDR (the `kubernetes` Service).
-    pub service_ip: IpAddr,
-    /// Extra SANs: node/advertise IPs and `--tls-san` values (IPs or DNS names).
-    pub sans: Vec<String>,
-    /// This machine's hostname.
-    pub hostname: String,
-}
-
-/// A PEM certificate (chain) and its PEM private key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A PEM certificate (chain: the certificate, then its CA) and its PEM private key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CertAndKey {
-    /// Certificate, PEM.
+    /// Certificate followed by the issuing CA, PEM.
     pub cert_pem: String,
-    /// Private key, PEM.
+    /// Private key (PKCS#8), PEM.
     pub key_pem: String,
 }
 
-/// One CA: its certificate and key.
-struct Ca {
-    cert_pem: String,
-    key: KeyPair,
+impl fmt::Debug for CertAndKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertAndKey")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A subject alternative name, normalised (DNS names lower-case, IPs canonical).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum San {
+    /// A DNS name.
+    Dns(String),
+    /// An IP address.
+    Ip(IpAddr),
+}
+
+impl San {
+    /// Parse an IP address (IPv6 optionally in brackets) or a DNS name (`*.` wildcard allowed).
+    pub(crate) fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(s);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(Self::Ip(ip));
+        }
+        let name = s.trim_end_matches('.').to_ascii_lowercase();
+        let labels = name.strip_prefix("*.").unwrap_or(&name);
+        let valid = !labels.is_empty()
+            && name.len() <= 253
+            && labels.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(PkiError::invalid(
+                format!("subject alternative name {s:?}"),
+                "neither an IP address nor a valid DNS name",
+            ));
+        }
+        Ok(Self::Dns(name))
+    }
+
+    fn to_rcgen(&self) -> Result<SanType> {
+        Ok(match self {
+            Self::Ip(ip) => SanType::IpAddress(*ip),
+            Self::Dns(name) => SanType::DnsName(
+                name.as_str()
+                    .try_into()
+                    .map_err(PkiError::cert(format!("subject alternative name {name:?}")))?,
+            ),
+        })
+    }
+}
+
+impl fmt::Display for San {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dns(d) => f.write_str(d),
+            Self::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// What a leaf certificate is for (its extended key usage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Usage {
+    /// TLS server (`serverAuth`).
+    Server,
+    /// TLS client (`clientAuth`).
+    Client,
+}
+
+/// What a stored leaf certificate says, once it is known to belong to its CA and key.
+#[derive(Clone, Debug)]
+pub(crate) struct LeafInfo {
+    /// Subject (CN, O).
+    pub(crate) identity: Identity,
+    /// Subject alternative names.
+    pub(crate) sans: BTreeSet<San>,
+    /// End of validity, unix seconds.
+    pub(crate) not_after: i64,
+}
+
+/// A certificate authority: its certificate and key.
+pub(crate) struct Ca {
     name: &'static str,
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    key: KeyPair,
+}
+
+/// Current time, unix seconds.
+pub(crate) fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn set_validity(params: &mut CertificateParams, days: i64) -> Result<()> {
+    let at = |secs: i64| {
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .map_err(|e| PkiError::invalid("certificate validity", e.to_string()))
+    };
+    let now = now();
+    params.not_before = at(now - BACKDATE_SECS)?;
+    params.not_after = at(now + days * DAY_SECS)?;
+    Ok(())
+}
+
+/// DER of the first certificate of a PEM bundle.
+pub(crate) fn first_der(pem: &str, what: &str) -> Result<Vec<u8>> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| PkiError::parse(what, e.to_string()))?;
+    if p.label != "CERTIFICATE" {
+        return Err(PkiError::invalid(
+            what,
+            format!("expected a CERTIFICATE PEM block, found {:?}", p.label),
+        ));
+    }
+    Ok(p.contents)
+}
+
+fn parse_key(pem: &str, what: &str) -> Result<KeyPair> {
+    KeyPair::from_pem(pem).map_err(|e| PkiError::parse(what, e))
 }
 
 impl Ca {
-    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>> {
-        Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(|source| PkiError::Cert {
-            what: format!("{} issuer", self.name),
-            source,
+    /// Load `<file>.crt`/`<file>.key` from `dir`, or create a new CA named `<name>@<unix time>`.
+    ///
+    /// A certificate without its key is an error (the certificate may already be trusted
+    /// elsewhere). A key without its certificate is what an interrupted first start leaves
+    /// (the key is written first), so the CA is created anew.
+    pub(crate) fn load_or_create(dir: &Path, file: &str, name: &'static str) -> Result<Self> {
+        let crt_path = dir.join(format!("{file}.crt"));
+        let key_path = dir.join(format!("{file}.key"));
+        let crt = read_optional(&crt_path)?;
+        let key = read_optional(&key_path)?;
+        match (crt, key) {
+            (Some(cert_pem), Some(key_pem)) => {
+                crate::files::ensure_mode(&key_path, 0o600)?;
+                Self::from_pem(name, cert_pem, &key_pem, &crt_path, &key_path)
+            }
+            (Some(_), None) => Err(PkiError::invalid(
+                key_path.display().to_string(),
+                format!(
+                    "missing, but {} exists: restore the key or remove both files to create a new CA (every issued certificate and join token becomes invalid)",
+                    crt_path.display()
+                ),
+            )),
+            (None, key) => {
+                if key.is_some() {
+                    tracing::warn!(path = %key_path.display(), "CA key without certificate (interrupted first start?); creating a new CA");
+                }
+                Self::create(name, &crt_path, &key_path)
+            }
+        }
+    }
+
+    fn from_pem(
+        name: &'static str,
+        cert_pem: String,
+        key_pem: &str,
+        crt_path: &Path,
+        key_path: &Path,
+    ) -> Result<Self> {
+        let crt_what = crt_path.display().to_string();
+        let key = parse_key(key_pem, &key_path.display().to_string())?;
+        let cert_der = first_der(&cert_pem, &crt_what)?;
+        let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| PkiError::parse(&crt_what, e.to_string()))?;
+        if !x509.is_ca() {
+            return Err(PkiError::invalid(crt_what, "not a CA certificate"));
+        }
+        if x509.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+            return Err(PkiError::invalid(
+                key_path.display().to_string(),
+                format!("does not match the certificate {crt_what}"),
+            ));
+        }
+        if x509.validity().not_after.timestamp() < now() {
+            tracing::warn!(path = %crt_what, "CA certificate has expired; certificates it issues will not verify");
+        }
+        // Fail now rather than at the first issuance.
+        Issuer::from_ca_cert_der(&cert_der.as_slice().into(), &key)
+            .map_err(PkiError::cert(format!("{name} issuer")))?;
+        Ok(Self {
+            name,
+            cert_pem,
+            cert_der,
+            key,
+        })
+    }
+
+    fn create(name: &'static str, crt_path: &Path, key_path: &Path) -> Result<Self> {
+        let key = KeyPair::generate().map_err(PkiError::cert(format!("{name} key")))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{name}@{}", now()));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        set_validity(&mut params, CA_VALIDITY_DAYS)?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(PkiError::cert(format!("{name} certificate")))?;
+        // Key first: a key without a certificate is recognised as an interrupted creation.
+        write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        write_atomic(crt_path, cert.pem().as_bytes(), 0o644)?;
+        tracing::info!(ca = name, path = %crt_path.display(), "created certificate authority");
+        Ok(Self {
+            name,
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key,
+        })
+    }
+
+    /// The CA certificate, PEM, exactly as stored on disk.
+    pub(crate) fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issue a leaf certificate: subject `O=<group>…, CN=<cn>`, the given SANs and usage,
+    /// valid [`LEAF_VALIDITY_DAYS`], with a new P-256 key.
+    pub(crate) fn issue(
+        &self,
+        cn: &str,
+        groups: &[String],
+        sans: &BTreeSet<San>,
+        usage: Usage,
+    ) -> Result<CertAndKey> {
+        if cn.is_empty() {
+            return Err(PkiError::invalid("certificate common name", "empty"));
+        }
+        let what = || format!("certificate for {cn:?}");
+        let key = KeyPair::generate().map_err(PkiError::cert(format!("key for {cn:?}")))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        if let [group] = groups {
+            dn.push(DnType::OrganizationName, group.as_str());
+        }
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_>>()?;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![match usage {
+            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, LEAF_VALIDITY_DAYS)?;
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), &self.key)
+            .map_err(PkiError::cert(format!("{} issuer", self.name)))?;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(PkiError::cert(what()))?;
+        let leaf_pem = if groups.len() > 1 {
+            // Several O attributes: rcgen keeps one per type, so set the subject ourselves.
+            let mut attributes: Vec<(&[u8], &str)> = groups
+                .iter()
+                .map(|g| (der::OID_ORGANIZATION, g.as_str()))
+                .collect();
+            attributes.push((der::OID_COMMON_NAME, cn));
+            let der = der::replace_subject(cert.der(), &der::name(&attributes), &self.key)?;
+            pem_certificate(&der)
+        } else {
+            cert.pem()
+        };
+        Ok(CertAndKey {
+            cert_pem: format!("{leaf_pem}{}", self.cert_pem),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Check that `pair` is a certificate issued by this CA with the matching key, and say
+    /// what it contains. The error is the reason it is not usable.
+    pub(crate) fn check_leaf(&self, pair: &CertAndKey) -> std::result::Result<LeafInfo, String> {
+        let der = first_der(&pair.cert_pem, "certificate").map_err(|e| e.to_string())?;
+        let (_, x509) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format!("unparsable certificate: {e}"))?;
+        let key = KeyPair::from_pem(&pair.key_pem).map_err(|e| format!("unparsable key: {e}"))?;
+        if x509.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+            return Err("key does not match the certificate".into());
+        }
+        let (_, ca) = x509_parser::parse_x509_certificate(&self.cert_der)
+            .map_err(|e| format!("unparsable CA certificate: {e}"))?;
+        if x509.issuer() != ca.subject() || x509.verify_signature(Some(ca.public_key())).is_err() {
+            return Err(format!("not issued by the current {}", self.name));
+        }
+        let identity = identity_of(&x509).map_err(|e| e.to_string())?;
+        Ok(LeafInfo {
+            identity,
+            sans: sans_of(&x509),
+            not_after: x509.validity().not_after.timestamp(),
         })
     }
 }
 
-/// The cluster's CAs and the server's own certificates.
-pub struct ClusterPki {
-    dir: PathBuf,
-    server_ca: Ca,
-    client_ca: Ca,
-    request_header_ca: Ca,
-    serving: CertAndKey,
-    admin: CertAndKey,
-}
-
-fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
-    move |source| PkiError::Cert {
-        what: what.to_string(),
-        source,
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
     }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
-fn validity(params: &mut CertificateParams, days: i64) {
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(days);
-}
-
-fn load_or_create_ca(dir: &Path, file: &str, name: &'static str) -> Result<Ca> {
-    let crt = dir.join(format!("{file}.crt"));
-    let key = dir.join(format!("{file}.key"));
-    if let (Some(cert_pem), Some(key_pem)) = (read_optional(&crt)?, read_optional(&key)?) {
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Parse {
-            what: key.display().to_string(),
-            message: e.to_string(),
-        })?;
-        return Ok(Ca {
-            cert_pem,
-            key,
-            name,
-        });
-    }
-    let key_pair = KeyPair::generate().map_err(cert_err(name))?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        format!("{name}@{}", OffsetDateTime::now_utc().unix_timestamp()),
-    );
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    validity(&mut params, CA_VALIDITY_DAYS);
-    let cert = params.self_signed(&key_pair).map_err(cert_err(name))?;
-    write_atomic(&key, key_pair.serialize_pem().as_bytes(), 0o600)?;
-    write_atomic(&crt, cert.pem().as_bytes(), 0o644)?;
-    tracing::info!(ca = name, path = %crt.display(), "created certificate authority");
-    Ok(Ca {
-        cert_pem: cert.pem(),
-        key: key_pair,
-        name,
-    })
-}
-
-fn san(s: &str) -> Result<SanType> {
-    match s.parse::<IpAddr>() {
-        Ok(ip) => Ok(SanType::IpAddress(ip)),
-        Err(_) => Ok(SanType::DnsName(s.try_into().map_err(
-            |e: rcgen::Error| PkiError::Cert {
-                what: format!("SAN {s:?}"),
-                source: e,
-            },
-        )?)),
-    }
-}
-
-fn issue(ca: &Ca, cn: &str, orgs: &[String], sans: &[String], server: bool) -> Result<CertAndKey> {
-    let key = KeyPair::generate().map_err(cert_err(cn))?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    for o in orgs {
-        dn.push(DnType::OrganizationName, o.as_str());
-    }
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
-    params.subject_alt_names = sans.iter().map(|s| san(s)).collect::<Result<_>>()?;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![if server {
-        ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    params.use_authority_key_identifier_extension = true;
-    validity(&mut params, LEAF_VALIDITY_DAYS);
-    let issuer = ca.issuer()?;
-    let cert = params.signed_by(&key, &issuer).map_err(cert_err(cn))?;
-    Ok(CertAndKey {
-        cert_pem: format!("{}{}", cert.pem(), ca.cert_pem),
-        key_pem: key.serialize_pem(),
-    })
-}
-
-/// SANs of an existing certificate (DNS names and IPs, as strings).
-fn existing_sans(cert_pem: &str) -> Option<Vec<String>> {
-    let der = first_der(cert_pem)?;
-    let (_, x509) = x509_parser::parse_x509_certificate(&der).ok()?;
-    let ext = x509.subject_alternative_name().ok()??;
-    let mut out = Vec::new();
-    for n in &ext.value.general_names {
-        match n {
-            x509_parser::extensions::GeneralName::DNSName(d) => out.push(d.to_string()),
-            x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
-                4 => out.push(IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
-                16 => out.push(IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
-                _ => {}
-            },
+/// Subject alternative names of a certificate (DNS names and IPs).
+fn sans_of(x509: &x509_parser::certificate::X509Certificate<'_>) -> BTreeSet<San> {
+    use x509_parser::extensions::GeneralName;
+    let mut out = BTreeSet::new();
+    let Ok(Some(ext)) = x509.subject_alternative_name() else {
+        return out;
+    };
+    for name in &ext.value.general_names {
+        match name {
+            GeneralName::DNSName(d) => {
+                out.insert(San::Dns(d.to_ascii_lowercase()));
+            }
+            GeneralName::IPAddress(b) => {
+                if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                    out.insert(San::Ip(IpAddr::from(v4)));
+                } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                    out.insert(San::Ip(IpAddr::from(v6)));
+                }
+            }
             _ => {}
         }
     }
-    Some(out)
-}
-
-/// DER of the first certificate in a PEM bundle.
-pub(crate) fn first_der(pem: &str) -> Option<Vec<u8>> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
-    Some(p.contents)
-}
-
-fn load_pair(dir: &Path, file: &str) -> Result<Option<CertAndKey>> {
-    match (
-        read_optional(&dir.join(format!("{file}.crt")))?,
-        read_optional(&dir.join(format!("{file}.key")))?,
-    ) {
-        (Some(cert_pem), Some(key_pem)) => Ok(Some(CertAndKey { cert_pem, key_pem })),
-        _ => Ok(None),
-    }
-}
-
-fn store_pair(dir: &Path, file: &str, ck: &CertAndKey) -> Result<()> {
-    write_atomic(
-        &dir.join(format!("{file}.key")),
-        ck.key_pem.as_bytes(),
-        0o600,
-    )?;
-    write_atomic(
-        &dir.join(format!("{file}.crt")),
-        ck.cert_pem.as_bytes(),
-        0o644,
-    )
-}
-
-impl ClusterPki {
-    /// Load the PKI from `dir` (`<data-dir>/server/tls`), creating what is missing. The serving
-    /// certificate is re-issued from the same CA when the requested SANs are not all on it.
-    pub fn load_or_create(dir: &Path, opts: &PkiOptions) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
-            op: "creating directory",
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let server_ca = load_or_create_ca(dir, "server-ca", "k8slite-server-ca")?;
-        let client_ca = load_or_create_ca(dir, "client-ca", "k8slite-client-ca")?;
-        let request_header_ca =
-            load_or_create_ca(dir, "request-header-ca", "k8slite-request-header-ca")?;
-        let mut sans: Vec<String> = vec![
-            "kubernetes".into(),
-            "kubernetes.default".into(),
-            "kubernetes.default.svc".into(),
-            format!("kubernetes.default.svc.{}", opts.cluster_domain),
-            "localhost".into(),
-            "127.0.0.1".into(),
-            "::1".into(),
-            opts.service_ip.to_string(),
-        ];
-        if !opts.hostname.is_empty() {
-            sans.push(opts.hostname.clone());
-        }
-        for s in &opts.sans {
-            if !sans.contains(s) {
-                sans.push(s.clone());
-            }
-        }
-        let serving = match load_pair(dir, "serving-kube-apiserver")? {
-            Some(ck)
-                if existing_sans(&ck.cert_pem).is_some_and(|have| {
-                    sans.iter()
-                        .all(|s| have.iter().any(|h| h.eq_ignore_ascii_case(s)))
-                }) =>
-            {
-                ck
-            }
-            existing => {
-                if existing.is_some() {
-                    tracing::info!("serving certificate lacks requested SANs; re-issuing it");
-                }
-                let ck = issue(&server_ca, "kube-apiserver", &[], &sans, true)?;
-                store_pair(dir, "serving-kube-apiserver", &ck)?;
-                ck
-            }
-        };
-        let admin = match load_pair(dir, "client-admin")? {
-            Some(ck) => ck,
-            None => {
-                let ck = issue(
-                    &client_ca,
-                    "system:admin",
-                    &["system:masters".to_string()],
-                    &[],
-                    false,
-                )?;
-                store_pair(dir, "client-admin", &ck)?;
-                ck
-            }
-        };
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            server_ca,
-            client_ca,
-            request_header_ca,
-            serving,
-            admin,
-        })
-    }
-
-    /// Directory the PKI lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The server CA certificate (PEM): what clients trust.
-    pub fn server_ca_pem(&self) -> &str {
-        &self.server_ca.cert_pem
-    }
-
-    /// The client CA certificate (PEM): what client certificates must chain to.
-    pub fn client_ca_pem(&self) -> &str {
-        &self.client_ca.cert_pem
-    }
-
-    /// The request-header CA certificate (PEM), for front proxies.
-    pub fn request_header_ca_pem(&self) -> &str {
-        &self.request_header_ca.cert_pem
-    }
-
-    /// The API server's serving certificate and key.
-    pub fn serving(&self) -> &CertAndKey {
-        &self.serving
-    }
-
-    /// The admin client certificate (`system:admin` in `system:masters`) and key.
-    pub fn admin(&self) -> &CertAndKey {
-        &self.admin
-    }
-
-    /// Issue a client certificate from the client CA (node and component identities).
-    pub fn issue_client_cert(&self, cn: &str, groups: &[String]) -> Result<CertAndKey> {
-        issue(&self.client_ca, cn, groups, &[], false)
-    }
-
-    /// Issue a serving certificate from the server CA (kubelet API of a node).
-    pub fn issue_serving_cert(&self, cn: &str, sans: &[String]) -> Result<CertAndKey> {
-        issue(&self.server_ca, cn, &[], sans, true)
-    }
-
-    /// rustls configuration of the API: serving certificate, optional client certificates
-    /// verified against the client CA (requests without one are answered 401 by the server).
-    pub fn server_tls_config(&self) -> Result<Arc<rustls::ServerConfig>> {
-        crate::tls::server_config(&self.serving, &self.client_ca.cert_pem)
-    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn opts(extra: &[&str]) -> PkiOptions {
-        PkiOptions {
-            cluster_domain: "cluster.local".into(),
-            service_ip: "10.43.0.1".parse().expect("ip"),
-            sans: extra.iter().map(|s| s.to_string()).collect(),
-            hostname: "edge-1".into(),
-        }
-    }
-
     #[test]
-    fn created_once_reused_and_reissued_on_new_san() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let a = ClusterPki::load_or_create(dir.path(), &opts(&["192.0.2.10"])).expect("create");
-        let b = ClusterPki::load_or_create(dir.path(), &opts(&["192.0.2.10"])).expect("reload");
-        assert_eq!(a.server_ca_pem(), b.server_ca_pem());
-        assert_eq!(a.serving(), b.serving());
-        assert_eq!(a.admin(), b.admin());
-        use std::os::unix::fs::PermissionsExt;
-        for f in [
-            "server-ca.key",
-            "client-ca.key",
-            "request-header-ca.key",
-            "serving-kube-apiserver.key",
-            "client-admin.key",
-        ] {
-            let mode = std::fs::metadata(dir.path().join(f))
-                .expect(f)
-                .permissions()
-                .mode()
-                & 0o777;
-            assert_eq!(mode, 0o600, "{f}");
-        }
-        let c = ClusterPki::load_or_create(dir.path(), &opts(&["192.0.2.10", "edge.example.lan"]))
-            .expect("new san");
-        assert_eq!(a.server_ca_pem(), c.server_ca_pem(), "CA kept");
-        assert_ne!(a.serving(), c.serving(), "serving re-issued");
-        let sans = existing_sans(&c.serving().cert_pem).expect("sans");
-        for s in [
-            "kubernetes.default.svc.cluster.local",
-            "10.43.0.1",
-            "127.0.0.1",
-            "edge.example.lan",
-            "192.0.2.10",
-            "edge-1",
-        ] {
-            assert!(sans.iter().any(|x| x == s), "{s} missing from {sans:?}");
-        }
-    }
-
-    #[test]
-    fn admin_identity_and_node_certs() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let p = ClusterPki::load_or_create(dir.path(), &opts(&[])).expect("create");
-        let id = crate::identity_from_cert(&first_der(&p.admin().cert_pem).expect("der"))
-            .expect("identity");
-        assert_eq!(id.user, "system:admin");
-        assert_eq!(id.groups, vec!["system:masters".to_string()]);
-        let node = p
-            .issue_client_cert("system:node:n1", &["system:nodes".to_string()])
-            .expect("node cert");
-        let id =
-            crate::identity_from_cert(&first_der(&node.cert_pem).expect("der")).expect("identity");
+    fn san_parsing_normalises_and_rejects() {
+        let p = |s| San::parse(s).expect(s);
+        assert_eq!(p("10.43.0.1"), San::Ip("10.43.0.1".parse().expect("ip")));
+        assert_eq!(p("[::1]"), San::Ip("::1".parse().expect("ip")));
+        assert_eq!(p("0:0::1"), p("::1"));
         assert_eq!(
-            (id.user.as_str(), id.groups[0].as_str()),
-            ("system:node:n1", "system:nodes")
+            p("Edge-1.Example.LAN."),
+            San::Dns("edge-1.example.lan".into())
         );
-        p.server_tls_config().expect("tls config builds");
+        assert_eq!(p("*.apps.example"), San::Dns("*.apps.example".into()));
+        for bad in [
+            "",
+            "a b",
+            "-x.example",
+            "x..y",
+            "*.",
+            "under_score",
+            "ünïcode",
+        ] {
+            let err = San::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("subject alternative name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn several_groups_are_separate_o_attributes_and_the_signature_verifies() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ca = Ca::load_or_create(dir.path(), "client-ca", "k8slite-client-ca").expect("ca");
+        let groups: Vec<String> = ["system:masters", "devs", "ops"].map(String::from).into();
+        let pair = ca
+            .issue("alice", &groups, &BTreeSet::new(), Usage::Client)
+            .expect("issue");
+        let info = ca.check_leaf(&pair).expect("issued by the CA, key matches");
+        assert_eq!(info.identity.user, "alice");
+        assert_eq!(info.identity.groups, groups);
+        assert!(info.not_after > now() + 364 * DAY_SECS);
+
+        let other = tempfile::tempdir().expect("tmp");
+        let other_ca =
+            Ca::load_or_create(other.path(), "client-ca", "k8slite-client-ca").expect("other ca");
+        assert!(other_ca.check_leaf(&pair).is_err(), "foreign CA");
+    }
+
+    #[test]
+    fn ca_without_key_is_an_error_and_key_without_ca_is_recreated() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ca = Ca::load_or_create(dir.path(), "server-ca", "k8slite-server-ca").expect("ca");
+        std::fs::remove_file(dir.path().join("server-ca.key")).expect("rm key");
+        let err = Ca::load_or_create(dir.path(), "server-ca", "k8slite-server-ca")
+            .err()
+            .expect("missing key refused")
+            .to_string();
+        assert!(
+            err.contains("server-ca.key") && err.contains("missing"),
+            "{err}"
+        );
+
+        std::fs::remove_file(dir.path().join("server-ca.crt")).expect("rm crt");
+        std::fs::write(dir.path().join("server-ca.key"), b"leftover").expect("key");
+        let again = Ca::load_or_create(dir.path(), "server-ca", "k8slite-server-ca").expect("new");
+        assert_ne!(again.cert_pem(), ca.cert_pem());
+
+        // A key that does not belong to the certificate.
+        let other = tempfile::tempdir().expect("tmp");
+        Ca::load_or_create(other.path(), "server-ca", "k8slite-server-ca").expect("other");
+        std::fs::copy(
+            other.path().join("server-ca.key"),
+            dir.path().join("server-ca.key"),
+        )
+        .expect("copy");
+        let err = Ca::load_or_create(dir.path(), "server-ca", "k8slite-server-ca")
+            .err()
+            .expect("mismatch refused")
+            .to_string();
+        assert!(err.contains("does not match"), "{err}");
     }
 }
