@@ -51,7 +51,7 @@ impl Default for SqliteConfig {
         Self {
             retain_revisions: 1000,
             compact_interval: Some(Duration::from_secs(60)),
-            watch_buffer: 1024,
+            watch_buffer: 256,
             max_batch: 512,
             readers: 2,
         }
