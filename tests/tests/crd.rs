@@ -160,6 +160,22 @@ fn custom_resources_end_to_end() {
         explain.contains("What the widget should be") && explain.contains("size"),
         "{explain}"
     );
+    // the structural schema decides: unknown fields rejected under kubectl's strict
+    // validation, pruned when validation is off, wrong types refused with 422
+    let unknown = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w2\nspec:\n  size: big\n  colour: red\n";
+    let err = s.k_err(&["apply", "-f", "-"], Some(unknown));
+    assert!(err.contains("unknown field \"spec.colour\""), "{err}");
+    s.k_stdin(&["apply", "--validate=false", "-f", "-"], Some(unknown));
+    assert_eq!(
+        s.k(&["get", "wd", "w2", "-o", "jsonpath={.spec}"]).trim(),
+        r#"{"size":"big"}"#
+    );
+    let wrong = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w3\nspec:\n  replicas: many\n";
+    let err = s.k_err(&["apply", "-f", "-"], Some(wrong));
+    assert!(
+        err.contains("spec.replicas") && err.contains("must be of type integer"),
+        "{err}"
+    );
     let strat = s.k_err(
         &[
             "patch",

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod openapi;
 pub mod proto;
 pub mod registry;
+pub mod schema;
 pub mod selector;
 pub mod smp;
 pub mod status;

@@ -95,6 +95,8 @@ pub struct ResourceInfo {
     pub printer_columns: Vec<PrinterColumn>,
     /// Scale paths of a custom resource with a scale subresource.
     pub scale: Option<ScalePaths>,
+    /// The structural schema (`openAPIV3Schema`) of a custom resource version.
+    pub schema: Option<Arc<serde_json::Value>>,
 }
 
 impl ResourceInfo {
@@ -307,6 +309,7 @@ fn builtin(row: &Row) -> ResourceInfo {
         custom: false,
         printer_columns: Vec::new(),
         scale: None,
+        schema: None,
     }
 }
 

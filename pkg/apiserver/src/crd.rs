@@ -153,6 +153,7 @@ pub(crate) fn rows(crd: &Value) -> Vec<ResourceInfo> {
             custom: true,
             printer_columns,
             scale,
+            schema: v.pointer("/schema/openAPIV3Schema").cloned().map(Arc::new),
         });
     }
     out

@@ -253,7 +253,7 @@ impl ApiServer {
             .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
         let obj = decode(&body, media)?;
         let mut obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
-        let warnings = crate::typed::check_fields(r, &obj)?;
+        let warnings = crate::typed::check_fields(r, &mut obj)?;
         let applied_fields = r.applying().then(|| managed::fields_of(&obj, false));
         strategy::prepare_create(&r.info, &mut obj, r.ns())?;
         strategy::validate(&r.info, &obj, None)?;
@@ -319,7 +319,7 @@ impl ApiServer {
             })
             .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
         let obj = decode(&body, media)?;
-        let obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
+        let mut obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
         let body_name = meta::name(&obj);
         if body_name != r.name() {
             return Err(ApiError::bad_request(format!(
@@ -327,7 +327,7 @@ impl ApiServer {
                 r.name()
             )));
         }
-        let warnings = crate::typed::check_fields(r, &obj)?;
+        let warnings = crate::typed::check_fields(r, &mut obj)?;
         let (current, _) = self.load(r).await?;
         let rv = meta::resource_version(&obj);
         if !rv.is_empty() && rv != current.mod_revision.to_string() {
@@ -463,7 +463,7 @@ impl ApiServer {
             };
             let old = from_stored_as(&r.info, &current)?;
             let patched = apply_patch(r, &old, &body)?;
-            let patched = check_object(patched, &r.info.api_version(), &r.info.kind)?;
+            let mut patched = check_object(patched, &r.info.api_version(), &r.info.kind)?;
             if meta::name(&patched) != r.name() {
                 return Err(ApiError::bad_request(
                     "metadata.name: Invalid value: the name of a patched object cannot change",
@@ -481,7 +481,7 @@ impl ApiServer {
                     },
                 ));
             }
-            let warnings = crate::typed::check_fields(r, &patched)?;
+            let warnings = crate::typed::check_fields(r, &mut patched)?;
             match self.write_update(r, current, patched, warnings).await {
                 Err(e) if e.code == 409 && e.reason == "Conflict" && rv.is_empty() => continue,
                 other => return other,

@@ -8,8 +8,11 @@ use crate::handler::ResourceRequest;
 use crate::query::FieldValidation;
 
 /// Check `obj` against its type. Returns warnings (Warn mode) or fails (Strict, type errors).
-pub(crate) fn check_fields(r: &ResourceRequest, obj: &Value) -> Result<Vec<String>, ApiError> {
+pub(crate) fn check_fields(r: &ResourceRequest, obj: &mut Value) -> Result<Vec<String>, ApiError> {
     let mode = r.query.field_validation()?;
+    if let Some(schema) = &r.info.schema {
+        return check_custom(r, schema, obj, mode);
+    }
     let Some(res) =
         k8slite_api::typed::roundtrip(&r.info.group, &r.info.version, &r.info.kind, obj)
     else {
@@ -40,5 +43,41 @@ pub(crate) fn check_fields(r: &ResourceRequest, obj: &Value) -> Result<Vec<Strin
             msgs.join(", ")
         ))),
         _ => Ok(msgs),
+    }
+}
+
+/// Custom resources: prune what the schema does not declare (rejecting it under Strict) and
+/// refuse values the schema does not allow.
+fn check_custom(
+    r: &ResourceRequest,
+    schema: &Value,
+    obj: &mut Value,
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let report = k8slite_api::schema::check(schema, obj, true);
+    if !report.causes.is_empty() {
+        return Err(ApiError::invalid(
+            &r.info.group,
+            &r.info.kind,
+            k8slite_api::meta::name(obj),
+            report.causes,
+        ));
+    }
+    let msgs: Vec<String> = report
+        .unknown
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
+    match mode {
+        _ if msgs.is_empty() => Ok(Vec::new()),
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            r.info.kind,
+            r.info.version,
+            r.info.kind,
+            msgs.join(", ")
+        ))),
+        FieldValidation::Warn => Ok(msgs),
+        FieldValidation::Ignore => Ok(Vec::new()),
     }
 }
