@@ -89,56 +89,8 @@ fn walk(schema: &Value, v: &mut Value, path: &str, prune: bool, r: &mut Report) 
             ),
         ));
     }
-    let preserve = schema
-        .get("x-kubernetes-preserve-unknown-fields")
-        .and_then(Value::as_bool)
-        == Some(true);
     match v {
-        Value::Object(m) => {
-            let props = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
-            let embedded = schema
-                .get("x-kubernetes-embedded-resource")
-                .and_then(Value::as_bool)
-                == Some(true);
-            let mut drop = Vec::new();
-            for (k, child) in m.iter_mut() {
-                let p = join(path, k);
-                match (props.and_then(|ps| ps.get(k)), additional) {
-                    (Some(s), _) | (None, Some(s)) => walk(s, child, &p, prune, r),
-                    (None, None)
-                        if preserve
-                            || (embedded
-                                && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")) => {}
-                    (None, None) if props.is_some() || !preserve => {
-                        r.unknown.push(p);
-                        drop.push(k.clone());
-                    }
-                    _ => {}
-                }
-            }
-            if prune {
-                for k in drop {
-                    m.remove(&k);
-                }
-            }
-            for req in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(name) = req.as_str()
-                    && !m.contains_key(name)
-                {
-                    r.causes.push(Cause::new(
-                        "FieldValueRequired",
-                        &join(path, name),
-                        "Required value",
-                    ));
-                }
-            }
-        }
+        Value::Object(m) => walk_object(schema, m, path, prune, r, false),
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
                 for (i, it) in items.iter_mut().enumerate() {
@@ -150,29 +102,37 @@ fn walk(schema: &Value, v: &mut Value, path: &str, prune: bool, r: &mut Report) 
     }
 }
 
-/// Check a custom object against `schema` (the version's `openAPIV3Schema`). `apiVersion`,
-/// `kind` and `metadata` are the server's business and skipped. With `prune`, unknown fields are
-/// removed from `obj`.
-pub fn check(schema: &Value, obj: &mut Value, prune: bool) -> Report {
-    let mut r = Report::default();
-    let Some(m) = obj.as_object_mut() else {
-        return r;
-    };
+/// The fields of an object under an object schema. At the top level (`root`), `apiVersion`,
+/// `kind` and `metadata` are the server's business and skipped.
+fn walk_object(
+    schema: &Value,
+    m: &mut serde_json::Map<String, Value>,
+    path: &str,
+    prune: bool,
+    r: &mut Report,
+    root: bool,
+) {
     let props = schema.get("properties").and_then(Value::as_object);
+    let additional = schema.get("additionalProperties").filter(|a| a.is_object());
     let preserve = schema
         .get("x-kubernetes-preserve-unknown-fields")
         .and_then(Value::as_bool)
         == Some(true);
+    let embedded = root
+        || schema
+            .get("x-kubernetes-embedded-resource")
+            .and_then(Value::as_bool)
+            == Some(true);
+    let server_owned = |k: &str| embedded && matches!(k, "apiVersion" | "kind" | "metadata");
     let mut drop = Vec::new();
-    for (k, v) in m.iter_mut() {
-        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-            continue;
-        }
-        match props.and_then(|p| p.get(k)) {
-            Some(s) => walk(s, v, k, prune, &mut r),
-            None if preserve => {}
-            None => {
-                r.unknown.push(k.clone());
+    for (k, child) in m.iter_mut() {
+        let p = join(path, k);
+        match (props.and_then(|ps| ps.get(k)), additional) {
+            _ if root && server_owned(k) => {}
+            (Some(s), _) | (None, Some(s)) => walk(s, child, &p, prune, r),
+            (None, None) if preserve || server_owned(k) => {}
+            (None, None) => {
+                r.unknown.push(p);
                 drop.push(k.clone());
             }
         }
@@ -189,16 +149,27 @@ pub fn check(schema: &Value, obj: &mut Value, prune: bool) -> Report {
         .flatten()
     {
         if let Some(name) = req.as_str()
-            && !matches!(name, "apiVersion" | "kind" | "metadata")
+            && !(root && server_owned(name))
             && !m.contains_key(name)
         {
-            r.causes
-                .push(Cause::new("FieldValueRequired", name, "Required value"));
+            r.causes.push(Cause::new(
+                "FieldValueRequired",
+                &join(path, name),
+                "Required value",
+            ));
         }
+    }
+}
+
+/// Check a custom object against `schema` (the version's `openAPIV3Schema`). With `prune`,
+/// unknown fields are removed from `obj`.
+pub fn check(schema: &Value, obj: &mut Value, prune: bool) -> Report {
+    let mut r = Report::default();
+    if let Some(m) = obj.as_object_mut() {
+        walk_object(schema, m, "", prune, &mut r, true);
     }
     r
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
