@@ -26,6 +26,10 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
         ("", "Pod") => {
             if let Some(spec) = obj.get_mut("spec") {
                 pod_spec(spec);
+                // SetDefaults_Pod (not the shared PodSpec defaults): pods only.
+                if let Some(m) = spec.as_object_mut() {
+                    set_default(m, "enableServiceLinks", json!(true));
+                }
             }
             if let Some(status) = obj_mut(obj, "status") {
                 set_default(status, "phase", json!("Pending"));
@@ -690,6 +694,7 @@ mod tests {
         let mut p = json!({"spec": {"containers": [{"name": "a", "image": "nginx", "ports": [{"containerPort": 80}]}]}});
         apply("", "Pod", &mut p);
         assert_eq!(p["spec"]["restartPolicy"], "Always");
+        assert_eq!(p["spec"]["enableServiceLinks"], true);
         assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(p["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
         assert_eq!(p["status"]["phase"], "Pending");
