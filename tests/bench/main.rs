@@ -274,7 +274,9 @@ fn sqlite_baseline(dir: &Path, conc: usize, dur: Duration) -> anyhow::Result<(f6
     Ok((single, batched))
 }
 
-async fn list_latency(r: &Running, n: usize) -> anyhow::Result<(f64, f64, usize)> {
+/// JSON and Table list medians (ms), items listed, and the server's RSS (KiB) right after the
+/// pods were created (before any list).
+async fn list_latency(r: &Running, n: usize) -> anyhow::Result<(f64, f64, usize, u64)> {
     let ns = format!("list{n}");
     r.client
         .post(format!("{}/api/v1/namespaces", r.base))
@@ -305,6 +307,7 @@ async fn list_latency(r: &Running, n: usize) -> anyhow::Result<(f64, f64, usize)
     for t in tasks {
         t.await?;
     }
+    let rss_created = rss_kib(r.child.id());
     let mut json_ms = Vec::new();
     let mut table_ms = Vec::new();
     let mut items = 0;
@@ -333,7 +336,12 @@ async fn list_latency(r: &Running, n: usize) -> anyhow::Result<(f64, f64, usize)
             .await?;
         table_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok((median(&mut json_ms), median(&mut table_ms), items))
+    Ok((
+        median(&mut json_ms),
+        median(&mut table_ms),
+        items,
+        rss_created,
+    ))
 }
 
 /// Per create: (request sent → event line read) and (request sent → 201 received), in ms.
@@ -505,10 +513,17 @@ async fn main() -> anyhow::Result<()> {
         report,
         "## List latency\n\nPods (one container, requests, labels) created through the API in their own namespace, then `GET .../pods` as JSON and as a Table (kubectl's Accept header), median of 10.\n"
     )?;
-    writeln!(report, "| pods | JSON ms | Table ms |\n|---|---|---|")?;
+    writeln!(
+        report,
+        "| pods | JSON ms | Table ms | VmRSS after creating them |\n|---|---|---|---|"
+    )?;
     for n in [1000usize, if quick { 2000 } else { 10000 }] {
-        let (j, t, items) = list_latency(&r, n).await?;
-        writeln!(report, "| {items} | {j:.1} | {t:.1} |")?;
+        let (j, t, items, rss) = list_latency(&r, n).await?;
+        writeln!(
+            report,
+            "| {items} | {j:.1} | {t:.1} | {:.1} MiB |",
+            rss as f64 / 1024.0
+        )?;
         println!("list {items}: json {j:.1} ms, table {t:.1} ms");
     }
     let rss_loaded = rss_kib(r.child.id());
