@@ -15,6 +15,40 @@ use crate::body::{Body, json_bytes};
 use crate::handler::{Output, ResourceRequest};
 use crate::objects::{from_stored_as, store_err};
 
+/// Items per store page when an unlimited list is streamed.
+const STREAM_PAGE: usize = 500;
+
+/// The bytes of one list item (`None` when the selectors exclude it): the stored bytes with the
+/// resourceVersion spliced in where possible, else the parsed object, or its Table row.
+fn item_bytes(
+    r: &ResourceRequest,
+    kv: &k8slite_datastore::KeyValue,
+    sel: &Selectors,
+    rows: Option<&TableRows<'_>>,
+    now: jiff::Timestamp,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let stored_as_served = k8slite_api::convert::storage_api_version(&r.info.group, &r.info.kind)
+        .is_none_or(|sv| sv == r.info.api_version());
+    if rows.is_none()
+        && sel.is_empty()
+        && stored_as_served
+        && let Some(b) = crate::objects::splice_rv(&kv.value, kv.mod_revision)
+    {
+        return Ok(Some(b));
+    }
+    let o = from_stored_as(&r.info, kv)?;
+    if !sel.matches(&o) {
+        return Ok(None);
+    }
+    let v = match rows {
+        Some(t) => t.row(&o, now),
+        None => o,
+    };
+    serde_json::to_vec(&v)
+        .map(Some)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
 /// Items the store returns per scan when filtering by selectors.
 const SCAN_PAGE: usize = 500;
 
@@ -174,6 +208,9 @@ impl ApiServer {
                 (rev, None)
             }
         };
+        if limit.is_none() && matches!(r.output, Output::Json | Output::Table(_)) {
+            return self.stream_list(r, sel, prefix, revision).await;
+        }
         let mut items = ListItems::new(self, r);
         let mut more_key: Option<String> = None;
         let mut remaining: Option<u64> = None;
@@ -200,7 +237,7 @@ impl ApiServer {
             revision = Some(res.revision);
             let n = res.items.len();
             for kv in &res.items {
-                if !items.add(kv, &sel, &r.info)? {
+                if !items.add(kv, &sel)? {
                     continue;
                 }
                 if let Some(l) = limit
@@ -234,7 +271,90 @@ impl ApiServer {
                 md["remainingItemCount"] = json!(n);
             }
         }
-        Ok(items.finish(self, r, md))
+        Ok(items.finish(self, md))
+    }
+
+    /// An unlimited list streamed page by page: the store is read in pages at one revision and
+    /// each page goes out as a body chunk, so the server never holds the whole list. The first
+    /// page is read before answering, so its errors are still a `Status`; a failure later ends
+    /// the body early (the client sees a truncated response and retries).
+    async fn stream_list(
+        self: &Arc<Self>,
+        r: &ResourceRequest,
+        sel: Selectors,
+        prefix: String,
+        revision: Option<Revision>,
+    ) -> Result<Response<Body>, ApiError> {
+        let page = |revision, start_after| ListOptions {
+            revision,
+            limit: Some(STREAM_PAGE),
+            start_after,
+        };
+        let first = self
+            .store
+            .list(&prefix, page(revision, None))
+            .await
+            .map_err(|e| store_err(r, "", e))?;
+        let rev = first.revision;
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
+        let me = self.clone();
+        let req = r.clone();
+        tokio::spawn(async move {
+            let rows = match req.output {
+                Output::Table(api_version) => Some(TableRows::new(&me, &req, api_version)),
+                _ => None,
+            };
+            let now = jiff::Timestamp::now();
+            let md = json!({"resourceVersion": rev.to_string()});
+            let mut first_item = true;
+            let mut chunk = list_head(&req, rows.as_ref(), md);
+            let mut res = first;
+            loop {
+                for kv in &res.items {
+                    match item_bytes(&req, kv, &sel, rows.as_ref(), now) {
+                        Ok(Some(b)) => {
+                            if !first_item {
+                                chunk.push(b',');
+                            }
+                            first_item = false;
+                            chunk.extend_from_slice(&b);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e.message, "list stream: bad stored object; ending the response");
+                            return;
+                        }
+                    }
+                }
+                if tx
+                    .send(bytes::Bytes::from(std::mem::take(&mut chunk)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if res.remaining == 0 {
+                    break;
+                }
+                let after = res.items.last().map(|kv| kv.key.clone());
+                res = match me.store.list(&prefix, page(Some(rev), after)).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "list stream: page failed; ending the response");
+                        return;
+                    }
+                };
+            }
+            let _ = tx.send(bytes::Bytes::from_static(b"]}")).await;
+        });
+        let mut resp = Response::new(crate::body::streaming(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
     }
 
     /// Encode an object or list in the negotiated form.
@@ -362,76 +482,77 @@ impl<'a> TableRows<'a> {
     }
 }
 
-/// The items of a list response, kept in the cheapest form for the negotiated output: stored
-/// bytes with the resourceVersion spliced in for JSON (no parsing unless selectors need it),
-/// Table rows built and the object dropped at once for Tables, objects otherwise.
-enum ListItems<'a> {
-    Raw(Vec<Vec<u8>>),
-    Rows(TableRows<'a>, Vec<Value>, jiff::Timestamp),
-    Objects(Vec<Value>),
+/// The start of a JSON list or Table body, up to the opening `[` of its items/rows.
+fn list_head(r: &ResourceRequest, rows: Option<&TableRows<'_>>, md: Value) -> Vec<u8> {
+    let mut head = match rows {
+        Some(t) => serde_json::to_vec(&t.envelope(md, Vec::new())).unwrap_or_default(),
+        None => serde_json::to_vec(&json!({"kind": r.info.list_kind(), "apiVersion": r.info.api_version(), "metadata": md, "items": []}))
+            .unwrap_or_default(),
+    };
+    head.truncate(head.len().saturating_sub(2)); // the empty list's "]}"
+    head
+}
+
+/// The items of a (limited) list response: encoded one by one for JSON and Tables
+/// ([`item_bytes`]), objects for the other outputs.
+struct ListItems<'a> {
+    r: &'a ResourceRequest,
+    rows: Option<TableRows<'a>>,
+    encoded: Option<Vec<Vec<u8>>>,
+    objects: Vec<Value>,
+    now: jiff::Timestamp,
 }
 
 impl<'a> ListItems<'a> {
     fn new(server: &ApiServer, r: &'a ResourceRequest) -> Self {
-        match r.output {
-            Output::Json => Self::Raw(Vec::new()),
-            Output::Table(api_version) => Self::Rows(
-                TableRows::new(server, r, api_version),
-                Vec::new(),
-                jiff::Timestamp::now(),
+        let (rows, encoded) = match r.output {
+            Output::Json => (None, Some(Vec::new())),
+            Output::Table(api_version) => (
+                Some(TableRows::new(server, r, api_version)),
+                Some(Vec::new()),
             ),
-            _ => Self::Objects(Vec::new()),
+            _ => (None, None),
+        };
+        Self {
+            r,
+            rows,
+            encoded,
+            objects: Vec::new(),
+            now: jiff::Timestamp::now(),
         }
     }
 
     fn len(&self) -> usize {
-        match self {
-            Self::Raw(v) => v.len(),
-            Self::Rows(_, v, _) => v.len(),
-            Self::Objects(v) => v.len(),
-        }
+        self.encoded.as_ref().map_or(self.objects.len(), Vec::len)
     }
 
     /// Add `kv` if it matches; returns whether it was added.
-    fn add(
-        &mut self,
-        kv: &k8slite_datastore::KeyValue,
-        sel: &Selectors,
-        info: &k8slite_api::ResourceInfo,
-    ) -> Result<bool, ApiError> {
-        let stored_as_served = k8slite_api::convert::storage_api_version(&info.group, &info.kind)
-            .is_none_or(|sv| sv == info.api_version());
-        if let Self::Raw(items) = self
-            && sel.is_empty()
-            && stored_as_served
-            && let Some(b) = crate::objects::splice_rv(&kv.value, kv.mod_revision)
-        {
-            items.push(b);
-            return Ok(true);
+    fn add(&mut self, kv: &k8slite_datastore::KeyValue, sel: &Selectors) -> Result<bool, ApiError> {
+        if let Some(encoded) = &mut self.encoded {
+            return Ok(
+                match item_bytes(self.r, kv, sel, self.rows.as_ref(), self.now)? {
+                    Some(b) => {
+                        encoded.push(b);
+                        true
+                    }
+                    None => false,
+                },
+            );
         }
-        let o = from_stored_as(info, kv)?;
+        let o = from_stored_as(&self.r.info, kv)?;
         if !sel.matches(&o) {
             return Ok(false);
         }
-        match self {
-            Self::Raw(items) => {
-                items.push(serde_json::to_vec(&o).map_err(|e| ApiError::internal(e.to_string()))?)
-            }
-            Self::Rows(rows, out, now) => out.push(rows.row(&o, *now)),
-            Self::Objects(items) => items.push(o),
-        }
+        self.objects.push(o);
         Ok(true)
     }
 
-    fn finish(self, server: &ApiServer, r: &ResourceRequest, md: Value) -> Response<Body> {
-        match self {
-            Self::Raw(items) => {
-                let head = json!({"kind": r.info.list_kind(), "apiVersion": r.info.api_version(), "metadata": md});
-                let mut out = serde_json::to_vec(&head).unwrap_or_default();
-                out.pop(); // the closing brace; items follow
-                out.extend_from_slice(b",\"items\":[");
-                let total: usize = items.iter().map(Vec::len).sum();
-                out.reserve(total + items.len() + 2);
+    fn finish(self, server: &ApiServer, md: Value) -> Response<Body> {
+        let r = self.r;
+        match self.encoded {
+            Some(items) => {
+                let mut out = list_head(r, self.rows.as_ref(), md);
+                out.reserve(items.iter().map(Vec::len).sum::<usize>() + items.len() + 2);
                 for (i, it) in items.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
@@ -441,16 +562,8 @@ impl<'a> ListItems<'a> {
                 out.extend_from_slice(b"]}");
                 json_bytes(StatusCode::OK, out, "application/json")
             }
-            Self::Rows(rows, out, _) => {
-                let t = rows.envelope(md, out);
-                json_bytes(
-                    StatusCode::OK,
-                    serde_json::to_vec(&t).unwrap_or_default(),
-                    "application/json",
-                )
-            }
-            Self::Objects(items) => {
-                let list = json!({"kind": r.info.list_kind(), "apiVersion": r.info.api_version(), "metadata": md, "items": items});
+            None => {
+                let list = json!({"kind": r.info.list_kind(), "apiVersion": r.info.api_version(), "metadata": md, "items": self.objects});
                 server.respond(r, StatusCode::OK, &list)
             }
         }
