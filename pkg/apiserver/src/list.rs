@@ -226,6 +226,7 @@ impl ApiServer {
                     revision,
                     limit: if page == usize::MAX { None } else { Some(page) },
                     start_after: start_after.clone(),
+                    skip_count: false,
                 })
                 .await
                 .map_err(|e| match e {
@@ -289,6 +290,7 @@ impl ApiServer {
             revision,
             limit: Some(STREAM_PAGE),
             start_after,
+            skip_count: true,
         };
         let first = self
             .store

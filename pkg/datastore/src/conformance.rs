@@ -94,6 +94,7 @@ pub async fn list_and_paginate(s: Arc<dyn Store>) {
                 limit: Some(2),
                 start_after: Some(p1.items[1].key.clone()),
                 revision: Some(p1.revision),
+                skip_count: false,
             },
         )
         .await
@@ -106,6 +107,31 @@ pub async fn list_and_paginate(s: Arc<dyn Store>) {
         vec!["/a/3"]
     );
     assert_eq!(p2.remaining, 0);
+    // skip_count only says whether more follow
+    let q1 = s
+        .list(
+            "/a/",
+            ListOptions {
+                limit: Some(1),
+                skip_count: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("page without count");
+    assert_eq!((q1.items.len(), q1.remaining), (1, 1));
+    let q2 = s
+        .list(
+            "/a/",
+            ListOptions {
+                limit: Some(3),
+                skip_count: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("last page without count");
+    assert_eq!((q2.items.len(), q2.remaining), (3, 0));
 }
 
 /// The state at a past revision, after updates and deletes; expired and future revisions.

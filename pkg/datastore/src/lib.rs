@@ -71,6 +71,9 @@ pub struct ListOptions {
     pub limit: Option<usize>,
     /// Start strictly after this key (for `continue` tokens).
     pub start_after: Option<String>,
+    /// Only say whether more items follow (`remaining` is then 0 or 1), instead of counting
+    /// them: cheaper for callers that page through everything.
+    pub skip_count: bool,
 }
 
 /// Result of a [`Store::list`].
@@ -80,7 +83,8 @@ pub struct ListResult {
     pub items: Vec<KeyValue>,
     /// The revision the list reflects (the current revision unless one was requested).
     pub revision: Revision,
-    /// Number of further items after the last returned one (0 when the list is complete).
+    /// Number of further items after the last returned one (0 when the list is complete; with
+    /// [`ListOptions::skip_count`], 1 when any follow).
     pub remaining: u64,
 }
 

@@ -52,6 +52,18 @@ fn row_kv(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
     })
 }
 
+/// With `skip_count` one row more than the limit was read: drop it and report whether it was
+/// there.
+fn trim_extra(items: &mut Vec<KeyValue>, limit: Option<usize>) -> u64 {
+    match limit {
+        Some(l) if items.len() > l => {
+            items.truncate(l);
+            1
+        }
+        _ => 0,
+    }
+}
+
 pub(crate) fn list(c: &Connection, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
     // One read transaction: the items, the revision and the counts agree.
     let tx = c.unchecked_transaction()?;
@@ -62,14 +74,18 @@ pub(crate) fn list(c: &Connection, prefix: &str, opts: &ListOptions) -> Result<L
         Some(s) if s.as_str() >= prefix => s.clone(),
         _ => String::new(),
     };
-    let limit = opts.limit.map_or(-1, |l| l as i64);
+    // With skip_count, one extra row tells whether more follow.
+    let extra = i64::from(opts.skip_count && opts.limit.is_some());
+    let limit = opts.limit.map_or(-1, |l| l as i64 + extra);
     let (items, revision, remaining) = match opts.revision {
         None => {
             let items = tx
                 .prepare_cached("SELECT key, create_rev, mod_rev, value FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?3 ORDER BY key LIMIT ?4")?
                 .query_map(params![prefix, hi, lo, limit], row_kv)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut items = items;
             let remaining = match items.last() {
+                _ if opts.skip_count => trim_extra(&mut items, opts.limit),
                 Some(last) if opts.limit.is_some() => tx
                     .prepare_cached("SELECT COUNT(*) FROM kv WHERE key > ?1 AND key < ?2")?
                     .query_row(params![last.key, hi], |r| r.get::<_, i64>(0))?
@@ -100,7 +116,9 @@ pub(crate) fn list(c: &Connection, prefix: &str, opts: &ListOptions) -> Result<L
                 .prepare_cached(sql)?
                 .query_map(params![prefix, hi, lo, rev, limit], row_kv)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut items = items;
             let remaining = match items.last() {
+                _ if opts.skip_count => trim_extra(&mut items, opts.limit),
                 Some(last) if opts.limit.is_some() => tx
                     .prepare_cached(
                         "SELECT COUNT(*) FROM log l WHERE l.key > ?1 AND l.key < ?2 AND l.kind != 2 \
