@@ -97,6 +97,14 @@ impl ResourceRequest {
     pub fn sub(&self) -> Option<&str> {
         self.path.subresource.as_deref()
     }
+    /// The body of a subresource or review request, in its declared media type (JSON when the
+    /// header is absent or unknown).
+    pub fn decode_body(&self, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+        let media = crate::codec::MediaType::from_header(&self.content_type)
+            .unwrap_or(crate::codec::MediaType::Json);
+        crate::codec::decode(body, media)
+    }
+
     /// Whether this is a server-side apply.
     pub fn applying(&self) -> bool {
         self.verb == "patch"

@@ -313,10 +313,7 @@ impl ApiServer {
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
         let media = MediaType::from_header(&r.content_type)
-            .filter(|m| {
-                matches!(m, MediaType::Json | MediaType::Yaml | MediaType::Protobuf)
-                    || (r.applying() && *m == MediaType::ApplyPatch)
-            })
+            .filter(|m| matches!(m, MediaType::Json | MediaType::Yaml | MediaType::Protobuf))
             .ok_or_else(|| ApiError::unsupported_media_type(&r.content_type))?;
         let obj = decode(&body, media)?;
         let mut obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
@@ -677,10 +674,7 @@ impl ApiServer {
         r: &ResourceRequest,
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
-        let b = decode(
-            &body,
-            MediaType::from_header(&r.content_type).unwrap_or(MediaType::Json),
-        )?;
+        let b = r.decode_body(&body)?;
         let node = b
             .pointer("/target/name")
             .and_then(Value::as_str)
@@ -750,10 +744,7 @@ impl ApiServer {
         r: &ResourceRequest,
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
-        let ev = decode(
-            &body,
-            MediaType::from_header(&r.content_type).unwrap_or(MediaType::Json),
-        )?;
+        let ev = r.decode_body(&body)?;
         let (group, kind) = meta::type_meta(&ev);
         if !kind.is_empty()
             && (kind != "Eviction" || !matches!(group, "policy/v1" | "policy/v1beta1"))
@@ -791,10 +782,7 @@ fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
     let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        let v = decode(
-            body,
-            MediaType::from_header(&r.content_type).unwrap_or(MediaType::Json),
-        )?;
+        let v = r.decode_body(body)?;
         if !v.is_object() {
             return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
         }

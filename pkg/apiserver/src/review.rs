@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::ApiServer;
 use crate::authz::{Attributes, Decision, Identity};
 use crate::body::Body;
-use crate::codec::{MediaType, check_object, decode};
+use crate::codec::check_object;
 use crate::handler::ResourceRequest;
 
 fn attrs_from(spec: &Value) -> Attributes {
@@ -48,8 +48,7 @@ impl ApiServer {
         r: &ResourceRequest,
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
-        let media = MediaType::from_header(&r.content_type).unwrap_or(MediaType::Json);
-        let obj = decode(&body, media)?;
+        let obj = r.decode_body(&body)?;
         let mut obj = check_object(obj, &r.info.api_version(), &r.info.kind)?;
         let status = match r.info.kind.as_str() {
             "SelfSubjectReview" => {

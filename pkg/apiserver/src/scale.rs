@@ -100,10 +100,7 @@ impl ApiServer {
         r: &ResourceRequest,
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
-        let scale = decode(
-            &body,
-            MediaType::from_header(&r.content_type).unwrap_or(MediaType::Json),
-        )?;
+        let scale = r.decode_body(&body)?;
         self.set_replicas(r, &scale).await
     }
 
