@@ -395,7 +395,11 @@ async fn main() -> anyhow::Result<()> {
         .position(|a| a == "--out")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/bench/RESULTS.md").to_string());
+        .unwrap_or_else(|| {
+            let dir = std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+            format!("{dir}/bench/RESULTS.md")
+        });
     let bin = std::path::PathBuf::from(
         std::env::var("K8SLITE_BIN").context("set K8SLITE_BIN to a release build of k8slite")?,
     );

@@ -45,7 +45,12 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
 
 #[test]
 fn dependency_edges_point_down() {
-    let out = std::process::Command::new(env!("CARGO"))
+    // Run-time values (cargo sets both for test processes): a test binary reused from a build in
+    // another checkout must not look at that checkout.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let out = std::process::Command::new(cargo)
         .args([
             "metadata",
             "--format-version",
@@ -53,7 +58,7 @@ fn dependency_edges_point_down() {
             "--no-deps",
             "--offline",
         ])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .current_dir(std::path::Path::new(&manifest_dir).join(".."))
         .output()
         .expect("cargo metadata");
     assert!(
