@@ -145,6 +145,55 @@ struct ServerArgs {
     )]
     compact_retention: i64,
     /// Log filter (tracing's EnvFilter syntax, e.g. `info,k8slite_apiserver=debug`).
+    /// Seconds a node may go without renewing its Lease before it is marked NotReady
+    /// (upstream's node-monitor-grace-period).
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_MONITOR_GRACE_PERIOD",
+        default_value_t = 40,
+        value_name = "SECONDS"
+    )]
+    node_monitor_grace_period: u64,
+    /// Seconds between node health checks.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_MONITOR_PERIOD",
+        default_value_t = 5,
+        value_name = "SECONDS"
+    )]
+    node_monitor_period: u64,
+    /// Prefix length of the pod CIDR given to each node.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_CIDR_MASK_SIZE",
+        default_value_t = 24,
+        value_name = "BITS"
+    )]
+    node_cidr_mask_size: u8,
+    /// Terminated pods kept before the oldest are deleted.
+    #[arg(
+        long,
+        env = "K8SLITE_TERMINATED_POD_GC_THRESHOLD",
+        default_value_t = 12500,
+        value_name = "PODS"
+    )]
+    terminated_pod_gc_threshold: usize,
+    /// tolerationSeconds of the `not-ready` NoExecute toleration added to pods without one.
+    #[arg(
+        long,
+        env = "K8SLITE_DEFAULT_NOT_READY_TOLERATION_SECONDS",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the `unreachable` NoExecute toleration added to pods without one.
+    #[arg(
+        long,
+        env = "K8SLITE_DEFAULT_UNREACHABLE_TOLERATION_SECONDS",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    default_unreachable_toleration_seconds: i64,
     #[arg(
         long,
         env = "K8SLITE_LOG",
@@ -215,6 +264,18 @@ fn run_server(s: ServerArgs) -> anyhow::Result<()> {
         cluster_domain: s.cluster_domain,
         compact_interval: std::time::Duration::from_secs(s.compact_interval.max(1)),
         compact_retention: s.compact_retention.max(1),
+        controllers: k8slite_server::ControllersConfig {
+            cluster_cidr: s.cluster_cidr,
+            node_cidr_mask: s.node_cidr_mask_size,
+            node_monitor_grace_period: std::time::Duration::from_secs(
+                s.node_monitor_grace_period.max(1),
+            ),
+            node_monitor_period: std::time::Duration::from_secs(s.node_monitor_period.max(1)),
+            terminated_pod_gc_threshold: s.terminated_pod_gc_threshold,
+            ..k8slite_server::ControllersConfig::default()
+        },
+        default_not_ready_toleration_seconds: s.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds: s.default_unreachable_toleration_seconds,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

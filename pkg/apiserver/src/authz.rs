@@ -62,14 +62,16 @@ pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, id: &Identity, attrs: &Attributes) -> Decision;
 }
 
-/// The authorizer until RBAC exists: `system:masters` may do everything; everyone
-/// authenticated may read discovery, OpenAPI, version and health; nothing else.
+/// The authorizer until RBAC exists: `system:masters` may do everything, and so may
+/// `system:nodes` (agents authenticated by the join token; the Node authorizer will narrow this
+/// to a node's own objects); everyone authenticated may read discovery, OpenAPI, version and
+/// health; nothing else.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MastersOnly;
 
 impl Authorizer for MastersOnly {
     fn authorize(&self, id: &Identity, attrs: &Attributes) -> Decision {
-        if id.in_group("system:masters") {
+        if id.in_group("system:masters") || id.in_group("system:nodes") {
             return Decision::Allow;
         }
         let public = [

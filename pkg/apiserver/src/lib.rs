@@ -13,6 +13,7 @@ use k8slite_api::Registry;
 use k8slite_datastore::Store;
 
 pub mod allocator;
+pub mod authn;
 pub mod authz;
 pub mod body;
 mod bootstrap;
@@ -34,6 +35,7 @@ mod strategy;
 mod typed;
 mod watch;
 
+pub use authn::TokenAuthenticator;
 pub use authz::{Authorizer, Identity};
 pub use serve::{ServeError, serve_tls};
 
@@ -54,6 +56,14 @@ pub struct ApiServerConfig {
     pub max_watches: usize,
     /// Interval of BOOKMARK events on watches that ask for them.
     pub bookmark_interval: Duration,
+    /// PEM of the cluster CA bundle served unauthenticated at `/cacerts` (agents pin it by the
+    /// hash in their join token before sending any secret).
+    pub cacerts: Option<std::sync::Arc<str>>,
+    /// tolerationSeconds of the `node.kubernetes.io/not-ready` NoExecute toleration added to
+    /// pods that have none (upstream's DefaultTolerationSeconds admission).
+    pub default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the `node.kubernetes.io/unreachable` NoExecute toleration.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for ApiServerConfig {
@@ -69,6 +79,9 @@ impl Default for ApiServerConfig {
             max_body_bytes: 3 * 1024 * 1024,
             max_watches: 4096,
             bookmark_interval: Duration::from_secs(60),
+            cacerts: None,
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 }
@@ -79,6 +92,7 @@ pub struct ApiServer {
     registry: RwLock<Arc<Registry>>,
     config: ApiServerConfig,
     authorizer: Box<dyn Authorizer>,
+    tokens: RwLock<Vec<Arc<dyn TokenAuthenticator>>>,
     metrics: metrics::Metrics,
     allocator: allocator::Allocators,
     watches: Arc<tokio::sync::Semaphore>,
@@ -97,6 +111,7 @@ impl ApiServer {
             store,
             registry: RwLock::new(Arc::new(Registry::builtin())),
             authorizer: Box::new(authz::MastersOnly),
+            tokens: RwLock::new(Vec::new()),
             metrics: metrics::Metrics::new(),
             allocator: allocator::Allocators::default(),
             watches,
@@ -114,6 +129,23 @@ impl ApiServer {
     pub fn spawn_background(self: &Arc<Self>, tracker: &tokio_util::task::TaskTracker) {
         let me = self.clone();
         tracker.spawn(async move { namespaces::run_finalizer(me).await });
+    }
+
+    /// Accept bearer tokens that `authn` knows (asked after the ones added before it).
+    pub fn add_token_authenticator(&self, authn: Arc<dyn TokenAuthenticator>) {
+        match self.tokens.write() {
+            Ok(mut t) => t.push(authn),
+            Err(p) => p.into_inner().push(authn),
+        }
+    }
+
+    /// The identity of a bearer token, from the registered authenticators.
+    pub(crate) fn authenticate_token(&self, token: &str) -> Option<Identity> {
+        let list = match self.tokens.read() {
+            Ok(t) => t.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        list.iter().find_map(|a| a.authenticate(token))
     }
 
     /// A snapshot of the registry.

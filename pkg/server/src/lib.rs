@@ -16,6 +16,11 @@ use k8slite_datastore::sqlite::{SqliteConfig, SqliteStore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use k8slite_controllers::Config as ControllersConfig;
+
+pub mod inproc;
+pub mod leader;
+
 /// How long open connections get to finish after shutdown starts.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -48,6 +53,12 @@ pub struct ServerConfig {
     pub compact_interval: Duration,
     /// Revisions of history kept for watch resumption.
     pub compact_retention: i64,
+    /// Settings of the controllers.
+    pub controllers: ControllersConfig,
+    /// tolerationSeconds of the default `not-ready` NoExecute toleration of pods.
+    pub default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the default `unreachable` NoExecute toleration of pods.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 /// Errors of the server.
@@ -86,6 +97,31 @@ pub enum ServerError {
     /// The service CIDR has no usable address.
     #[error("service CIDR {0} has no host addresses")]
     ServiceCidr(IpNet),
+}
+
+/// Bearer tokens equal to the join token (or its secret) authenticate agents, in the
+/// `system:nodes` group. Per-node certificates replace this with the join flow of the agent.
+struct JoinTokenAuth(k8slite_pki::JoinToken);
+
+impl k8slite_apiserver::TokenAuthenticator for JoinTokenAuth {
+    fn authenticate(&self, token: &str) -> Option<Identity> {
+        let secret = match k8slite_pki::JoinToken::parse(token) {
+            Ok(t) => t.password,
+            Err(_) => token.to_string(),
+        };
+        self.0
+            .secret_matches(&secret)
+            .then(|| Identity::new("system:k8slite-agent", vec!["system:nodes".to_string()]))
+    }
+}
+
+/// A process-unique suffix for the leader identity (pid + start time).
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos:x}", std::process::id())
 }
 
 fn mkdir(path: &std::path::Path) -> Result<(), ServerError> {
@@ -153,12 +189,48 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         service_cidr: cfg.service_cidr,
         advertise_address: advertise,
         secure_port: cfg.https_listen_port,
+        cacerts: Some(Arc::from(pki.server_ca_pem())),
+        default_not_ready_toleration_seconds: cfg.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds: cfg.default_unreachable_toleration_seconds,
         ..ApiServerConfig::default()
     };
     let api = ApiServer::new(store.clone(), api_cfg, shutdown.clone());
+    api.add_token_authenticator(Arc::new(JoinTokenAuth(token.clone())));
     api.bootstrap().await.map_err(ServerError::Bootstrap)?;
     let tracker = TaskTracker::new();
     api.spawn_background(&tracker);
+
+    // Controllers and scheduler: over the in-process client, behind the leader Lease.
+    let loops_client = inproc::InProcess::client(
+        api.clone(),
+        Identity::new(
+            "system:kube-controller-manager",
+            vec!["system:masters".to_string()],
+        ),
+    );
+    let ctx = k8slite_controllers::Ctx::new(loops_client.clone(), cfg.controllers.clone());
+    let holder = format!("{}_{}", advertise, uuid_like());
+    tracker.spawn(leader::run(
+        loops_client,
+        holder,
+        shutdown.clone(),
+        move |token| {
+            let ctx = ctx.clone();
+            async move {
+                let loops = TaskTracker::new();
+                k8slite_controllers::run_all(ctx.clone(), token.clone(), &loops);
+                let client = ctx.client.clone();
+                let sched_token = token.clone();
+                loops.spawn(async move {
+                    if let Err(e) = k8slite_scheduler::run(client, sched_token).await {
+                        tracing::error!(error = %e, "scheduler stopped");
+                    }
+                });
+                loops.close();
+                loops.wait().await;
+            }
+        },
+    ));
 
     let addr = SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -196,7 +268,6 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     tracing::info!(kubeconfig = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
     tracing::info!(token = %token_path.display(), "join token written (agents join with --token)");
     tracing::info!(%addr, advertise = %advertise, elapsed_ms = started.elapsed().as_millis() as u64, "k8slite server ready");
-    let _ = token;
 
     shutdown.cancelled().await;
     tracing::info!("draining connections");

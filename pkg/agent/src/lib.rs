@@ -1,0 +1,1 @@
+//! k8slite-agent: the node agent.

@@ -1,0 +1,188 @@
+//! Small helpers the controllers share: owner references, pod states, selectors, templates.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+
+/// The controller owner reference of an object, if it has one.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+}
+
+/// Whether `meta` is controlled by the object with `uid`.
+pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    controller_of(meta).is_some_and(|r| r.uid == uid)
+}
+
+/// Whether a `metav1.LabelSelector` matches `labels`. An empty selector matches everything; a
+/// malformed one (unknown operator) matches nothing.
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let value = match serde_json::to_value(sel) {
+        Ok(v) => v,
+        Err(_) => return false,
+    };
+    match k8slite_api::selector::LabelSelector::from_json(&value) {
+        Ok(s) => s.matches(labels),
+        Err(_) => false,
+    }
+}
+
+/// A selector in its query-string form (`a=b,c in (d)`), for list calls.
+pub fn selector_string(sel: &LabelSelector) -> String {
+    let mut parts: Vec<String> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            other => format!("{}={other}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// The labels of an object (empty when it has none).
+pub fn labels(meta: &ObjectMeta) -> BTreeMap<String, String> {
+    meta.labels.clone().unwrap_or_default()
+}
+
+/// Whether the pod has reached a terminal phase.
+pub fn is_pod_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Whether the pod counts towards a controller's replicas: not terminal, not being deleted.
+pub fn is_pod_active(pod: &Pod) -> bool {
+    !is_pod_terminal(pod) && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// Whether the pod's `Ready` condition is `True`.
+pub fn is_pod_ready(pod: &Pod) -> bool {
+    pod_ready_since(pod).is_some()
+}
+
+/// When the pod's `Ready` condition last became `True`, if it is `True`.
+pub fn pod_ready_since(pod: &Pod) -> Option<Timestamp> {
+    let cond = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    Some(
+        cond.last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// Whether the pod has been Ready for at least `min_ready_seconds` at `now`.
+pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match pod_ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(since) => {
+            let secs = now.as_second() - since.as_second();
+            secs >= i64::from(min_ready_seconds)
+        }
+    }
+}
+
+/// A pod built from `template`, named by `generate_name` (or `name` when given), owned by
+/// `owner` as its controller, in `namespace`.
+pub fn pod_from_template(
+    template: &PodTemplateSpec,
+    namespace: &str,
+    name: Option<String>,
+    generate_name: Option<String>,
+    owner: OwnerReference,
+) -> Pod {
+    let tmeta = template.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            name,
+            generate_name: if generate_name.is_some() {
+                generate_name
+            } else {
+                None
+            },
+            namespace: Some(namespace.to_string()),
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
+
+    #[test]
+    fn selectors() {
+        let sel = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["a".into(), "b".into()]),
+            }]),
+        };
+        let mut l = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        assert!(!selector_matches(&sel, &l));
+        l.insert("tier".into(), "b".into());
+        assert!(selector_matches(&sel, &l));
+        assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
+        assert!(selector_matches(
+            &LabelSelector::default(),
+            &BTreeMap::new()
+        ));
+    }
+
+    #[test]
+    fn pod_states() {
+        let now = Timestamp::now();
+        let mut pod = Pod::default();
+        assert!(is_pod_active(&pod) && !is_pod_ready(&pod));
+        pod.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                last_transition_time: Some(Time(now)),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        });
+        assert!(is_pod_ready(&pod));
+        assert!(is_pod_available(&pod, 0, now));
+        assert!(!is_pod_available(&pod, 10, now));
+        if let Some(s) = pod.status.as_mut() {
+            s.phase = Some("Failed".into());
+        }
+        assert!(!is_pod_active(&pod));
+    }
+}

@@ -1,0 +1,1 @@
+//! k8slite-runtime: container runtimes behind one trait.
