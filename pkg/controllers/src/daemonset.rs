@@ -111,7 +111,10 @@ pub fn add_default_tolerations(spec: &mut PodSpec) {
         toleration("node.kubernetes.io/unschedulable", "NoSchedule"),
     ];
     if spec.host_network == Some(true) {
-        add.push(toleration("node.kubernetes.io/network-unavailable", "NoSchedule"));
+        add.push(toleration(
+            "node.kubernetes.io/network-unavailable",
+            "NoSchedule",
+        ));
     }
     let tols = spec.tolerations.get_or_insert_with(Vec::new);
     for t in add {
@@ -221,13 +224,17 @@ pub fn plan(ds: &DaemonSet, nodes: &[Node], pods: &[Pod], hash: &str, now: Times
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let mut p = Plan::default();
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
-    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         if let Some(n) = node_of(pod) {
             by_node.entry(n).or_default().push(pod);
         }
     }
     let is_new = |p: &Pod| p.labels().get(REVISION_LABEL).map(String::as_str) == Some(hash);
-    let available = |p: &Pod| util::is_pod_available(p, min_ready, now) && !util::is_pod_terminal(p);
+    let available =
+        |p: &Pod| util::is_pod_available(p, min_ready, now) && !util::is_pod_terminal(p);
 
     let mut st = DaemonSetStatus::default();
     // Nodes that run the daemon, with their pods (for the rolling update).
@@ -331,13 +338,8 @@ pub fn plan(ds: &DaemonSet, nodes: &[Node], pods: &[Pod], hash: &str, now: Times
                     .count(),
             )
             .unwrap_or(0);
-        let mut surging = i32::try_from(
-            running
-                .iter()
-                .filter(|(_, ps)| ps.len() > 1)
-                .count(),
-        )
-        .unwrap_or(0);
+        let mut surging =
+            i32::try_from(running.iter().filter(|(_, ps)| ps.len() > 1).count()).unwrap_or(0);
         for (node, ps) in &running {
             let old: Vec<&&Pod> = ps.iter().filter(|x| !is_new(x)).collect();
             if old.is_empty() {
@@ -404,12 +406,22 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
     let ns = ds.namespace().unwrap_or_else(|| "default".into());
     let name = ds.name_any();
     let key = format!("{ns}/{name}");
-    let uid = ds.metadata.uid.clone().ok_or(Error::Invalid(key.clone(), "has no uid"))?;
-    let spec = ds.spec.clone().ok_or(Error::Invalid(key.clone(), "has no spec"))?;
+    let uid = ds
+        .metadata
+        .uid
+        .clone()
+        .ok_or(Error::Invalid(key.clone(), "has no uid"))?;
+    let spec = ds
+        .spec
+        .clone()
+        .ok_or(Error::Invalid(key.clone(), "has no spec"))?;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let rev_api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     let sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-    let nodes: Vec<Node> = Api::<Node>::all(client).list(&ListParams::default()).await?.items;
+    let nodes: Vec<Node> = Api::<Node>::all(client)
+        .list(&ListParams::default())
+        .await?
+        .items;
     let lp = ListParams::default().labels(&util::selector_string(&spec.selector));
     let pods: Vec<Pod> = pods_api
         .list(&lp)
@@ -431,7 +443,14 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
         .unwrap_or_default();
     let collision = ds.status.as_ref().and_then(|s| s.collision_count);
     let (rev, collision) = history::ensure(
-        &rev_api, &mut revs, &name, &ns, owner, rev_labels, &spec.template, collision,
+        &rev_api,
+        &mut revs,
+        &name,
+        &ns,
+        owner,
+        rev_labels,
+        &spec.template,
+        collision,
     )
     .await?;
     let rev_name = rev.metadata.name.clone().unwrap_or_default();
@@ -451,39 +470,84 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
             .await?;
     }
     for (reason, msg) in &plan.warnings {
-        util::publish_event(&st.recorder, ds.as_ref(), true, reason, "Delete", msg.clone()).await;
+        util::publish_event(
+            &st.recorder,
+            ds.as_ref(),
+            true,
+            reason,
+            "Delete",
+            msg.clone(),
+        )
+        .await;
     }
     for pod_name in &plan.delete {
         match pods_api.delete(pod_name, &DeleteParams::default()).await {
             Ok(_) => {
-                util::publish_event(&st.recorder, ds.as_ref(), false, "SuccessfulDelete", "Delete", format!("Deleted pod: {pod_name}")).await;
+                util::publish_event(
+                    &st.recorder,
+                    ds.as_ref(),
+                    false,
+                    "SuccessfulDelete",
+                    "Delete",
+                    format!("Deleted pod: {pod_name}"),
+                )
+                .await;
             }
             Err(e) if util::is_not_found(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
     for node in &plan.create {
-        let pod = new_pod(&ds, node, &hash).ok_or(Error::Invalid(key.clone(), "has no owner reference"))?;
+        let pod = new_pod(&ds, node, &hash)
+            .ok_or(Error::Invalid(key.clone(), "has no owner reference"))?;
         match pods_api.create(&PostParams::default(), &pod).await {
             Ok(p) => {
-                util::publish_event(&st.recorder, ds.as_ref(), false, "SuccessfulCreate", "Create", format!("Created pod: {}", p.name_any())).await;
+                util::publish_event(
+                    &st.recorder,
+                    ds.as_ref(),
+                    false,
+                    "SuccessfulCreate",
+                    "Create",
+                    format!("Created pod: {}", p.name_any()),
+                )
+                .await;
             }
             Err(e) => {
-                util::publish_event(&st.recorder, ds.as_ref(), true, "FailedCreate", "Create", format!("Error creating: {e}")).await;
+                util::publish_event(
+                    &st.recorder,
+                    ds.as_ref(),
+                    true,
+                    "FailedCreate",
+                    "Create",
+                    format!("Error creating: {e}"),
+                )
+                .await;
                 return Err(e.into());
             }
         }
     }
     let mut live: HashSet<String> = pods
         .iter()
-        .filter_map(|p| p.labels().get(REVISION_LABEL).map(|h| format!("{name}-{h}")))
+        .filter_map(|p| {
+            p.labels()
+                .get(REVISION_LABEL)
+                .map(|h| format!("{name}-{h}"))
+        })
         .collect();
     live.insert(rev_name);
-    history::truncate(&rev_api, &revs, &live, spec.revision_history_limit.unwrap_or(10)).await?;
+    history::truncate(
+        &rev_api,
+        &revs,
+        &live,
+        spec.revision_history_limit.unwrap_or(10),
+    )
+    .await?;
 
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     if min_ready > 0 && status.number_available.unwrap_or(0) < status.number_ready {
-        return Ok(Action::requeue(Duration::from_secs(u64::try_from(min_ready).unwrap_or(1))));
+        return Ok(Action::requeue(Duration::from_secs(
+            u64::try_from(min_ready).unwrap_or(1),
+        )));
     }
     Ok(Action::await_change())
 }
@@ -491,7 +555,9 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+    use k8s_openapi::api::apps::v1::{
+        DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+    };
     use k8s_openapi::api::core::v1::{NodeSpec, PodCondition, PodStatus, PodTemplateSpec, Taint};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 
@@ -520,7 +586,10 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(BTreeMap::from([("kubernetes.io/hostname".into(), name.into())])),
+                labels: Some(BTreeMap::from([(
+                    "kubernetes.io/hostname".into(),
+                    name.into(),
+                )])),
                 ..ObjectMeta::default()
             },
             spec: Some(NodeSpec {
@@ -562,26 +631,42 @@ mod tests {
         let nodes = vec![
             node("a", vec![]),
             node("b", vec![taint("dedicated", "NoSchedule")]),
-            node("c", vec![taint("node.kubernetes.io/unschedulable", "NoSchedule")]),
+            node(
+                "c",
+                vec![taint("node.kubernetes.io/unschedulable", "NoSchedule")],
+            ),
         ];
         let p = plan(&d, &nodes, &[], "h1", Timestamp::now());
         assert_eq!(p.create, vec!["a".to_string(), "c".to_string()]);
         assert_eq!(p.status.desired_number_scheduled, 2);
         let pod = new_pod(&d, "a", "h1").expect("pod");
         assert_eq!(node_of(&pod).as_deref(), Some("a"));
-        let tols = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
-        assert!(tols.iter().any(|t| t.key.as_deref() == Some("node.kubernetes.io/not-ready")
-            && t.effect.as_deref() == Some("NoExecute")
-            && t.toleration_seconds.is_none()));
+        let tols = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default();
+        assert!(
+            tols.iter()
+                .any(|t| t.key.as_deref() == Some("node.kubernetes.io/not-ready")
+                    && t.effect.as_deref() == Some("NoExecute")
+                    && t.toleration_seconds.is_none())
+        );
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("agent-"));
-        assert_eq!(pod.labels().get(REVISION_LABEL).map(String::as_str), Some("h1"));
+        assert_eq!(
+            pod.labels().get(REVISION_LABEL).map(String::as_str),
+            Some("h1")
+        );
     }
 
     #[test]
     fn node_selector_and_ineligible_nodes() {
         let mut d = ds();
         if let Some(s) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-            s.node_selector = Some(BTreeMap::from([("kubernetes.io/hostname".into(), "a".into())]));
+            s.node_selector = Some(BTreeMap::from([(
+                "kubernetes.io/hostname".into(),
+                "a".into(),
+            )]));
         }
         let nodes = vec![node("a", vec![]), node("b", vec![])];
         let existing = vec![pod_on(&d, "a", "h1", true), pod_on(&d, "b", "h1", true)];
@@ -610,7 +695,10 @@ mod tests {
     fn rolling_update_max_unavailable() {
         let d = ds();
         let nodes = vec![node("a", vec![]), node("b", vec![]), node("c", vec![])];
-        let pods: Vec<Pod> = ["a", "b", "c"].iter().map(|n| pod_on(&d, n, "h1", true)).collect();
+        let pods: Vec<Pod> = ["a", "b", "c"]
+            .iter()
+            .map(|n| pod_on(&d, n, "h1", true))
+            .collect();
         let p = plan(&d, &nodes, &pods, "h2", Timestamp::now());
         assert_eq!(p.delete.len(), 1, "maxUnavailable 1: {:?}", p.delete);
         assert_eq!(p.status.updated_number_scheduled, None);
@@ -634,7 +722,10 @@ mod tests {
             });
         }
         let nodes = vec![node("a", vec![]), node("b", vec![])];
-        let pods: Vec<Pod> = ["a", "b"].iter().map(|n| pod_on(&d, n, "h1", true)).collect();
+        let pods: Vec<Pod> = ["a", "b"]
+            .iter()
+            .map(|n| pod_on(&d, n, "h1", true))
+            .collect();
         let p = plan(&d, &nodes, &pods, "h2", Timestamp::now());
         assert_eq!(p.create, vec!["a".to_string()]);
         assert!(p.delete.is_empty());
@@ -645,6 +736,10 @@ mod tests {
         pods.push(newp);
         let p = plan(&d, &nodes, &pods, "h2", Timestamp::now());
         assert_eq!(p.delete, vec!["agent-a-h1".to_string()]);
-        assert!(p.create.is_empty(), "the surge slot is taken: {:?}", p.create);
+        assert!(
+            p.create.is_empty(),
+            "the surge slot is taken: {:?}",
+            p.create
+        );
     }
 }

@@ -217,11 +217,7 @@ pub async fn ensure(
 }
 
 /// Names of revisions to delete: beyond `limit` non-live ones, oldest first (pure).
-pub fn to_truncate(
-    revs: &[ControllerRevision],
-    live: &HashSet<String>,
-    limit: i32,
-) -> Vec<String> {
+pub fn to_truncate(revs: &[ControllerRevision], live: &HashSet<String>, limit: i32) -> Vec<String> {
     let mut old: Vec<&ControllerRevision> = revs
         .iter()
         .filter(|r| !live.contains(r.metadata.name.as_deref().unwrap_or_default()))
@@ -284,8 +280,16 @@ mod tests {
 
     #[test]
     fn plan_creates_then_reuses_and_bumps() {
-        let p = plan(&[], "web", "default", owner(), BTreeMap::new(), &tmpl("a"), None)
-            .expect("plan");
+        let p = plan(
+            &[],
+            "web",
+            "default",
+            owner(),
+            BTreeMap::new(),
+            &tmpl("a"),
+            None,
+        )
+        .expect("plan");
         let Plan::Create(r1) = p else {
             panic!("expected create, got {p:?}")
         };
@@ -294,18 +298,36 @@ mod tests {
         assert!(name1.starts_with("web-"));
         assert_eq!(template_of(&r1), Some(tmpl("a")));
         let hash_label = r1.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL));
-        assert_eq!(Some(name1.trim_start_matches("web-")), hash_label.map(String::as_str));
-        let Plan::Create(r2) =
-            plan(&[(*r1).clone()], "web", "default", owner(), BTreeMap::new(), &tmpl("b"), None)
-                .expect("plan")
-        else {
+        assert_eq!(
+            Some(name1.trim_start_matches("web-")),
+            hash_label.map(String::as_str)
+        );
+        let Plan::Create(r2) = plan(
+            &[(*r1).clone()],
+            "web",
+            "default",
+            owner(),
+            BTreeMap::new(),
+            &tmpl("b"),
+            None,
+        )
+        .expect("plan") else {
             panic!("expected create")
         };
         assert_eq!(r2.revision, 2);
         let all = vec![(*r1).clone(), (*r2).clone()];
         // Going back to template a reuses revision 1, renumbered 3.
         assert_eq!(
-            plan(&all, "web", "default", owner(), BTreeMap::new(), &tmpl("a"), None).expect("plan"),
+            plan(
+                &all,
+                "web",
+                "default",
+                owner(),
+                BTreeMap::new(),
+                &tmpl("a"),
+                None
+            )
+            .expect("plan"),
             Plan::Existing {
                 name: name1,
                 bump_to: Some(3)
@@ -314,9 +336,11 @@ mod tests {
         // The collision count changes the hash.
         let d = revision_data(&tmpl("a")).expect("data");
         assert_ne!(hash(&d, None), hash(&d, Some(1)));
-        assert!(hash(&d, None)
-            .chars()
-            .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+        assert!(
+            hash(&d, None)
+                .chars()
+                .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c))
+        );
     }
 
     #[test]
@@ -332,7 +356,10 @@ mod tests {
         let revs = vec![rev("a", 1), rev("b", 2), rev("c", 3), rev("d", 4)];
         let live = HashSet::from(["d".to_string(), "a".to_string()]);
         assert_eq!(to_truncate(&revs, &live, 1), vec!["b".to_string()]);
-        assert_eq!(to_truncate(&revs, &live, 0), vec!["b".to_string(), "c".to_string()]);
+        assert_eq!(
+            to_truncate(&revs, &live, 0),
+            vec!["b".to_string(), "c".to_string()]
+        );
         assert!(to_truncate(&revs, &live, 10).is_empty());
     }
 }

@@ -96,7 +96,14 @@ fn cond_true(status: &JobStatus, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-fn set_cond(status: &mut JobStatus, type_: &str, value: bool, reason: &str, msg: &str, now: Timestamp) {
+fn set_cond(
+    status: &mut JobStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    msg: &str,
+    now: Timestamp,
+) {
     let conds = status.conditions.get_or_insert_with(Vec::new);
     let v = if value { "True" } else { "False" };
     if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
@@ -298,12 +305,20 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
         d.remove_finalizers.push(p.name_any());
     }
     let succeeded_total = succeeded + i32::try_from(unc_ok.len()).unwrap_or(i32::MAX);
-    let restarts: i32 = if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref())
+    let restarts: i32 = if spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
         == Some("OnFailure")
     {
         active
             .iter()
-            .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+            .flat_map(|p| {
+                p.status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+            })
             .map(|c| c.restart_count)
             .sum()
     } else {
@@ -331,13 +346,27 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
                 d.delete.push(p.name_any());
             }
             if !cond_true(&old, "Suspended") {
-                set_cond(&mut st, "Suspended", true, "JobSuspended", "Job suspended", now);
+                set_cond(
+                    &mut st,
+                    "Suspended",
+                    true,
+                    "JobSuspended",
+                    "Job suspended",
+                    now,
+                );
                 d.events.push((false, "Suspended", "Job suspended".into()));
             }
             st.start_time = None;
         } else {
             if cond_true(&old, "Suspended") {
-                set_cond(&mut st, "Suspended", false, "JobResumed", "Job resumed", now);
+                set_cond(
+                    &mut st,
+                    "Suspended",
+                    false,
+                    "JobResumed",
+                    "Job resumed",
+                    now,
+                );
                 d.events.push((false, "Resumed", "Job resumed".into()));
                 st.start_time = Some(Time(now));
             }
@@ -356,12 +385,33 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
                     }
                 };
                 if done {
-                    set_cond(&mut st, "SuccessCriteriaMet", true, "CompletionsReached", MSG_COMPLETE, now);
+                    set_cond(
+                        &mut st,
+                        "SuccessCriteriaMet",
+                        true,
+                        "CompletionsReached",
+                        MSG_COMPLETE,
+                        now,
+                    );
                 } else if failed_total + restarts > backoff_limit {
-                    set_cond(&mut st, "FailureTarget", true, "BackoffLimitExceeded", MSG_BACKOFF, now);
+                    set_cond(
+                        &mut st,
+                        "FailureTarget",
+                        true,
+                        "BackoffLimitExceeded",
+                        MSG_BACKOFF,
+                        now,
+                    );
                 } else if let Some(dl) = deadline {
                     if now >= dl {
-                        set_cond(&mut st, "FailureTarget", true, "DeadlineExceeded", MSG_DEADLINE, now);
+                        set_cond(
+                            &mut st,
+                            "FailureTarget",
+                            true,
+                            "DeadlineExceeded",
+                            MSG_DEADLINE,
+                            now,
+                        );
                     } else {
                         let left = dl.duration_since(now).unsigned_abs();
                         d.requeue = Some(left + Duration::from_millis(100));
@@ -410,13 +460,23 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
                     && let Some(last) = last_failure
                 {
                     let exp = u32::try_from((failed_total - 1).clamp(0, 6)).unwrap_or(6);
-                    let delay = Duration::from_secs(10 * 2u64.pow(exp)).min(Duration::from_secs(360));
+                    let delay =
+                        Duration::from_secs(10 * 2u64.pow(exp)).min(Duration::from_secs(360));
                     let since = now.duration_since(last).unsigned_abs();
                     if since < delay {
                         wait = Some(delay - since);
                     }
                 }
-                plan_pods(&mut d, &active, indexed, parallelism, completions, succeeded_total, &completed, wait);
+                plan_pods(
+                    &mut d,
+                    &active,
+                    indexed,
+                    parallelism,
+                    completions,
+                    succeeded_total,
+                    &completed,
+                    wait,
+                );
             }
         }
     } else {
@@ -425,10 +485,19 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
         }
     }
     let deleting: HashSet<&String> = d.delete.iter().collect();
-    let still_active: Vec<&&Pod> = active.iter().filter(|p| !deleting.contains(&p.name_any())).collect();
+    let still_active: Vec<&&Pod> = active
+        .iter()
+        .filter(|p| !deleting.contains(&p.name_any()))
+        .collect();
     st.active = Some(i32::try_from(still_active.len() + d.create.len()).unwrap_or(i32::MAX));
     st.ready = Some(
-        i32::try_from(still_active.iter().filter(|p| util::is_pod_ready(p)).count()).unwrap_or(0),
+        i32::try_from(
+            still_active
+                .iter()
+                .filter(|p| util::is_pod_ready(p))
+                .count(),
+        )
+        .unwrap_or(0),
     );
     st.terminating = Some(terminating + i32::try_from(deleting.len()).unwrap_or(0));
     d.status = st;
@@ -455,7 +524,9 @@ fn plan_pods(
         sorted.sort_by_key(|p| pod_index(p));
         for p in sorted {
             match pod_index(p) {
-                Some(i) if i < n && !completed.contains(&i) && seen.insert(i) && keep < par => keep += 1,
+                Some(i) if i < n && !completed.contains(&i) && seen.insert(i) && keep < par => {
+                    keep += 1
+                }
                 _ => d.delete.push(p.name_any()),
             }
         }
@@ -474,7 +545,9 @@ fn plan_pods(
         }
     } else {
         let want = match completions {
-            Some(c) => usize::try_from((c - succeeded_total).max(0)).unwrap_or(0).min(par),
+            Some(c) => usize::try_from((c - succeeded_total).max(0))
+                .unwrap_or(0)
+                .min(par),
             None if succeeded_total > 0 => 0,
             None => par,
         };
@@ -495,7 +568,8 @@ fn plan_pods(
                 d.requeue = d.requeue.min(wait).or(wait);
                 return;
             }
-            d.create.extend(std::iter::repeat_n(None, want - active.len()));
+            d.create
+                .extend(std::iter::repeat_n(None, want - active.len()));
         }
     }
 }
@@ -581,7 +655,11 @@ async fn remove_finalizer(pods: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
         "metadata": { "finalizers": rest, "resourceVersion": pod.metadata.resource_version }
     });
     match pods
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -610,8 +688,12 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
     // 1. Record the status (uncounted pods first, so a pod is never lost).
     if job.status.as_ref() != Some(&d.status) {
         let patch = serde_json::json!({ "status": d.status });
-        jobs.patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        jobs.patch_status(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     }
     // 2. Release the pods whose outcome is recorded.
     let by_name: BTreeMap<String, &Pod> = owned.iter().map(|p| (p.name_any(), p)).collect();
@@ -624,7 +706,15 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
     for name in &d.delete {
         match pods.delete(name, &DeleteParams::default()).await {
             Ok(_) => {
-                util::publish_event(&st.recorder, job.as_ref(), false, "SuccessfulDelete", "Delete", format!("Deleted pod: {name}")).await;
+                util::publish_event(
+                    &st.recorder,
+                    job.as_ref(),
+                    false,
+                    "SuccessfulDelete",
+                    "Delete",
+                    format!("Deleted pod: {name}"),
+                )
+                .await;
             }
             Err(e) if util::is_not_found(&e) => {}
             Err(e) => return Err(e.into()),
@@ -640,10 +730,26 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
         };
         match pods.create(&PostParams::default(), &pod).await {
             Ok(p) => {
-                util::publish_event(&st.recorder, job.as_ref(), false, "SuccessfulCreate", "Create", format!("Created pod: {}", p.name_any())).await;
+                util::publish_event(
+                    &st.recorder,
+                    job.as_ref(),
+                    false,
+                    "SuccessfulCreate",
+                    "Create",
+                    format!("Created pod: {}", p.name_any()),
+                )
+                .await;
             }
             Err(e) => {
-                util::publish_event(&st.recorder, job.as_ref(), true, "FailedCreate", "Create", format!("Error creating: {e}")).await;
+                util::publish_event(
+                    &st.recorder,
+                    job.as_ref(),
+                    true,
+                    "FailedCreate",
+                    "Create",
+                    format!("Error creating: {e}"),
+                )
+                .await;
                 return Err(e.into());
             }
         }
@@ -703,7 +809,7 @@ mod tests {
     }
 
     /// Apply a decision's status and the finalizer removals to the world, as the I/O layer does.
-    fn apply(j: &mut Job, pods: &mut Vec<Pod>, d: &Decision) {
+    fn apply(j: &mut Job, pods: &mut [Pod], d: &Decision) {
         j.status = Some(d.status.clone());
         for p in pods.iter_mut() {
             if d.remove_finalizers.contains(&p.name_any()) {
@@ -720,13 +826,16 @@ mod tests {
         assert_eq!(d.create, vec![None, None]);
         assert_eq!(d.status.active, Some(2));
         assert!(d.status.start_time.is_some());
-        apply(&mut j, &mut vec![], &d);
+        apply(&mut j, &mut [], &d);
         // Two pods succeeded: counted through uncounted, one more created.
         let mut pods = vec![pod("a", "Succeeded", None), pod("b", "Succeeded", None)];
         let d = decide(&j, &pods, now);
         assert_eq!(d.create, vec![None]);
         assert_eq!(
-            d.status.uncounted_terminated_pods.as_ref().and_then(|u| u.succeeded.clone()),
+            d.status
+                .uncounted_terminated_pods
+                .as_ref()
+                .and_then(|u| u.succeeded.clone()),
             Some(vec!["uid-a".to_string(), "uid-b".to_string()])
         );
         assert_eq!(d.remove_finalizers.len(), 2);
@@ -737,7 +846,10 @@ mod tests {
         pods.push(pod("c", "Succeeded", None));
         let d = decide(&j, &pods, now);
         assert!(cond_true(&d.status, "SuccessCriteriaMet"));
-        assert!(!cond_true(&d.status, "Complete"), "not before the pod is counted");
+        assert!(
+            !cond_true(&d.status, "Complete"),
+            "not before the pod is counted"
+        );
         apply(&mut j, &mut pods, &d);
         let d = decide(&j, &pods, now);
         assert!(cond_true(&d.status, "Complete"));
@@ -765,7 +877,11 @@ mod tests {
             .expect("Failed condition");
         assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
         assert_eq!(d.status.failed, Some(2));
-        assert!(d.events.iter().any(|e| e.0 && e.1 == "BackoffLimitExceeded"));
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.0 && e.1 == "BackoffLimitExceeded")
+        );
     }
 
     #[test]
@@ -796,7 +912,13 @@ mod tests {
         let running = pod("a", "Running", None);
         let d = decide(&j, std::slice::from_ref(&running), now);
         assert_eq!(d.delete, vec!["a".to_string()]);
-        let c = d.status.conditions.iter().flatten().find(|c| c.type_ == "FailureTarget").expect("target");
+        let c = d
+            .status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "FailureTarget")
+            .expect("target");
         assert_eq!(c.reason.as_deref(), Some("DeadlineExceeded"));
     }
 
@@ -811,11 +933,20 @@ mod tests {
         apply(&mut j, &mut pods, &d);
         let p = new_pod(&j, Some(2)).expect("pod");
         assert_eq!(p.metadata.generate_name.as_deref(), Some("pi-2-"));
-        assert_eq!(p.annotations().get(INDEX_KEY).map(String::as_str), Some("2"));
+        assert_eq!(
+            p.annotations().get(INDEX_KEY).map(String::as_str),
+            Some("2")
+        );
         assert_eq!(p.labels().get(INDEX_KEY).map(String::as_str), Some("2"));
         assert_eq!(p.labels().get(JOB_NAME).map(String::as_str), Some("pi"));
-        assert_eq!(p.spec.as_ref().and_then(|s| s.hostname.as_deref()), Some("pi-2"));
-        assert_eq!(p.metadata.finalizers, Some(vec![TRACKING_FINALIZER.to_string()]));
+        assert_eq!(
+            p.spec.as_ref().and_then(|s| s.hostname.as_deref()),
+            Some("pi-2")
+        );
+        assert_eq!(
+            p.metadata.finalizers,
+            Some(vec![TRACKING_FINALIZER.to_string()])
+        );
     }
 
     #[test]

@@ -139,11 +139,7 @@ pub enum Step {
 
 /// Decide the next steps for a set given its pods by ordinal (pure). In OrderedReady mode at
 /// most one step is returned, and none while a pod is not yet Running and Ready.
-pub fn plan(
-    set: &StatefulSet,
-    pods: &BTreeMap<i32, PodView>,
-    update_revision: &str,
-) -> Vec<Step> {
+pub fn plan(set: &StatefulSet, pods: &BTreeMap<i32, PodView>, update_revision: &str) -> Vec<Step> {
     let spec = set.spec.clone().unwrap_or_default();
     let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
     let replicas = spec.replicas.unwrap_or(1).max(0);
@@ -295,7 +291,11 @@ pub fn compute_status(
     st.current_replicas = Some(current);
     st.updated_replicas = Some(updated);
     let want = spec.replicas.unwrap_or(1);
-    let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()) != Some("OnDelete");
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        != Some("OnDelete");
     if rolling && updated == want && ready == want && replicas == want {
         st.current_revision = Some(update_revision.to_string());
         st.current_replicas = Some(updated);
@@ -493,11 +493,29 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
                     .ok_or(Error::Invalid(key.clone(), "has no owner reference"))?;
                 match pods_api.create(&PostParams::default(), &pod).await {
                     Ok(_) => {
-                        util::publish_event(&st.recorder, set.as_ref(), false, "SuccessfulCreate", "Create", format!("create Pod {pod_name} in StatefulSet {name} successful")).await;
+                        util::publish_event(
+                            &st.recorder,
+                            set.as_ref(),
+                            false,
+                            "SuccessfulCreate",
+                            "Create",
+                            format!("create Pod {pod_name} in StatefulSet {name} successful"),
+                        )
+                        .await;
                     }
                     Err(e) if util::is_conflict(&e) => {}
                     Err(e) => {
-                        util::publish_event(&st.recorder, set.as_ref(), true, "FailedCreate", "Create", format!("create Pod {pod_name} in StatefulSet {name} failed error: {e}")).await;
+                        util::publish_event(
+                            &st.recorder,
+                            set.as_ref(),
+                            true,
+                            "FailedCreate",
+                            "Create",
+                            format!(
+                                "create Pod {pod_name} in StatefulSet {name} failed error: {e}"
+                            ),
+                        )
+                        .await;
                         return Err(e.into());
                     }
                 }
@@ -512,14 +530,30 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
                 };
                 let pod_name = pod.name_any();
                 if failed {
-                    util::publish_event(&st.recorder, set.as_ref(), true, "RecreatingFailedPod", "Recreate", format!("StatefulSet {ns}/{name} is recreating failed Pod {pod_name}")).await;
+                    util::publish_event(
+                        &st.recorder,
+                        set.as_ref(),
+                        true,
+                        "RecreatingFailedPod",
+                        "Recreate",
+                        format!("StatefulSet {ns}/{name} is recreating failed Pod {pod_name}"),
+                    )
+                    .await;
                 }
                 if condemned {
                     release_claims(&pvc_api, &set, ordinal, pod).await?;
                 }
                 match pods_api.delete(&pod_name, &DeleteParams::default()).await {
                     Ok(_) => {
-                        util::publish_event(&st.recorder, set.as_ref(), false, "SuccessfulDelete", "Delete", format!("delete Pod {pod_name} in StatefulSet {name} successful")).await;
+                        util::publish_event(
+                            &st.recorder,
+                            set.as_ref(),
+                            false,
+                            "SuccessfulDelete",
+                            "Delete",
+                            format!("delete Pod {pod_name} in StatefulSet {name} successful"),
+                        )
+                        .await;
                     }
                     Err(e) if util::is_not_found(&e) => {}
                     Err(e) => return Err(e.into()),
@@ -535,12 +569,20 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
         .collect();
     live.insert(update_name);
     live.insert(current_name);
-    history::truncate(&rev_api, &revs, &live, spec.revision_history_limit.unwrap_or(10)).await?;
+    history::truncate(
+        &rev_api,
+        &revs,
+        &live,
+        spec.revision_history_limit.unwrap_or(10),
+    )
+    .await?;
 
     // Pods Ready but not yet available need a look once minReadySeconds pass.
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     if min_ready > 0 && status.available_replicas < status.ready_replicas {
-        return Ok(Action::requeue(Duration::from_secs(u64::try_from(min_ready).unwrap_or(1))));
+        return Ok(Action::requeue(Duration::from_secs(
+            u64::try_from(min_ready).unwrap_or(1),
+        )));
     }
     Ok(Action::await_change())
 }
@@ -569,7 +611,11 @@ async fn release_claims(
         let Some(existing) = pvc_api.get_opt(&claim.name_any()).await? else {
             continue;
         };
-        let mut refs = existing.metadata.owner_references.clone().unwrap_or_default();
+        let mut refs = existing
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default();
         if refs.iter().any(|r| r.uid == uid) {
             continue;
         }
@@ -583,7 +629,11 @@ async fn release_claims(
         });
         let patch = serde_json::json!({ "metadata": { "ownerReferences": refs } });
         pvc_api
-            .patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &claim.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await?;
     }
     Ok(())
@@ -640,14 +690,32 @@ mod tests {
     fn ordered_ready_creates_one_at_a_time() {
         let s = set(3, false);
         let mut pods = BTreeMap::new();
-        assert_eq!(plan(&s, &pods, "r1"), vec![Step::Create { ordinal: 0, update: true }]);
-        pods.insert(0, PodView {
-            running_ready: false,
-            ..ready("web-0", "r1")
-        });
-        assert!(plan(&s, &pods, "r1").is_empty(), "waits for web-0 to be Ready");
+        assert_eq!(
+            plan(&s, &pods, "r1"),
+            vec![Step::Create {
+                ordinal: 0,
+                update: true
+            }]
+        );
+        pods.insert(
+            0,
+            PodView {
+                running_ready: false,
+                ..ready("web-0", "r1")
+            },
+        );
+        assert!(
+            plan(&s, &pods, "r1").is_empty(),
+            "waits for web-0 to be Ready"
+        );
         pods.insert(0, ready("web-0", "r1"));
-        assert_eq!(plan(&s, &pods, "r1"), vec![Step::Create { ordinal: 1, update: true }]);
+        assert_eq!(
+            plan(&s, &pods, "r1"),
+            vec![Step::Create {
+                ordinal: 1,
+                update: true
+            }]
+        );
         pods.insert(1, ready("web-1", "r1"));
         pods.insert(2, ready("web-2", "r1"));
         assert!(plan(&s, &pods, "r1").is_empty());
@@ -662,15 +730,31 @@ mod tests {
     #[test]
     fn scale_down_in_reverse() {
         let s = set(1, false);
-        let pods: BTreeMap<i32, PodView> = (0..3).map(|o| (o, ready(&format!("web-{o}"), "r1"))).collect();
-        assert_eq!(plan(&s, &pods, "r1"), vec![Step::Delete { ordinal: 2, condemned: true, failed: false }]);
+        let pods: BTreeMap<i32, PodView> = (0..3)
+            .map(|o| (o, ready(&format!("web-{o}"), "r1")))
+            .collect();
+        assert_eq!(
+            plan(&s, &pods, "r1"),
+            vec![Step::Delete {
+                ordinal: 2,
+                condemned: true,
+                failed: false
+            }]
+        );
         let mut pods = pods;
         if let Some(p) = pods.get_mut(&2) {
             p.terminating = true;
         }
         assert!(plan(&s, &pods, "r1").is_empty(), "waits for web-2 to go");
         pods.remove(&2);
-        assert_eq!(plan(&s, &pods, "r1"), vec![Step::Delete { ordinal: 1, condemned: true, failed: false }]);
+        assert_eq!(
+            plan(&s, &pods, "r1"),
+            vec![Step::Delete {
+                ordinal: 1,
+                condemned: true,
+                failed: false
+            }]
+        );
     }
 
     #[test]
@@ -685,15 +769,40 @@ mod tests {
                 }),
             });
         }
-        let mut pods: BTreeMap<i32, PodView> = (0..3).map(|o| (o, ready(&format!("web-{o}"), "r1"))).collect();
-        assert_eq!(plan(&s, &pods, "r2"), vec![Step::Delete { ordinal: 2, condemned: false, failed: false }]);
+        let mut pods: BTreeMap<i32, PodView> = (0..3)
+            .map(|o| (o, ready(&format!("web-{o}"), "r1")))
+            .collect();
+        assert_eq!(
+            plan(&s, &pods, "r2"),
+            vec![Step::Delete {
+                ordinal: 2,
+                condemned: false,
+                failed: false
+            }]
+        );
         pods.insert(2, ready("web-2", "r2"));
-        assert_eq!(plan(&s, &pods, "r2"), vec![Step::Delete { ordinal: 1, condemned: false, failed: false }]);
+        assert_eq!(
+            plan(&s, &pods, "r2"),
+            vec![Step::Delete {
+                ordinal: 1,
+                condemned: false,
+                failed: false
+            }]
+        );
         pods.insert(1, ready("web-1", "r2"));
-        assert!(plan(&s, &pods, "r2").is_empty(), "web-0 is below the partition");
+        assert!(
+            plan(&s, &pods, "r2").is_empty(),
+            "web-0 is below the partition"
+        );
         // A missing pod below the partition comes back at the current revision.
         pods.remove(&0);
-        assert_eq!(plan(&s, &pods, "r2"), vec![Step::Create { ordinal: 0, update: false }]);
+        assert_eq!(
+            plan(&s, &pods, "r2"),
+            vec![Step::Create {
+                ordinal: 0,
+                update: false
+            }]
+        );
     }
 
     #[test]
@@ -705,18 +814,30 @@ mod tests {
                 rolling_update: None,
             });
         }
-        let pods: BTreeMap<i32, PodView> = (0..2).map(|o| (o, ready(&format!("web-{o}"), "r1"))).collect();
+        let pods: BTreeMap<i32, PodView> = (0..2)
+            .map(|o| (o, ready(&format!("web-{o}"), "r1")))
+            .collect();
         assert!(plan(&s, &pods, "r2").is_empty());
     }
 
     #[test]
     fn failed_pod_is_recreated() {
         let s = set(1, false);
-        let pods = BTreeMap::from([(0, PodView {
-            terminal: true,
-            ..ready("web-0", "r1")
-        })]);
-        assert_eq!(plan(&s, &pods, "r1"), vec![Step::Delete { ordinal: 0, condemned: false, failed: true }]);
+        let pods = BTreeMap::from([(
+            0,
+            PodView {
+                terminal: true,
+                ..ready("web-0", "r1")
+            },
+        )]);
+        assert_eq!(
+            plan(&s, &pods, "r1"),
+            vec![Step::Delete {
+                ordinal: 0,
+                condemned: false,
+                failed: true
+            }]
+        );
     }
 
     #[test]
@@ -725,21 +846,40 @@ mod tests {
         let tmpl = PodTemplateSpec::default();
         let p = new_pod(&s, &tmpl, 1, "web-abc").expect("pod");
         assert_eq!(p.name_any(), "web-1");
-        assert_eq!(p.labels().get(POD_NAME_LABEL).map(String::as_str), Some("web-1"));
-        assert_eq!(p.labels().get(POD_INDEX_LABEL).map(String::as_str), Some("1"));
-        assert_eq!(p.labels().get(REVISION_LABEL).map(String::as_str), Some("web-abc"));
+        assert_eq!(
+            p.labels().get(POD_NAME_LABEL).map(String::as_str),
+            Some("web-1")
+        );
+        assert_eq!(
+            p.labels().get(POD_INDEX_LABEL).map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            p.labels().get(REVISION_LABEL).map(String::as_str),
+            Some("web-abc")
+        );
         let ps = p.spec.as_ref().expect("spec");
         assert_eq!(ps.hostname.as_deref(), Some("web-1"));
         assert_eq!(ps.subdomain.as_deref(), Some("nginx"));
-        let vol = ps.volumes.iter().flatten().find(|v| v.name == "www").expect("volume");
+        let vol = ps
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "www")
+            .expect("volume");
         assert_eq!(
-            vol.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()),
+            vol.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
             Some("www-web-1")
         );
         let claims = new_claims(&s, 1);
         assert_eq!(claims.len(), 1);
         assert_eq!(claims[0].name_any(), "www-web-1");
-        assert_eq!(claims[0].labels().get("app").map(String::as_str), Some("web"));
+        assert_eq!(
+            claims[0].labels().get("app").map(String::as_str),
+            Some("web")
+        );
         assert_eq!(ordinal_of("web", "web-12"), Some(12));
         assert_eq!(ordinal_of("web", "web-01"), None);
         assert_eq!(ordinal_of("web", "webx-1"), None);

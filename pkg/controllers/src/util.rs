@@ -135,58 +135,6 @@ pub fn pod_from_template(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
-
-    #[test]
-    fn selectors() {
-        let sel = LabelSelector {
-            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "tier".into(),
-                operator: "In".into(),
-                values: Some(vec!["a".into(), "b".into()]),
-            }]),
-        };
-        let mut l = BTreeMap::from([("app".to_string(), "web".to_string())]);
-        assert!(!selector_matches(&sel, &l));
-        l.insert("tier".into(), "b".into());
-        assert!(selector_matches(&sel, &l));
-        assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
-        assert!(selector_matches(
-            &LabelSelector::default(),
-            &BTreeMap::new()
-        ));
-    }
-
-    #[test]
-    fn pod_states() {
-        let now = Timestamp::now();
-        let mut pod = Pod::default();
-        assert!(is_pod_active(&pod) && !is_pod_ready(&pod));
-        pod.status = Some(PodStatus {
-            phase: Some("Running".into()),
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                last_transition_time: Some(Time(now)),
-                ..PodCondition::default()
-            }]),
-            ..PodStatus::default()
-        });
-        assert!(is_pod_ready(&pod));
-        assert!(is_pod_available(&pod, 0, now));
-        assert!(!is_pod_available(&pod, 10, now));
-        if let Some(s) = pod.status.as_mut() {
-            s.phase = Some("Failed".into());
-        }
-        assert!(!is_pod_active(&pod));
-    }
-}
-
 // ---- appended for the StatefulSet/DaemonSet/Job/CronJob controllers (h-wlb) ----
 
 /// Whether one `NodeSelectorRequirement` holds for `value` (the label or field value, if any).
@@ -233,7 +181,10 @@ pub fn node_matches_pod_placement(
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
     else {
         return true;
     };
@@ -327,5 +278,57 @@ pub async fn publish_event<K: kube::Resource<DynamicType = ()>>(
     };
     if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
         tracing::debug!(error = %e, reason, "publishing an event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
+
+    #[test]
+    fn selectors() {
+        let sel = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["a".into(), "b".into()]),
+            }]),
+        };
+        let mut l = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        assert!(!selector_matches(&sel, &l));
+        l.insert("tier".into(), "b".into());
+        assert!(selector_matches(&sel, &l));
+        assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
+        assert!(selector_matches(
+            &LabelSelector::default(),
+            &BTreeMap::new()
+        ));
+    }
+
+    #[test]
+    fn pod_states() {
+        let now = Timestamp::now();
+        let mut pod = Pod::default();
+        assert!(is_pod_active(&pod) && !is_pod_ready(&pod));
+        pod.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                last_transition_time: Some(Time(now)),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        });
+        assert!(is_pod_ready(&pod));
+        assert!(is_pod_available(&pod, 0, now));
+        assert!(!is_pod_available(&pod, 10, now));
+        if let Some(s) = pod.status.as_mut() {
+            s.phase = Some("Failed".into());
+        }
+        assert!(!is_pod_active(&pod));
     }
 }
