@@ -347,6 +347,7 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
                     j.name_any(),
                     c.type_
                 ),
+                Some(util::obj_ref("batch/v1", "Job", *j)),
             )
             .await;
             continue;
@@ -393,6 +394,7 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
                     "SuccessfulDelete",
                     "Delete",
                     format!("Deleted job {jname}"),
+                    Some(util::named_ref("batch/v1", "Job", &ns, &jname)),
                 )
                 .await
             }
@@ -409,13 +411,13 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
                 ScheduleError::Unparseable(..) => "UnparseableSchedule",
                 ScheduleError::UnknownTimeZone(_) => "UnknownTimeZone",
             };
-            util::publish_event(rec, cjr, true, reason, "Schedule", e.to_string()).await;
+            util::publish_event(rec, cjr, true, reason, "Schedule", e.to_string(), None).await;
         }
         Ok(sched) => {
             if spec.suspend != Some(true) {
                 let (due, missed) = due(&cj, &sched, now);
                 if missed > MAX_MISSED {
-                    util::publish_event(rec, cjr, true, "TooManyMissedTimes", "Schedule", format!("too many missed start times: {missed}. Set or decrease .spec.startingDeadlineSeconds or check clock skew")).await;
+                    util::publish_event(rec, cjr, true, "TooManyMissedTimes", "Schedule", format!("too many missed start times: {missed}. Set or decrease .spec.startingDeadlineSeconds or check clock skew"), None).await;
                 }
                 match due {
                     Due::Nothing => {}
@@ -427,6 +429,7 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
                             "MissSchedule",
                             "Schedule",
                             format!("Missed scheduled time to start a job: {}", sched.format(t)),
+                            None,
                         )
                         .await;
                         status.last_schedule_time = Some(Time(t));
@@ -438,7 +441,7 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
                         if exists {
                             status.last_schedule_time = Some(Time(t));
                         } else if policy == "Forbid" && !active.is_empty() {
-                            util::publish_event(rec, cjr, false, "JobAlreadyActive", "Schedule", "Not starting job because prior execution is running and concurrency policy is Forbid".into()).await;
+                            util::publish_event(rec, cjr, false, "JobAlreadyActive", "Schedule", "Not starting job because prior execution is running and concurrency policy is Forbid".into(), None).await;
                         } else {
                             if policy == "Replace" {
                                 for r in std::mem::take(&mut active) {
@@ -456,6 +459,7 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
                                                 "SuccessfulDelete",
                                                 "Delete",
                                                 format!("Deleted job {jn}"),
+                                                Some(util::named_ref("batch/v1", "Job", &ns, &jn)),
                                             )
                                             .await
                                         }
@@ -478,6 +482,7 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
                                         "SuccessfulCreate",
                                         "Create",
                                         format!("Created job {jname}"),
+                                        Some(util::obj_ref("batch/v1", "Job", &created)),
                                     )
                                     .await;
                                     active.push(job_ref(&created));
@@ -491,6 +496,7 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
                                         "FailedCreate",
                                         "Create",
                                         format!("Error creating job: {e}"),
+                                        None,
                                     )
                                     .await;
                                     return Err(e.into());

@@ -477,6 +477,7 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
             reason,
             "Delete",
             msg.clone(),
+            None,
         )
         .await;
     }
@@ -490,6 +491,7 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
                     "SuccessfulDelete",
                     "Delete",
                     format!("Deleted pod: {pod_name}"),
+                    Some(util::named_ref("v1", "Pod", &ns, pod_name)),
                 )
                 .await;
             }
@@ -509,6 +511,7 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
                     "SuccessfulCreate",
                     "Create",
                     format!("Created pod: {}", p.name_any()),
+                    Some(util::obj_ref("v1", "Pod", &p)),
                 )
                 .await;
             }
@@ -520,6 +523,7 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
                     "FailedCreate",
                     "Create",
                     format!("Error creating: {e}"),
+                    None,
                 )
                 .await;
                 return Err(e.into());

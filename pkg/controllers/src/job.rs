@@ -713,6 +713,7 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
                     "SuccessfulDelete",
                     "Delete",
                     format!("Deleted pod: {name}"),
+                    Some(util::named_ref("v1", "Pod", &ns, name)),
                 )
                 .await;
             }
@@ -737,6 +738,7 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
                     "SuccessfulCreate",
                     "Create",
                     format!("Created pod: {}", p.name_any()),
+                    Some(util::obj_ref("v1", "Pod", &p)),
                 )
                 .await;
             }
@@ -748,6 +750,7 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
                     "FailedCreate",
                     "Create",
                     format!("Error creating: {e}"),
+                    None,
                 )
                 .await;
                 return Err(e.into());
@@ -755,7 +758,16 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
         }
     }
     for (warning, reason, msg) in d.events {
-        util::publish_event(&st.recorder, job.as_ref(), warning, reason, reason, msg).await;
+        util::publish_event(
+            &st.recorder,
+            job.as_ref(),
+            warning,
+            reason,
+            reason,
+            msg,
+            None,
+        )
+        .await;
     }
     Ok(match d.requeue {
         Some(t) => Action::requeue(t),

@@ -479,11 +479,11 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
                         Some(_) => {}
                         None => match pvc_api.create(&PostParams::default(), &claim).await {
                             Ok(_) => {
-                                util::publish_event(&st.recorder, set.as_ref(), false, "SuccessfulCreate", "Create", format!("create Claim {cname} Pod {pod_name} in StatefulSet {name} success")).await;
+                                util::publish_event(&st.recorder, set.as_ref(), false, "SuccessfulCreate", "Create", format!("create Claim {cname} Pod {pod_name} in StatefulSet {name} success"), Some(util::named_ref("v1", "PersistentVolumeClaim", &ns, &cname))).await;
                             }
                             Err(e) if util::is_conflict(&e) => {}
                             Err(e) => {
-                                util::publish_event(&st.recorder, set.as_ref(), true, "FailedCreate", "Create", format!("create Claim {cname} for Pod {pod_name} in StatefulSet {name} failed error: {e}")).await;
+                                util::publish_event(&st.recorder, set.as_ref(), true, "FailedCreate", "Create", format!("create Claim {cname} for Pod {pod_name} in StatefulSet {name} failed error: {e}"), None).await;
                                 return Err(e.into());
                             }
                         },
@@ -500,6 +500,7 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
                             "SuccessfulCreate",
                             "Create",
                             format!("create Pod {pod_name} in StatefulSet {name} successful"),
+                            Some(util::named_ref("v1", "Pod", &ns, &pod_name)),
                         )
                         .await;
                     }
@@ -514,6 +515,7 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
                             format!(
                                 "create Pod {pod_name} in StatefulSet {name} failed error: {e}"
                             ),
+                            Some(util::named_ref("v1", "Pod", &ns, &pod_name)),
                         )
                         .await;
                         return Err(e.into());
@@ -537,6 +539,7 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
                         "RecreatingFailedPod",
                         "Recreate",
                         format!("StatefulSet {ns}/{name} is recreating failed Pod {pod_name}"),
+                        Some(util::named_ref("v1", "Pod", &ns, &pod_name)),
                     )
                     .await;
                 }
@@ -552,6 +555,7 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
                             "SuccessfulDelete",
                             "Delete",
                             format!("delete Pod {pod_name} in StatefulSet {name} successful"),
+                            Some(util::named_ref("v1", "Pod", &ns, &pod_name)),
                         )
                         .await;
                     }

@@ -256,7 +256,8 @@ pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
-/// Publish an event about `obj`; failures are logged, never fatal (as upstream's recorder).
+/// Publish an event about `obj` (with `related`, e.g. the pod it created, which also keeps
+/// events about different pods from merging into one series); failures are logged, never fatal.
 pub async fn publish_event<K: kube::Resource<DynamicType = ()>>(
     recorder: &kube::runtime::events::Recorder,
     obj: &K,
@@ -264,6 +265,7 @@ pub async fn publish_event<K: kube::Resource<DynamicType = ()>>(
     reason: &str,
     action: &str,
     note: String,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
 ) {
     let ev = kube::runtime::events::Event {
         type_: if warning {
@@ -274,10 +276,45 @@ pub async fn publish_event<K: kube::Resource<DynamicType = ()>>(
         reason: reason.to_string(),
         note: Some(note),
         action: action.to_string(),
-        secondary: None,
+        secondary: related,
     };
-    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+    // Without the resourceVersion, repeats about one object aggregate into one series.
+    let mut regarding = obj.object_ref(&());
+    regarding.resource_version = None;
+    if let Err(e) = recorder.publish(&ev, &regarding).await {
         tracing::debug!(error = %e, reason, "publishing an event failed");
+    }
+}
+
+/// A reference to `obj` (for an event's `related` object).
+pub fn obj_ref<K: kube::Resource>(
+    api_version: &str,
+    kind: &str,
+    obj: &K,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(api_version.to_string()),
+        kind: Some(kind.to_string()),
+        name: obj.meta().name.clone(),
+        namespace: obj.meta().namespace.clone(),
+        uid: obj.meta().uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// A reference to the object `kind` named `name` in `namespace`.
+pub fn named_ref(
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(api_version.to_string()),
+        kind: Some(kind.to_string()),
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        ..Default::default()
     }
 }
 
