@@ -37,7 +37,9 @@ fn pods_by_node(s: &Server) -> BTreeMap<String, Vec<Value>> {
                 .as_str()
                 .map(str::to_string)
         });
-        out.entry(node.unwrap_or_default()).or_default().push(p.clone());
+        out.entry(node.unwrap_or_default())
+            .or_default()
+            .push(p.clone());
     }
     out
 }
@@ -139,7 +141,11 @@ fn daemonset_one_pod_per_eligible_node() {
     );
 
     // A node added later gets one; a cordoned node still does (daemons tolerate it).
-    add_node(&s, "n3", "  unschedulable: true\n  taints:\n  - key: node.kubernetes.io/unschedulable\n    effect: NoSchedule");
+    add_node(
+        &s,
+        "n3",
+        "  unschedulable: true\n  taints:\n  - key: node.kubernetes.io/unschedulable\n    effect: NoSchedule",
+    );
     let got = eventually(Duration::from_secs(20), || {
         let n = nodes_with_pods(&s);
         (n == ["n1", "n2", "n3"]).then_some(n)
@@ -155,7 +161,11 @@ fn daemonset_one_pod_per_eligible_node() {
         (v["status"]["numberReady"] == 3).then_some(v)
     })
     .expect("numberReady 3");
-    assert_eq!(st["status"]["desiredNumberScheduled"], 3, "{}", st["status"]);
+    assert_eq!(
+        st["status"]["desiredNumberScheduled"], 3,
+        "{}",
+        st["status"]
+    );
     assert_eq!(st["status"]["currentNumberScheduled"], 3);
     assert_eq!(st["status"]["numberAvailable"], 3);
     assert_eq!(st["status"]["updatedNumberScheduled"], 3);
@@ -228,9 +238,10 @@ fn daemonset_rolling_update_replaces_pods_one_at_a_time() {
         for n in ["n1", "n2", "n3"] {
             let pods = m.get(n).cloned().unwrap_or_default();
             let ready = pods.iter().any(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                p["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
             });
             if !ready {
                 unavailable += 1;
@@ -249,8 +260,7 @@ fn daemonset_rolling_update_replaces_pods_one_at_a_time() {
         }
         assert!(unavailable <= 1, "{unavailable} nodes unavailable at once");
         if updated_nodes == 3
-            && json(&s, &["get", "daemonset", "agent", "-o", "json"])["status"]
-                ["updatedNumberScheduled"]
+            && json(&s, &["get", "daemonset", "agent", "-o", "json"])["status"]["updatedNumberScheduled"]
                 == 3
         {
             break;

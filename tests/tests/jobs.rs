@@ -148,7 +148,11 @@ fn job_completions_with_parallelism_completes() {
             )
         });
         max_active = max_active.max(active.len());
-        assert!(active.len() <= 2, "parallelism 2 exceeded: {}", active.len());
+        assert!(
+            active.len() <= 2,
+            "parallelism 2 exceeded: {}",
+            active.len()
+        );
         let p = &active[0];
         assert_eq!(
             p["metadata"]["finalizers"][0], "batch.kubernetes.io/job-tracking",
@@ -188,7 +192,8 @@ fn job_completions_with_parallelism_completes() {
     );
     let evs = events_for(&s, "pi");
     assert!(
-        evs.iter().any(|(r, n)| r == "Completed" && n == "Job completed"),
+        evs.iter()
+            .any(|(r, n)| r == "Completed" && n == "Job completed"),
         "{evs:?}"
     );
     assert_eq!(
@@ -277,7 +282,10 @@ fn indexed_job_gets_indexes_and_ttl_deletes_it() {
         finish(&s, p["metadata"]["name"].as_str().expect("name"), 0);
     }
     let job = eventually(Duration::from_secs(20), || {
-        let j = json(&s, &["get", "job", "idx", "-o", "json", "--ignore-not-found"]);
+        let j = json(
+            &s,
+            &["get", "job", "idx", "-o", "json", "--ignore-not-found"],
+        );
         condition(&j, "Complete").is_some().then_some(j)
     })
     .expect("Complete condition");

@@ -252,7 +252,11 @@ fn statefulset_rolling_update_with_partition() {
         (r != rev1).then_some(r)
     })
     .expect("web-2 recreated at the update revision");
-    assert_eq!(rev_of(&s, "web-1").as_deref(), Some(rev1.as_str()), "web-1 waits for web-2");
+    assert_eq!(
+        rev_of(&s, "web-1").as_deref(),
+        Some(rev1.as_str()),
+        "web-1 waits for web-2"
+    );
     make_ready(&s, "web-2");
     eventually(Duration::from_secs(20), || {
         let out = s.k(&["get", "pod", "web-1", "-o", "json", "--ignore-not-found"]);
@@ -262,7 +266,11 @@ fn statefulset_rolling_update_with_partition() {
     .expect("web-1 updated after web-2 was Ready");
     make_ready(&s, "web-1");
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(rev_of(&s, "web-0").as_deref(), Some(rev1.as_str()), "partition keeps web-0");
+    assert_eq!(
+        rev_of(&s, "web-0").as_deref(),
+        Some(rev1.as_str()),
+        "partition keeps web-0"
+    );
     let v = json(&s, &["get", "statefulset", "web", "-o", "json"]);
     assert_eq!(v["status"]["updateRevision"], rev2.as_str());
     assert_eq!(v["status"]["currentRevision"], rev1.as_str());
