@@ -4,7 +4,10 @@
 //! finalizer until their outcome is recorded in the Job's status (through
 //! `uncountedTerminatedPods`, as upstream), so a pod deleted early is still counted.
 //!
-//! Not done: `podFailurePolicy`, `successPolicy`, `backoffLimitPerIndex`, `podReplacementPolicy`
+//! `podFailurePolicy` rules (onExitCodes, onPodConditions) with FailJob, Ignore and Count
+//! (FailIndex counts, as `backoffLimitPerIndex` is not done).
+//!
+//! Not done: `successPolicy`, `backoffLimitPerIndex`, `podReplacementPolicy`
 //! (pods are replaced once terminal, i.e. upstream's `TerminatingOrFailed`), adoption of orphans.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -209,6 +212,78 @@ fn finish_time(pod: &Pod) -> Option<Timestamp> {
         .or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
+/// The first `podFailurePolicy` rule a failed pod matches: (action, message for FailJob).
+pub fn match_pod_failure_policy(
+    policy: &k8s_openapi::api::batch::v1::PodFailurePolicy,
+    pod: &Pod,
+) -> Option<(String, String)> {
+    let status = pod.status.as_ref()?;
+    let pod_key = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.name_any()
+    );
+    for (i, rule) in policy.rules.iter().enumerate() {
+        if let Some(req) = &rule.on_exit_codes {
+            let statuses = status
+                .init_container_statuses
+                .iter()
+                .flatten()
+                .chain(status.container_statuses.iter().flatten());
+            for cs in statuses {
+                if req.container_name.as_ref().is_some_and(|n| *n != cs.name) {
+                    continue;
+                }
+                let Some(code) = cs
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.terminated.as_ref())
+                    .map(|t| t.exit_code)
+                    .filter(|c| *c != 0)
+                else {
+                    continue;
+                };
+                let hit = match req.operator.as_str() {
+                    "In" => req.values.contains(&code),
+                    "NotIn" => !req.values.contains(&code),
+                    _ => false,
+                };
+                if hit {
+                    return Some((
+                        rule.action.clone(),
+                        format!(
+                            "Container {} for pod {pod_key} failed with exit code {code} matching {} rule at index {i}",
+                            cs.name, rule.action
+                        ),
+                    ));
+                }
+            }
+        }
+        for pat in rule.on_pod_conditions.iter().flatten() {
+            let want = if pat.status.is_empty() {
+                "True"
+            } else {
+                pat.status.as_str()
+            };
+            if status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == pat.type_ && c.status == want)
+            {
+                return Some((
+                    rule.action.clone(),
+                    format!(
+                        "Pod {pod_key} has condition {} matching {} rule at index {i}",
+                        pat.type_, rule.action
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// What one reconcile should do (the pure part of the controller).
 #[derive(Debug, Default, PartialEq)]
 pub struct Decision {
@@ -270,6 +345,7 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
     let mut active: Vec<&Pod> = Vec::new();
     let mut terminating = 0;
     let mut last_failure: Option<Timestamp> = None;
+    let mut fail_job: Option<String> = None;
     for p in pods {
         let uid = p.metadata.uid.clone().unwrap_or_default();
         let ph = phase(p);
@@ -300,7 +376,19 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
             unc_ok.push(uid);
         } else if terminal || !stopping {
             // A pod deleted while running counts as failed, unless we were stopping the Job.
-            unc_failed.push(uid);
+            // podFailurePolicy may ignore the failure or fail the whole Job.
+            match spec
+                .pod_failure_policy
+                .as_ref()
+                .and_then(|pol| match_pod_failure_policy(pol, p))
+            {
+                Some((action, _)) if action == "Ignore" => {}
+                Some((action, msg)) if action == "FailJob" => {
+                    fail_job.get_or_insert(msg);
+                    unc_failed.push(uid);
+                }
+                _ => unc_failed.push(uid),
+            }
         }
         d.remove_finalizers.push(p.name_any());
     }
@@ -384,7 +472,9 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
                         None => succeeded_total >= 1 && active.is_empty(),
                     }
                 };
-                if done {
+                if let Some(msg) = &fail_job {
+                    set_cond(&mut st, "FailureTarget", true, "PodFailurePolicy", msg, now);
+                } else if done {
                     set_cond(
                         &mut st,
                         "SuccessCriteriaMet",
@@ -445,10 +535,10 @@ pub fn decide(job: &Job, pods: &[Pod], now: Timestamp) -> Decision {
                         d.events.push((false, "Completed", "Job completed".into()));
                     } else {
                         set_cond(&mut st, "Failed", true, &reason, &msg, now);
-                        let ev = if reason == "DeadlineExceeded" {
-                            "DeadlineExceeded"
-                        } else {
-                            "BackoffLimitExceeded"
+                        let ev = match reason.as_str() {
+                            "DeadlineExceeded" => "DeadlineExceeded",
+                            "PodFailurePolicy" => "PodFailurePolicy",
+                            _ => "BackoffLimitExceeded",
                         };
                         d.events.push((true, ev, msg));
                     }
@@ -973,6 +1063,101 @@ mod tests {
         assert!(cond_true(&d.status, "Suspended"));
         assert!(d.create.is_empty());
         assert_eq!(d.status.active, Some(0));
+    }
+
+    #[test]
+    fn pod_failure_policy_fail_job_and_ignore() {
+        use k8s_openapi::api::batch::v1::{
+            PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+            PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+        };
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition,
+        };
+        let now = Timestamp::now();
+        let mut j = job(Some(1), 1, false);
+        if let Some(s) = j.spec.as_mut() {
+            s.backoff_limit = Some(6);
+            s.pod_failure_policy = Some(PodFailurePolicy {
+                rules: vec![
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_exit_codes: None,
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                    },
+                    PodFailurePolicyRule {
+                        action: "FailJob".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: None,
+                            operator: "In".into(),
+                            values: vec![42],
+                        }),
+                        on_pod_conditions: None,
+                    },
+                ],
+            });
+        }
+        let exited = |name: &str, code: i32| {
+            let mut p = pod(name, "Failed", None);
+            if let Some(st) = p.status.as_mut() {
+                st.container_statuses = Some(vec![ContainerStatus {
+                    name: "main".into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: code,
+                            ..ContainerStateTerminated::default()
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]);
+            }
+            p
+        };
+        // A disrupted pod is ignored: not counted as failed.
+        let mut disrupted = exited("d", 1);
+        if let Some(st) = disrupted.status.as_mut() {
+            st.conditions = Some(vec![PodCondition {
+                type_: "DisruptionTarget".into(),
+                status: "True".into(),
+                ..PodCondition::default()
+            }]);
+        }
+        let d = decide(&j, std::slice::from_ref(&disrupted), now);
+        let unc = d
+            .status
+            .uncounted_terminated_pods
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(unc.failed, Some(vec![]));
+        assert_eq!(d.remove_finalizers, vec!["d".to_string()]);
+        assert!(!cond_true(&d.status, "FailureTarget"));
+        // Exit code 42 fails the Job at once.
+        let d = decide(&j, &[exited("x", 42)], now);
+        let c = d
+            .status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "FailureTarget")
+            .expect("FailureTarget");
+        assert_eq!(c.reason.as_deref(), Some("PodFailurePolicy"));
+        assert_eq!(
+            c.message.as_deref(),
+            Some(
+                "Container main for pod default/x failed with exit code 42 matching FailJob rule at index 1"
+            )
+        );
+        // Another exit code just counts.
+        let d = decide(&j, &[exited("y", 3)], now);
+        assert!(!cond_true(&d.status, "FailureTarget"));
+        assert_eq!(
+            d.status.uncounted_terminated_pods.and_then(|u| u.failed),
+            Some(vec!["uid-y".to_string()])
+        );
     }
 
     #[test]
