@@ -278,3 +278,41 @@ fn statefulset_rolling_update_with_partition() {
     let revs = s.k(&["get", "controllerrevisions", "-o", "name"]);
     assert_eq!(revs.lines().count(), 2, "{revs}");
 }
+
+#[test]
+fn statefulset_adopts_an_orphan_pod() {
+    let s = Server::start();
+    // A bare pod with the set's labels and name exists before the set.
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-0\n  labels:\n    app: web\nspec:\n  containers:\n  - name: nginx\n    image: nginx\n",
+        ),
+    );
+    let uid = json(&s, &["get", "pod", "web-0", "-o", "json"])["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    make_ready(&s, "web-0");
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        Some(&STS.replace("replicas: 3", "replicas: 2")),
+    );
+    let pod = eventually(Duration::from_secs(20), || {
+        let p = json(&s, &["get", "pod", "web-0", "-o", "json"]);
+        (p["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet").then_some(p)
+    })
+    .expect("web-0 adopted");
+    assert_eq!(
+        pod["metadata"]["uid"],
+        uid.as_str(),
+        "the same pod, not a new one"
+    );
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);
+    // Being Ready, it lets web-1 follow.
+    let got = eventually(Duration::from_secs(20), || {
+        let n = pod_names(&s);
+        (n == ["web-0", "web-1"]).then_some(n)
+    });
+    assert!(got.is_some(), "pods: {:?}", pod_names(&s));
+}

@@ -5,7 +5,9 @@
 //! become ineligible lose their pod; RollingUpdate honours `maxUnavailable`/`maxSurge`, OnDelete
 //! waits for the user; the templates live in ControllerRevisions.
 //!
-//! Not done: back-off between recreations of a failing daemon pod, adoption of orphan pods.
+//! Orphan pods matching the selector are adopted.
+//!
+//! Not done: back-off between recreations of a failing daemon pod.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -423,18 +425,13 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
         .await?
         .items;
     let lp = ListParams::default().labels(&util::selector_string(&spec.selector));
-    let pods: Vec<Pod> = pods_api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| util::is_controlled_by(&p.metadata, &uid))
-        .collect();
-
-    let mut revs = history::list_owned(&rev_api, &uid).await?;
     let owner = ds
         .controller_owner_ref(&())
         .ok_or(Error::Invalid(key.clone(), "has no owner reference"))?;
+    let listed = pods_api.list(&lp).await?.items;
+    let pods = util::claim_pods(&pods_api, listed, &owner, false).await?;
+
+    let mut revs = history::list_owned(&rev_api, &uid).await?;
     let rev_labels = spec
         .template
         .metadata

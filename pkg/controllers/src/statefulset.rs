@@ -5,7 +5,9 @@
 //! down to `partition`, one at a time waiting for Ready) or OnDelete, ControllerRevisions and
 //! `persistentVolumeClaimRetentionPolicy`.
 //!
-//! Not done: `maxUnavailable` in rolling updates (alpha upstream), adoption of orphan pods.
+//! Orphan pods matching the selector are adopted.
+//!
+//! Not done: `maxUnavailable` in rolling updates (alpha upstream).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -407,13 +409,11 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
     let sets: Api<StatefulSet> = Api::namespaced(client, &ns);
 
     let lp = ListParams::default().labels(&util::selector_string(&spec.selector));
-    let pods: Vec<Pod> = pods_api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| util::is_controlled_by(&p.metadata, &uid))
-        .collect();
+    let owner = set
+        .controller_owner_ref(&())
+        .ok_or(Error::Invalid(key.clone(), "has no owner reference"))?;
+    let listed = pods_api.list(&lp).await?.items;
+    let pods = util::claim_pods(&pods_api, listed, &owner, false).await?;
     let by_ord: BTreeMap<i32, &Pod> = pods
         .iter()
         .filter_map(|p| Some((ordinal_of(&name, &p.name_any())?, p)))
@@ -422,9 +422,6 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
 
     // Revisions.
     let mut revs = history::list_owned(&rev_api, &uid).await?;
-    let owner = set
-        .controller_owner_ref(&())
-        .ok_or(Error::Invalid(key.clone(), "has no owner reference"))?;
     let rev_labels = spec
         .template
         .metadata

@@ -318,6 +318,53 @@ pub fn named_ref(
     }
 }
 
+/// Upstream's ControllerRef manager for pods, over pods listed by the owner's selector:
+/// returns the pods `owner` controls, after adopting matching orphans (no controller
+/// reference, not being deleted) by adding `owner` as their controller. An orphan that changed
+/// meanwhile is skipped (the next reconcile sees it again).
+pub async fn claim_pods(
+    api: &kube::Api<Pod>,
+    listed: Vec<Pod>,
+    owner: &OwnerReference,
+    owner_deleting: bool,
+) -> Result<Vec<Pod>, kube::Error> {
+    let mut out = Vec::with_capacity(listed.len());
+    for pod in listed {
+        if is_controlled_by(&pod.metadata, &owner.uid) {
+            out.push(pod);
+            continue;
+        }
+        if controller_of(&pod.metadata).is_some()
+            || pod.metadata.deletion_timestamp.is_some()
+            || owner_deleting
+        {
+            continue;
+        }
+        let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+        refs.push(owner.clone());
+        let patch = serde_json::json!({
+            "metadata": {
+                "ownerReferences": refs,
+                "resourceVersion": pod.metadata.resource_version,
+            }
+        });
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        match api
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(p) => out.push(p),
+            Err(e) if is_not_found(&e) || is_conflict(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
