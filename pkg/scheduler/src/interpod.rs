@@ -120,7 +120,8 @@ pub fn filter(st: &State<'_>, labels: &BTreeMap<String, String>) -> Result<(), F
             pods_exist = false;
         }
     }
-    if !pods_exist && !(st.affinity_counts.is_empty() && st.matches_own_affinity) {
+    let first_of_group = st.affinity_counts.is_empty() && st.matches_own_affinity;
+    if !pods_exist && !first_of_group {
         return Err(Failure::unresolvable(ERR_AFFINITY));
     }
     for t in &st.anti_affinity_terms {

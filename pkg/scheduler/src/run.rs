@@ -95,9 +95,14 @@ struct AssignedFingerprint {
     labels: Option<BTreeMap<String, String>>,
 }
 
+/// A failed binding is retried after this pause (not at once: a persistent failure must not
+/// turn into a busy loop).
+const BIND_RETRY: Duration = Duration::from_secs(1);
+
 enum Outcome {
     Bound { uid: String },
     BindFailed { uid: String, entry: QueuedPod },
+    Retry { entry: QueuedPod },
 }
 
 struct Scheduler {
@@ -295,7 +300,14 @@ impl Scheduler {
             }
             Outcome::BindFailed { uid, entry } => {
                 self.cache.forget(&uid);
-                if self.pending.contains_key(&uid) {
+                let tx = self.outcomes.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(BIND_RETRY).await;
+                    let _ = tx.send(Outcome::Retry { entry });
+                });
+            }
+            Outcome::Retry { entry } => {
+                if self.pending.contains_key(&entry.uid) && !self.cache.is_assumed(&entry.uid) {
                     self.queue.add_or_update(entry, true);
                 }
             }

@@ -467,7 +467,7 @@ fn namespace_selector_widens_affinity_terms() {
     let nodes = three();
     let mut other_ns = bound_pod("db", "n2", &[("app", "db")]);
     other_ns.metadata.namespace = Some("data".into());
-    let infos = vec![
+    let infos = [
         NodeInfo::new(nodes[0].clone(), vec![]),
         NodeInfo::new(nodes[1].clone(), vec![other_ns]),
     ];
@@ -507,51 +507,32 @@ fn spread(max_skew: i32, key: &str, when: &str, l: &[(&str, &str)]) -> TopologyS
 
 #[test]
 fn topology_spread_do_not_schedule() {
-    let nodes = vec![
+    let nodes = [
         with_labels(node("n1", "2", "4Gi", "110"), &[("zone", "a")]),
         with_labels(node("n2", "2", "4Gi", "110"), &[("zone", "b")]),
         node("n3", "2", "4Gi", "110"), // no zone label
     ];
-    let infos = vec![
-        NodeInfo::new(
-            nodes[0].clone(),
-            vec![
-                bound_pod("a1", "n1", &[("app", "x")]),
-                bound_pod("a2", "n1", &[("app", "x")]),
-            ],
-        ),
-        NodeInfo::new(
-            nodes[1].clone(),
-            vec![bound_pod("b1", "n2", &[("app", "x")])],
-        ),
-        NodeInfo::new(nodes[2].clone(), vec![]),
-    ];
+    let x = |name: &str, node: &str| bound_pod(name, node, &[("app", "x")]);
     let mut pod = pod_with_requests("p", &[]);
     pod.metadata.labels = Some(labels(&[("app", "x")]));
     pod.spec.as_mut().expect("spec").topology_spread_constraints =
         Some(vec![spread(1, "zone", "DoNotSchedule", &[("app", "x")])]);
-    assert_eq!(run(&pod, &infos), Ok("n2".into()));
-    // With zone b also at 2, a third pod in a... only b stays within skew 1 → after b fills:
-    let infos2 = vec![
-        infos[0].clone(),
-        NodeInfo::new(nodes[1].clone(), vec![]),
-        infos[2].clone(),
+
+    // a: 2, b: 1 → only b keeps the skew within 1; n3 lacks the key.
+    let infos = [
+        NodeInfo::new(nodes[0].clone(), vec![x("a1", "n1"), x("a2", "n1")]),
+        NodeInfo::new(nodes[1].clone(), vec![x("b1", "n2")]),
+        NodeInfo::new(nodes[2].clone(), vec![]),
     ];
+    assert_eq!(run(&pod, &infos), Ok("n2".into()));
     assert_eq!(
-        run(&pod, &infos2[..1]),
+        run(&pod, &infos[..1]),
         Ok("n1".into()),
         "a single domain can always take more"
     );
-    let msg = run(
-        &pod,
-        &[infos2[0].clone(), infos2[2].clone(), {
-            // zone b with no pods: zone a (2 pods) would reach skew 3.
-            NodeInfo::new(nodes[1].clone(), vec![])
-        }],
-    )
-    .expect("zone b fits");
-    assert_eq!(msg, "n2");
-    // Only zone a offered, zone b exists with 0 pods (node not a candidate because it is full).
+
+    // Zone b exists with 0 pods but its node is full: a third pod in zone a would make the
+    // skew 3 - 0.
     let mut full_b = nodes[1].clone();
     full_b.status.as_mut().expect("status").allocatable =
         Some(list(&[("cpu", "2"), ("memory", "4Gi"), ("pods", "0")]));
@@ -566,8 +547,37 @@ fn topology_spread_do_not_schedule() {
     .expect_err("skew");
     assert!(
         err.starts_with(
-            "0/3 nodes are available: 1 Too many pods, 1 node(s) didn't match pod topology spread constraints, \
-             1 node(s) didn't match pod topology spread constraints (missing required label)."
+            "0/3 nodes are available: 1 Too many pods, 1 node(s) didn't match pod topology \
+             spread constraints, 1 node(s) didn't match pod topology spread constraints \
+             (missing required label). preemption: 0/3 nodes are available: 1 Preemption is \
+             not helpful for scheduling, 2 No preemption victims found for incoming pod."
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn topology_spread_min_domains_counts_missing_domains_as_zero() {
+    let nodes = [
+        with_labels(node("n1", "2", "4Gi", "110"), &[("zone", "a")]),
+        with_labels(node("n2", "2", "4Gi", "110"), &[("zone", "b")]),
+    ];
+    let x = |name: &str, node: &str| bound_pod(name, node, &[("app", "x")]);
+    let infos = [
+        NodeInfo::new(nodes[0].clone(), vec![x("a1", "n1")]),
+        NodeInfo::new(nodes[1].clone(), vec![x("b1", "n2")]),
+    ];
+    let mut pod = pod_with_requests("p", &[]);
+    pod.metadata.labels = Some(labels(&[("app", "x")]));
+    let mut c = spread(1, "zone", "DoNotSchedule", &[("app", "x")]);
+    pod.spec.as_mut().expect("spec").topology_spread_constraints = Some(vec![c.clone()]);
+    assert!(run(&pod, &infos).is_ok(), "1/1: skew 1 after placing");
+    c.min_domains = Some(3);
+    pod.spec.as_mut().expect("spec").topology_spread_constraints = Some(vec![c]);
+    let err = run(&pod, &infos).expect_err("only 2 of 3 domains: min counts as 0");
+    assert!(
+        err.starts_with(
+            "0/2 nodes are available: 2 node(s) didn't match pod topology spread constraints."
         ),
         "{err}"
     );
@@ -640,7 +650,7 @@ fn replicas_of_one_controller_spread_over_nodes() {
 
 #[test]
 fn least_allocated_prefers_the_emptier_node() {
-    let nodes = vec![node("n1", "4", "8Gi", "110"), node("n2", "4", "8Gi", "110")];
+    let nodes = [node("n1", "4", "8Gi", "110"), node("n2", "4", "8Gi", "110")];
     let mut busy = bound_pod("x", "n1", &[]);
     busy.spec.as_mut().expect("spec").containers[0] =
         container("c", &[("cpu", "3"), ("memory", "6Gi")]);
