@@ -445,6 +445,33 @@ fn cordoned_nodes_take_no_pods_until_uncordoned() {
         "0/2 nodes are available: 2 node(s) were unschedulable. preemption: 0/2 nodes are \
          available: 2 Preemption is not helpful for scheduling.",
     );
+    // A node change that does not help: retried (not busy-polled), fails the same way, and the
+    // repeat joins the first event's series instead of making a new object.
+    s.k(&["label", "node", "n2", "team=blue"]);
+    let count = eventually(WAIT, || {
+        let out = s.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=parked,reason=FailedScheduling",
+            "-o",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&out).expect("events json");
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        let count = items.first().and_then(|e| {
+            e["series"]["count"]
+                .as_i64()
+                .or_else(|| e["count"].as_i64())
+        });
+        (items.len() == 1 && count.is_some_and(|c| c >= 2)).then_some(items.len())
+    });
+    assert_eq!(
+        count,
+        Some(1),
+        "one aggregated FailedScheduling event: {}",
+        s.k(&["get", "events", "-o", "wide"])
+    );
     s.k(&["uncordon", "n1"]);
     assert_eq!(wait_scheduled(&s, "parked"), "n1");
 }

@@ -681,3 +681,44 @@ fn lower_priority_pods_on_a_full_node_are_reported_not_preempted() {
         )
     );
 }
+
+#[test]
+fn many_replicas_of_many_controllers_stay_balanced() {
+    let mut cache = Cache::new();
+    for i in 0..50 {
+        cache.set_node(Arc::new(node(&format!("n{i:02}"), "8", "32Gi", "110")));
+    }
+    let ns = HashMap::new();
+    let mut per_owner_node: HashMap<(usize, String), usize> = HashMap::new();
+    for o in 0..10 {
+        let owner = OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: format!("rs-{o}"),
+            uid: format!("rs-uid-{o}"),
+            controller: Some(true),
+            ..Default::default()
+        };
+        for r in 0..50 {
+            let mut p = pod_with_requests(&format!("rs-{o}-{r}"), &[("cpu", "10m")]);
+            p.metadata.owner_references = Some(vec![owner.clone()]);
+            let node = schedule(
+                &p,
+                &Cluster {
+                    nodes: cache.nodes(),
+                    namespaces: &ns,
+                },
+            )
+            .expect("fits");
+            cache.assume(&p, &node);
+            *per_owner_node.entry((o, node)).or_default() += 1;
+        }
+    }
+    let worst = per_owner_node.values().copied().max().unwrap_or(0);
+    assert_eq!(
+        worst, 1,
+        "50 replicas of each controller over 50 nodes: one per node"
+    );
+    let pods: Vec<i64> = cache.nodes().iter().map(|n| n.requested.pods).collect();
+    assert!(pods.iter().all(|p| *p == 10), "{pods:?}");
+}
