@@ -156,3 +156,85 @@ pub fn resources_fit(req: &Resources, info: &NodeInfo) -> Result<(), Failure> {
         Err(Failure::unschedulable_all(reasons))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::Code;
+    use crate::resources::pod_requests;
+    use crate::testutil::*;
+
+    #[test]
+    fn resources_fit_lists_every_shortage_pods_first() {
+        let mut n = node("n1", "1", "1Gi", "1");
+        n.status.as_mut().expect("status").allocatable = Some(list(&[
+            ("cpu", "1"),
+            ("memory", "1Gi"),
+            ("pods", "1"),
+            ("ephemeral-storage", "1Gi"),
+        ]));
+        let info = NodeInfo::new(n, vec![bound_pod("x", "n1", &[])]);
+        let pod = pod_with_requests(
+            "p",
+            &[
+                ("cpu", "2"),
+                ("memory", "2Gi"),
+                ("ephemeral-storage", "2Gi"),
+                ("example.com/gpu", "1"),
+            ],
+        );
+        let f = resources_fit(&pod_requests(&pod), &info).expect_err("nothing fits");
+        assert_eq!(f.code, Code::Unschedulable);
+        assert_eq!(
+            f.reasons,
+            [
+                "Too many pods",
+                "Insufficient cpu",
+                "Insufficient memory",
+                "Insufficient ephemeral-storage",
+                "Insufficient example.com/gpu"
+            ]
+        );
+    }
+
+    #[test]
+    fn resources_fit_subtracts_what_is_bound() {
+        let mut used = bound_pod("x", "n1", &[]);
+        used.spec.as_mut().expect("spec").containers[0] = container("c", &[("cpu", "600m")]);
+        let info = NodeInfo::new(node("n1", "1", "1Gi", "10"), vec![used]);
+        let fits = pod_with_requests("a", &[("cpu", "400m")]);
+        let too_big = pod_with_requests("b", &[("cpu", "401m")]);
+        assert!(resources_fit(&pod_requests(&fits), &info).is_ok());
+        assert!(resources_fit(&pod_requests(&too_big), &info).is_err());
+    }
+
+    #[test]
+    fn taint_and_cordon_filters() {
+        let mut n = node("n1", "1", "1Gi", "10");
+        let pod = pod_with_requests("p", &[]);
+        assert!(taint_toleration(&pod, &n).is_ok());
+        n.spec.as_mut().expect("spec").taints = Some(vec![
+            taint("soft", "", "PreferNoSchedule"),
+            taint("k", "v", "NoExecute"),
+        ]);
+        let f = taint_toleration(&pod, &n).expect_err("NoExecute blocks");
+        assert_eq!(f.reasons, ["node(s) had untolerated taint {k: v}"]);
+        assert_eq!(f.code, Code::UnschedulableAndUnresolvable);
+        n.spec.as_mut().expect("spec").unschedulable = Some(true);
+        assert_eq!(
+            node_unschedulable(&pod, &n).expect_err("cordoned").reasons,
+            [ERR_UNSCHEDULABLE]
+        );
+    }
+
+    #[test]
+    fn node_affinity_filter_reason() {
+        let n = node("n1", "1", "1Gi", "10");
+        let mut pod = pod_with_requests("p", &[]);
+        pod.spec.as_mut().expect("spec").node_selector = Some(labels(&[("disk", "ssd")]));
+        assert_eq!(
+            node_affinity(&pod, &n).expect_err("no label").reasons,
+            [ERR_NODE_AFFINITY]
+        );
+    }
+}

@@ -98,3 +98,96 @@ pub fn default_normalize(raw: &[i64], reverse: bool) -> Vec<i64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    fn info_with(cpu_used: &str, mem_used: &str) -> NodeInfo {
+        let mut p = bound_pod("x", "n1", &[]);
+        p.spec.as_mut().expect("spec").containers[0] =
+            container("c", &[("cpu", cpu_used), ("memory", mem_used)]);
+        NodeInfo::new(node("n1", "4", "4Gi", "110"), vec![p])
+    }
+
+    #[test]
+    fn least_allocated_is_the_free_share_after_placing() {
+        let info = info_with("1", "1Gi");
+        // cpu: (4000 - 1000 - 1000) / 4000 = 50; memory: (4Gi - 1Gi - 1Gi) / 4Gi = 50.
+        assert_eq!(least_allocated((1000, 1 << 30), &info), 50);
+        // Over-committed resources score 0.
+        assert_eq!(least_allocated((4000, 0), &info), 37, "cpu 0, memory 75");
+    }
+
+    #[test]
+    fn balanced_allocation_prefers_equal_fractions() {
+        let info = info_with("1", "1Gi");
+        assert_eq!(balanced_allocation((1000, 1 << 30), &info), 100);
+        // cpu 100%, memory 25% → std 0.375 → 62.5 → 63.
+        assert_eq!(balanced_allocation((3000, 0), &info), 63);
+    }
+
+    #[test]
+    fn node_affinity_and_taint_raw_scores() {
+        use k8s_openapi::api::core::v1::{
+            Affinity, NodeAffinity, NodeSelectorTerm, PreferredSchedulingTerm, Toleration,
+        };
+        let n = with_labels(node("n1", "1", "1Gi", "10"), &[("zone", "a"), ("ssd", "1")]);
+        let mut pod = pod_with_requests("p", &[]);
+        let pref = |w: i32, key: &str| PreferredSchedulingTerm {
+            weight: w,
+            preference: NodeSelectorTerm {
+                match_expressions: Some(vec![node_req(key, "Exists", &[])]),
+                match_fields: None,
+            },
+        };
+        pod.spec.as_mut().expect("spec").affinity = Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    pref(5, "zone"),
+                    pref(7, "ssd"),
+                    pref(11, "gpu"),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(node_affinity_raw(&pod, &n), 12);
+
+        let mut tainted = n.clone();
+        tainted.spec.as_mut().expect("spec").taints = Some(vec![
+            taint("a", "", "PreferNoSchedule"),
+            taint("b", "", "PreferNoSchedule"),
+            taint("c", "", "NoSchedule"),
+        ]);
+        assert_eq!(intolerable_prefer_no_schedule(&pod, &tainted), 2);
+        pod.spec.as_mut().expect("spec").tolerations = Some(vec![
+            Toleration {
+                key: Some("a".into()),
+                operator: Some("Exists".into()),
+                ..Default::default()
+            },
+            Toleration {
+                key: Some("b".into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(
+            intolerable_prefer_no_schedule(&pod, &tainted),
+            1,
+            "a NoSchedule toleration does not count for PreferNoSchedule"
+        );
+    }
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(default_normalize(&[0, 5, 10], false), [0, 50, 100]);
+        assert_eq!(default_normalize(&[0, 1, 2], true), [100, 50, 0]);
+        assert_eq!(default_normalize(&[0, 0], true), [100, 100]);
+        assert_eq!(crate::interpod::normalize(&[-10, 0, 10]), [0, 50, 100]);
+        assert_eq!(crate::interpod::normalize(&[3, 3]), [0, 0]);
+    }
+}
