@@ -66,11 +66,43 @@ pub fn template_without_hash(t: &PodTemplateSpec) -> PodTemplateSpec {
     t
 }
 
+/// Drop what Go's `omitempty` would drop (null, empty maps and lists) and a zero
+/// `metadata.generation`, so that a template that took a round trip through another client
+/// (e.g. `kubectl rollout undo` copying it back) still compares equal.
+fn prune(v: &mut serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => false,
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| prune(x));
+            !m.is_empty()
+        }
+        serde_json::Value::Array(a) => {
+            for x in a.iter_mut() {
+                prune(x);
+            }
+            !a.is_empty()
+        }
+        _ => true,
+    }
+}
+
+/// The template in the canonical JSON form it is compared and hashed in.
+pub fn canonical_template(t: &PodTemplateSpec) -> serde_json::Value {
+    let mut v = serde_json::to_value(template_without_hash(t)).unwrap_or_default();
+    if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_object_mut())
+        && meta.get("generation") == Some(&serde_json::json!(0))
+    {
+        meta.remove("generation");
+    }
+    prune(&mut v);
+    v
+}
+
 /// The pod-template hash: FNV-32a over the template's canonical JSON (the hash label left
 /// out) followed by the collision count (4 bytes, little endian) when there is one, printed
 /// in decimal and safe-encoded, like upstream's `ComputeHash`.
 pub fn pod_template_hash(t: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    let mut data = serde_json::to_vec(&template_without_hash(t)).unwrap_or_default();
+    let mut data = serde_json::to_vec(&canonical_template(t)).unwrap_or_default();
     if let Some(c) = collision_count {
         data.extend_from_slice(&c.to_le_bytes());
     }
@@ -79,8 +111,7 @@ pub fn pod_template_hash(t: &PodTemplateSpec, collision_count: Option<i32>) -> S
 
 /// Whether two templates are equal ignoring the hash label (upstream's `EqualIgnoreHash`).
 pub fn templates_equal(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
-    serde_json::to_value(template_without_hash(a)).ok()
-        == serde_json::to_value(template_without_hash(b)).ok()
+    canonical_template(a) == canonical_template(b)
 }
 
 /// Desired replicas of a deployment (default 1).
@@ -534,6 +565,17 @@ mod tests {
         assert_eq!(h, pod_template_hash(&labelled, None));
         assert!(templates_equal(&labelled, &template("nginx")));
         assert!(!templates_equal(&labelled, &template("nginx:2")));
+        // A zero generation and empty lists (what a protobuf round trip leaves) compare equal.
+        let mut roundtripped = template("nginx");
+        if let Some(m) = roundtripped.metadata.as_mut() {
+            m.generation = Some(0);
+            m.annotations = Some(BTreeMap::new());
+        }
+        if let Some(s) = roundtripped.spec.as_mut() {
+            s.volumes = Some(Vec::new());
+        }
+        assert!(templates_equal(&roundtripped, &template("nginx")));
+        assert_eq!(h, pod_template_hash(&roundtripped, None));
     }
 
     #[test]

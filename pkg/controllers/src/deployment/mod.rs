@@ -178,9 +178,12 @@ impl Sync<'_> {
             .await?;
         if from != to {
             let dir = if to > from { "up" } else { "down" };
+            // A fresh recorder: each scaling message is distinct and must not be folded into
+            // the series of an earlier one.
             emit(
-                &self.state.recorder,
+                &self.state.ctx.recorder("deployment-controller"),
                 &self.d.object_ref(&()),
+                None,
                 EventType::Normal,
                 "ScalingReplicaSet",
                 "Scale",
@@ -308,8 +311,9 @@ impl Sync<'_> {
             Ok(created) => {
                 if replicas > 0 {
                     emit(
-                        &self.state.recorder,
+                        &self.state.ctx.recorder("deployment-controller"),
                         &self.d.object_ref(&()),
+                        None,
                         EventType::Normal,
                         "ScalingReplicaSet",
                         "Scale",
@@ -354,6 +358,7 @@ impl Sync<'_> {
                 emit(
                     &self.state.recorder,
                     &self.d.object_ref(&()),
+                    None,
                     EventType::Warning,
                     "FailedCreate",
                     "Create",

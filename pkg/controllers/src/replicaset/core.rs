@@ -226,9 +226,14 @@ pub fn release_patch(meta: &ObjectMeta, owner_uid: &str) -> Patch<serde_json::Va
 }
 
 /// Publish an event, logging (not failing) when that does not work.
+///
+/// kube-runtime's recorder folds events with the same reason and object into one series
+/// whatever their message, so events that name another object (a pod created or deleted)
+/// carry it as `related` to stay distinct.
 pub async fn emit(
     recorder: &Recorder,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
     type_: EventType,
     reason: &str,
     action: &str,
@@ -239,7 +244,7 @@ pub async fn emit(
         reason: reason.to_string(),
         note: Some(note),
         action: action.to_string(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(e) = recorder.publish(&ev, reference).await {
         tracing::debug!(error = %e, reason, "publishing event");
@@ -344,6 +349,7 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
                             emit(
                                 &state.recorder,
                                 &reference,
+                                Some(pod.object_ref(&())),
                                 EventType::Normal,
                                 "SuccessfulCreate",
                                 "Create",
@@ -360,6 +366,7 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
                             emit(
                                 &state.recorder,
                                 &reference,
+                                None,
                                 EventType::Warning,
                                 "FailedCreate",
                                 "Create",
@@ -391,14 +398,22 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
             let futs = victims.iter().map(|v| {
                 let api = pods_api.clone();
                 let pname = v.name_any();
-                async move { (pname.clone(), api.delete(&pname, &DeleteParams::default()).await) }
+                let pref = v.object_ref(&());
+                async move {
+                    (
+                        pname.clone(),
+                        pref,
+                        api.delete(&pname, &DeleteParams::default()).await,
+                    )
+                }
             });
-            for (pname, r) in futures::future::join_all(futs).await {
+            for (pname, pref, r) in futures::future::join_all(futs).await {
                 match r {
                     Ok(_) => {
                         emit(
                             &state.recorder,
                             &reference,
+                            Some(pref),
                             EventType::Normal,
                             "SuccessfulDelete",
                             "Delete",
@@ -415,6 +430,7 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
                         emit(
                             &state.recorder,
                             &reference,
+                            Some(pref),
                             EventType::Warning,
                             "FailedDelete",
                             "Delete",
