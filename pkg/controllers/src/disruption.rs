@@ -233,7 +233,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
 
 fn error_policy(_p: Arc<PodDisruptionBudget>, err: &Error, _s: Arc<State>) -> Action {
     tracing::warn!(error = %err, "pdb sync failed");
-    Action::requeue(Duration::from_secs(5))
+    util::conflict_backoff(err)
 }
 
 /// The scale of a pod's controller, keyed by "Kind/name" so each counts once.

@@ -225,3 +225,14 @@ mod int_or_percent_tests {
         assert_eq!(scaled_int_or_percent(&p("abc"), 10, true), None);
     }
 }
+
+/// How soon a controller retries after a failed sync: quickly after a write conflict (another
+/// writer got there first; the next sync reads the new version), else after 5 seconds.
+pub fn conflict_backoff(err: &crate::Error) -> kube::runtime::controller::Action {
+    let conflict = matches!(err, crate::Error::Kube(kube::Error::Api(s)) if s.code == 409);
+    kube::runtime::controller::Action::requeue(if conflict {
+        std::time::Duration::from_millis(200)
+    } else {
+        std::time::Duration::from_secs(5)
+    })
+}

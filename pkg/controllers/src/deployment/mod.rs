@@ -96,7 +96,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
 
 fn error_policy(_d: Arc<Deployment>, err: &Error, _state: Arc<State>) -> Action {
     tracing::warn!(error = %err, "deployment sync failed");
-    Action::requeue(Duration::from_secs(5))
+    util::conflict_backoff(err)
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {

@@ -195,7 +195,7 @@ fn map_pod<K: ReplicaOwner>(
 
 fn error_policy<K: ReplicaOwner>(_obj: Arc<K>, err: &Error, _state: Arc<State>) -> Action {
     tracing::warn!(kind = %K::kind(&()), error = %err, "replica sync failed");
-    Action::requeue(Duration::from_secs(5))
+    util::conflict_backoff(err)
 }
 
 /// The controller owner reference an object of kind `K` puts on what it creates.
