@@ -92,11 +92,11 @@ impl Background {
                     tokio::time::sleep(delay).await;
                     let now = k8s_openapi::jiff::Timestamp::now().to_string();
                     let patch = json!({"status": {
-                        "phase": "Running",
-                        "conditions": [
-                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
-                        ]}});
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
+                    ]}});
                     let _ = api
                         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await;
@@ -152,7 +152,9 @@ impl Background {
                         p.status
                             .as_ref()
                             .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
                     })
                     .count();
                 let images: BTreeMap<String, usize> =
@@ -199,9 +201,10 @@ fn pods_of(s: &Server, selector: &str) -> Vec<Value> {
 
 fn running_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
         && p["metadata"]["deletionTimestamp"].is_null()
 }
 
@@ -250,31 +253,58 @@ fn create_scale_and_events() {
     let s = Server::start();
     let bg = background();
     bg.fake_kubelet(&s, Duration::from_millis(200));
-    s.k(&["create", "deployment", "web", "--image", "nginx", "--replicas", "3"]);
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image",
+        "nginx",
+        "--replicas",
+        "3",
+    ]);
     let pods = wait_pods_ready(&s, "app=web", 3);
     let rss = replicasets(&s, "app=web");
     assert_eq!(rss.len(), 1, "one ReplicaSet: {rss:?}");
     let rs = &rss[0];
-    let rs_name = rs["metadata"]["name"].as_str().expect("rs name").to_string();
+    let rs_name = rs["metadata"]["name"]
+        .as_str()
+        .expect("rs name")
+        .to_string();
     let hash = rs["metadata"]["labels"]["pod-template-hash"]
         .as_str()
         .expect("pod-template-hash label");
     assert_eq!(rs_name, format!("web-{hash}"));
     assert!(
-        hash.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+        hash.chars()
+            .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
         "hash {hash} in the safe alphabet"
     );
-    assert_eq!(rs["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash);
-    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
-    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"], "3");
-    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/max-replicas"], "4");
+    assert_eq!(
+        rs["spec"]["selector"]["matchLabels"]["pod-template-hash"],
+        hash
+    );
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"],
+        "3"
+    );
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/max-replicas"],
+        "4"
+    );
     let owner = &rs["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "Deployment");
     assert_eq!(owner["controller"], true);
     assert_eq!(owner["blockOwnerDeletion"], true);
     for p in &pods {
         assert_eq!(p["metadata"]["labels"]["pod-template-hash"], hash);
-        assert_eq!(p["metadata"]["ownerReferences"][0]["name"], rs_name.as_str());
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["name"],
+            rs_name.as_str()
+        );
         assert!(
             p["metadata"]["name"]
                 .as_str()
@@ -286,8 +316,14 @@ fn create_scale_and_events() {
     let d = json_of(&s, &["get", "deployment", "web"]);
     assert_eq!(d["status"]["availableReplicas"], 3);
     assert_eq!(d["status"]["updatedReplicas"], 3);
-    assert_eq!(d["status"]["observedGeneration"], d["metadata"]["generation"]);
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        d["status"]["observedGeneration"],
+        d["metadata"]["generation"]
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
     let conds = d["status"]["conditions"].as_array().expect("conditions");
     assert!(conds.iter().any(|c| c["type"] == "Available"
         && c["status"] == "True"
@@ -314,19 +350,25 @@ fn create_scale_and_events() {
         format!("Scaled down replica set {rs_name} to 2 from 5"),
     ] {
         assert!(
-            dep_events.iter().any(|(r, m)| r == "ScalingReplicaSet" && *m == msg),
+            dep_events
+                .iter()
+                .any(|(r, m)| r == "ScalingReplicaSet" && *m == msg),
             "event {msg:?} in {dep_events:?}"
         );
     }
     let rs_events = events_of(&s, "ReplicaSet", &rs_name);
     let created = rs_events
         .iter()
-        .filter(|(r, m)| r == "SuccessfulCreate" && m.starts_with(&format!("Created pod: {rs_name}-")))
+        .filter(|(r, m)| {
+            r == "SuccessfulCreate" && m.starts_with(&format!("Created pod: {rs_name}-"))
+        })
         .count();
     assert_eq!(created, 5, "one SuccessfulCreate per pod: {rs_events:?}");
     let deleted = rs_events
         .iter()
-        .filter(|(r, m)| r == "SuccessfulDelete" && m.starts_with(&format!("Deleted pod: {rs_name}-")))
+        .filter(|(r, m)| {
+            r == "SuccessfulDelete" && m.starts_with(&format!("Deleted pod: {rs_name}-"))
+        })
         .count();
     assert_eq!(deleted, 3, "one SuccessfulDelete per pod: {rs_events:?}");
     let described = s.k(&["describe", "deployment", "web"]);
@@ -367,25 +409,41 @@ fn rolling_update_history_and_undo() {
         .expect("rs")
         .to_string();
     let snaps = bg.observe(&s, "app=roll");
-    eventually(WAIT, || (!snaps.lock().expect("snaps").is_empty()).then_some(()))
-        .expect("observer started");
+    eventually(WAIT, || {
+        (!snaps.lock().expect("snaps").is_empty()).then_some(())
+    })
+    .expect("observer started");
 
     s.k(&["set", "image", "deployment/roll", "web=nginx:1.27"]);
     let out = s.k(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     let pods = wait_pods_ready(&s, "app=roll", 4);
-    assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27"));
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27")
+    );
 
     // maxSurge 1 / maxUnavailable 1 with 4 replicas: never more than 5 pods, never fewer than
     // 3 ready, at any observed moment.
     let seen = snaps.lock().expect("snaps").clone();
     let mut mixed = false;
     for (i, snap) in seen.iter().enumerate() {
-        assert!(snap.total <= 5, "snapshot {i}: {} pods > replicas+maxSurge: {seen:?}", snap.total);
-        assert!(snap.ready >= 3, "snapshot {i}: {} ready < replicas-maxUnavailable: {seen:?}", snap.ready);
+        assert!(
+            snap.total <= 5,
+            "snapshot {i}: {} pods > replicas+maxSurge: {seen:?}",
+            snap.total
+        );
+        assert!(
+            snap.ready >= 3,
+            "snapshot {i}: {} ready < replicas-maxUnavailable: {seen:?}",
+            snap.ready
+        );
         mixed |= snap.images.len() == 2;
     }
-    assert!(mixed, "the update was observed rolling (old and new pods together): {seen:?}");
+    assert!(
+        mixed,
+        "the update was observed rolling (old and new pods together): {seen:?}"
+    );
 
     let rss = replicasets(&s, "app=roll");
     assert_eq!(rss.len(), 2);
@@ -399,21 +457,39 @@ fn rolling_update_history_and_undo() {
     s.k(&["rollout", "undo", "deployment/roll"]);
     s.k(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
     let pods = wait_pods_ready(&s, "app=roll", 4);
-    assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.26"));
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.26")
+    );
     let d = json_of(&s, &["get", "deployment", "roll"]);
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.26");
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.26"
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
     let rss = replicasets(&s, "app=roll");
     assert_eq!(rss.len(), 2, "undo re-uses the old ReplicaSet: {rss:?}");
     let old = rss
         .iter()
         .find(|r| r["metadata"]["name"] == first_rs.as_str())
         .expect("first ReplicaSet still there");
-    assert_eq!(old["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
-    assert_eq!(old["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"], "1");
+    assert_eq!(
+        old["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    assert_eq!(
+        old["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
     assert_eq!(old["spec"]["replicas"], 4);
     let hist = s.k(&["rollout", "history", "deployment/roll"]);
-    assert!(hist.contains("2 ") && hist.contains("3 ") && !hist.contains("\n1 "), "{hist}");
+    assert!(
+        hist.contains("2 ") && hist.contains("3 ") && !hist.contains("\n1 "),
+        "{hist}"
+    );
 }
 
 const RECREATE: &str = r#"
@@ -444,12 +520,17 @@ fn recreate_kills_before_creating() {
     s.k_stdin(&["apply", "-f", "-"], Some(RECREATE));
     wait_pods_ready(&s, "app=rec", 3);
     let snaps = bg.observe(&s, "app=rec");
-    eventually(WAIT, || (!snaps.lock().expect("snaps").is_empty()).then_some(()))
-        .expect("observer started");
+    eventually(WAIT, || {
+        (!snaps.lock().expect("snaps").is_empty()).then_some(())
+    })
+    .expect("observer started");
     s.k(&["set", "image", "deployment/rec", "web=nginx:1.27"]);
     s.k(&["rollout", "status", "deployment/rec", "--timeout=90s"]);
     let pods = wait_pods_ready(&s, "app=rec", 3);
-    assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27"));
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27")
+    );
     let seen = snaps.lock().expect("snaps").clone();
     assert!(
         seen.iter().all(|s| s.images.len() <= 1),
@@ -466,8 +547,23 @@ fn pause_resume_restart_and_history_limit() {
     let s = Server::start();
     let bg = background();
     bg.fake_kubelet(&s, Duration::from_millis(100));
-    s.k(&["create", "deployment", "p", "--image", "nginx:1.25", "--replicas", "2"]);
-    s.k(&["patch", "deployment", "p", "--type=merge", "-p", r#"{"spec":{"revisionHistoryLimit":1}}"#]);
+    s.k(&[
+        "create",
+        "deployment",
+        "p",
+        "--image",
+        "nginx:1.25",
+        "--replicas",
+        "2",
+    ]);
+    s.k(&[
+        "patch",
+        "deployment",
+        "p",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"revisionHistoryLimit":1}}"#,
+    ]);
     wait_pods_ready(&s, "app=p", 2);
     s.k(&["rollout", "pause", "deployment/p"]);
     s.k(&["set", "image", "deployment/p", "nginx=nginx:1.26"]);
@@ -482,22 +578,37 @@ fn pause_resume_restart_and_history_limit() {
         .expect("Progressing condition");
     assert_eq!(progressing["reason"], "DeploymentPaused");
     assert_eq!(progressing["status"], "Unknown");
-    assert_eq!(replicasets(&s, "app=p").len(), 1, "paused: no new ReplicaSet");
+    assert_eq!(
+        replicasets(&s, "app=p").len(),
+        1,
+        "paused: no new ReplicaSet"
+    );
     s.k(&["rollout", "resume", "deployment/p"]);
     s.k(&["rollout", "status", "deployment/p", "--timeout=60s"]);
     let pods = wait_pods_ready(&s, "app=p", 2);
-    assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.26"));
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.26")
+    );
 
     s.k(&["rollout", "restart", "deployment/p"]);
     s.k(&["rollout", "status", "deployment/p", "--timeout=60s"]);
     let pods = wait_pods_ready(&s, "app=p", 2);
-    assert!(pods.iter().all(|p| !p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_null()));
+    assert!(
+        pods.iter()
+            .all(|p| !p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_null())
+    );
     // Three revisions so far, history limit 1: the current one plus one old.
     let rss = eventually(WAIT, || {
         let r = replicasets(&s, "app=p");
         (r.len() == 2).then_some(r)
     })
-    .unwrap_or_else(|| panic!("revisionHistoryLimit 1 keeps 2 ReplicaSets: {}", s.k(&["get", "rs"])));
+    .unwrap_or_else(|| {
+        panic!(
+            "revisionHistoryLimit 1 keeps 2 ReplicaSets: {}",
+            s.k(&["get", "rs"])
+        )
+    });
     let revs: Vec<&str> = rss
         .iter()
         .filter_map(|r| r["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str())
@@ -539,8 +650,15 @@ fn progress_deadline_exceeded() {
     })
     .expect("ProgressDeadlineExceeded");
     assert_eq!(cond["status"], "False");
-    assert!(cond["message"].as_str().is_some_and(|m| m.ends_with("has timed out progressing.")));
-    let err = s.k_err(&["rollout", "status", "deployment/stuck", "--timeout=20s"], None);
+    assert!(
+        cond["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("has timed out progressing."))
+    );
+    let err = s.k_err(
+        &["rollout", "status", "deployment/stuck", "--timeout=20s"],
+        None,
+    );
     assert!(err.contains("exceeded its progress deadline"), "{err}");
     let d = json_of(&s, &["get", "deployment", "stuck"]);
     let available = d["status"]["conditions"]

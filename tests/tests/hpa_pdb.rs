@@ -88,11 +88,11 @@ impl Background {
                     tokio::time::sleep(delay).await;
                     let now = k8s_openapi::jiff::Timestamp::now().to_string();
                     let patch = json!({"status": {
-                        "phase": "Running",
-                        "conditions": [
-                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
-                        ]}});
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
+                    ]}});
                     let _ = api
                         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await;
@@ -100,7 +100,6 @@ impl Background {
             }
         });
     }
-
 }
 
 fn json_of(s: &Server, args: &[&str]) -> Value {
@@ -118,9 +117,10 @@ fn pods_of(s: &Server, selector: &str) -> Vec<Value> {
 
 fn running_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
         && p["metadata"]["deletionTimestamp"].is_null()
 }
 
@@ -157,7 +157,6 @@ fn events_of(s: &Server, kind: &str, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-
 fn condition(obj: &Value, t: &str) -> Option<Value> {
     obj["status"]["conditions"]
         .as_array()?
@@ -171,10 +170,31 @@ fn hpa_without_metrics_api_says_so_and_enforces_min() {
     let s = Server::start_with(&[]);
     let bg = background();
     bg.fake_kubelet(&s, Duration::from_millis(100));
-    s.k(&["create", "deployment", "web", "--image", "nginx", "--replicas", "1"]);
-    s.k(&["set", "resources", "deployment", "web", "--requests=cpu=100m"]);
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image",
+        "nginx",
+        "--replicas",
+        "1",
+    ]);
+    s.k(&[
+        "set",
+        "resources",
+        "deployment",
+        "web",
+        "--requests=cpu=100m",
+    ]);
     wait_pods_ready(&s, "app=web", 1);
-    s.k(&["autoscale", "deployment", "web", "--cpu-percent=50", "--min=2", "--max=5"]);
+    s.k(&[
+        "autoscale",
+        "deployment",
+        "web",
+        "--cpu-percent=50",
+        "--min=2",
+        "--max=5",
+    ]);
     // Below minReplicas: scaled to 2 without metrics.
     wait_pods_ready(&s, "app=web", 2);
     let hpa = eventually(WAIT, || {
@@ -183,7 +203,12 @@ fn hpa_without_metrics_api_says_so_and_enforces_min() {
             .filter(|c| c["reason"] == "FailedGetResourceMetric")
             .map(|_| h)
     })
-    .unwrap_or_else(|| panic!("ScalingActive FailedGetResourceMetric: {}", s.k(&["get", "hpa", "web", "-o", "yaml"])));
+    .unwrap_or_else(|| {
+        panic!(
+            "ScalingActive FailedGetResourceMetric: {}",
+            s.k(&["get", "hpa", "web", "-o", "yaml"])
+        )
+    });
     let active = condition(&hpa, "ScalingActive").expect("ScalingActive");
     assert_eq!(active["status"], "False");
     assert_eq!(
@@ -203,7 +228,9 @@ fn hpa_without_metrics_api_says_so_and_enforces_min() {
     );
     assert!(
         events.iter().any(|(r, m)| r == "FailedGetResourceMetric"
-            && m.starts_with("failed to get cpu utilization: unable to get metrics for resource cpu")),
+            && m.starts_with(
+                "failed to get cpu utilization: unable to get metrics for resource cpu"
+            )),
         "{events:?}"
     );
 }
@@ -213,9 +240,23 @@ fn pdb_status_follows_pods_and_controller_scale() {
     let s = Server::start();
     let bg = background();
     bg.fake_kubelet(&s, Duration::from_millis(100));
-    s.k(&["create", "deployment", "web", "--image", "nginx", "--replicas", "3"]);
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image",
+        "nginx",
+        "--replicas",
+        "3",
+    ]);
     wait_pods_ready(&s, "app=web", 3);
-    s.k(&["create", "pdb", "web-min", "--selector=app=web", "--min-available=2"]);
+    s.k(&[
+        "create",
+        "pdb",
+        "web-min",
+        "--selector=app=web",
+        "--min-available=2",
+    ]);
     let pdb = eventually(WAIT, || {
         let p = json_of(&s, &["get", "pdb", "web-min"]);
         (p["status"]["currentHealthy"] == 3).then_some(p)
@@ -224,13 +265,25 @@ fn pdb_status_follows_pods_and_controller_scale() {
     assert_eq!(pdb["status"]["desiredHealthy"], 2);
     assert_eq!(pdb["status"]["expectedPods"], 3);
     assert_eq!(pdb["status"]["disruptionsAllowed"], 1);
-    assert_eq!(pdb["status"]["observedGeneration"], pdb["metadata"]["generation"]);
+    assert_eq!(
+        pdb["status"]["observedGeneration"],
+        pdb["metadata"]["generation"]
+    );
     let c = condition(&pdb, "DisruptionAllowed").expect("DisruptionAllowed");
-    assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("True"), Some("SufficientPods")));
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("True"), Some("SufficientPods"))
+    );
 
     // maxUnavailable as a percentage resolves against the Deployment's scale: 34% of 3 → 2
     // (rounded up), so 1 must stay healthy.
-    s.k(&["create", "pdb", "web-pct", "--selector=app=web", "--max-unavailable=34%"]);
+    s.k(&[
+        "create",
+        "pdb",
+        "web-pct",
+        "--selector=app=web",
+        "--max-unavailable=34%",
+    ]);
     let pdb = eventually(WAIT, || {
         let p = json_of(&s, &["get", "pdb", "web-pct"]);
         (p["status"]["expectedPods"] == 3).then_some(p)
@@ -241,9 +294,17 @@ fn pdb_status_follows_pods_and_controller_scale() {
 
     // One pod not ready: web-min allows no disruption any more.
     let pods = pods_of(&s, "app=web");
-    let name = pods[0]["metadata"]["name"].as_str().expect("pod name").to_string();
+    let name = pods[0]["metadata"]["name"]
+        .as_str()
+        .expect("pod name")
+        .to_string();
     s.k(&[
-        "patch", "pod", &name, "--subresource=status", "--type=merge", "-p",
+        "patch",
+        "pod",
+        &name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
     ]);
     let pdb = eventually(WAIT, || {
@@ -253,11 +314,20 @@ fn pdb_status_follows_pods_and_controller_scale() {
     .expect("pdb sees the unready pod");
     assert_eq!(pdb["status"]["disruptionsAllowed"], 0);
     let c = condition(&pdb, "DisruptionAllowed").expect("DisruptionAllowed");
-    assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("InsufficientPods")));
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("InsufficientPods"))
+    );
 
     // A percentage over a pod without a controller cannot be resolved: SyncFailed.
     s.k(&["run", "lonely", "--image", "nginx", "--labels", "solo=yes"]);
-    s.k(&["create", "pdb", "solo", "--selector=solo=yes", "--min-available=50%"]);
+    s.k(&[
+        "create",
+        "pdb",
+        "solo",
+        "--selector=solo=yes",
+        "--min-available=50%",
+    ]);
     let pdb = eventually(WAIT, || {
         let p = json_of(&s, &["get", "pdb", "solo"]);
         condition(&p, "DisruptionAllowed")

@@ -89,11 +89,11 @@ impl Background {
                     tokio::time::sleep(delay).await;
                     let now = k8s_openapi::jiff::Timestamp::now().to_string();
                     let patch = json!({"status": {
-                        "phase": "Running",
-                        "conditions": [
-                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
-                        ]}});
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
+                    ]}});
                     let _ = api
                         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await;
@@ -101,7 +101,6 @@ impl Background {
             }
         });
     }
-
 }
 
 fn json_of(s: &Server, args: &[&str]) -> Value {
@@ -119,9 +118,10 @@ fn pods_of(s: &Server, selector: &str) -> Vec<Value> {
 
 fn running_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
         && p["metadata"]["deletionTimestamp"].is_null()
 }
 
@@ -157,7 +157,6 @@ fn events_of(s: &Server, kind: &str, name: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
-
 
 const RS: &str = r#"
 apiVersion: apps/v1
@@ -246,7 +245,10 @@ fn replicaset_adopts_releases_and_reports_status() {
         .map(|(_, m)| m)
         .collect();
     assert_eq!(created.len(), 3, "2 at first + 1 replacement: {events:?}");
-    assert!(created.iter().all(|m| m.starts_with("Created pod: front-")), "{created:?}");
+    assert!(
+        created.iter().all(|m| m.starts_with("Created pod: front-")),
+        "{created:?}"
+    );
 }
 
 #[test]
@@ -261,15 +263,26 @@ fn scale_down_deletes_not_ready_first() {
         .iter()
         .map(|p| {
             (
-                p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_string(),
-                p["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect();
     names.sort();
     let unready = names[0].1.clone();
     s.k(&[
-        "patch", "pod", &unready, "--subresource=status", "--type=merge", "-p",
+        "patch",
+        "pod",
+        &unready,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
     ]);
     eventually(WAIT, || {
@@ -279,7 +292,8 @@ fn scale_down_deletes_not_ready_first() {
     s.k(&["scale", "rs", "front", "--replicas", "2"]);
     let left = wait_pods_ready(&s, "tier=front", 2);
     assert!(
-        left.iter().all(|p| p["metadata"]["name"] != unready.as_str()),
+        left.iter()
+            .all(|p| p["metadata"]["name"] != unready.as_str()),
         "the not-ready pod {unready} went first"
     );
     let events = events_of(&s, "ReplicaSet", "front");
@@ -315,8 +329,15 @@ fn replication_controller_shares_the_core() {
     s.k_stdin(&["apply", "-f", "-"], Some(RC));
     let pods = wait_pods_ready(&s, "app=legacy", 2);
     for p in &pods {
-        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "ReplicationController");
-        assert!(p["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("legacy-")));
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["kind"],
+            "ReplicationController"
+        );
+        assert!(
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("legacy-"))
+        );
     }
     s.k(&["scale", "rc", "legacy", "--replicas", "4"]);
     wait_pods_ready(&s, "app=legacy", 4);
@@ -332,7 +353,10 @@ fn replication_controller_shares_the_core() {
     wait_pods_ready(&s, "app=legacy", 1);
     let events = events_of(&s, "ReplicationController", "legacy");
     assert_eq!(
-        events.iter().filter(|(r, _)| r == "SuccessfulDelete").count(),
+        events
+            .iter()
+            .filter(|(r, _)| r == "SuccessfulDelete")
+            .count(),
         3,
         "{events:?}"
     );

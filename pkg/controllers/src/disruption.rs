@@ -15,11 +15,11 @@ use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -198,10 +198,13 @@ struct State {
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let pdbs: Api<PodDisruptionBudget> = Api::all(ctx.client.clone());
     let (pod_store, writer) = reflector::store::<Pod>();
-    let pod_events = watcher(Api::<Pod>::all(ctx.client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
+    let pod_events = watcher(
+        Api::<Pod>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
     let controller = Controller::new(pdbs, watcher::Config::default());
     let pdb_store = controller.store();
     let controller = controller.watches_stream(pod_events, move |pod: Pod| {
@@ -245,7 +248,8 @@ async fn controller_scale(
     let pname = pod.name_any();
     let r = util::controller_of(&pod.metadata)
         .ok_or_else(|| BudgetError::NoController(pname.clone()))?;
-    let err = |e: kube::Error| BudgetError::Scale(format!("getting scale of {} {}: {e}", r.kind, r.name));
+    let err =
+        |e: kube::Error| BudgetError::Scale(format!("getting scale of {} {}: {e}", r.kind, r.name));
     match r.kind.as_str() {
         "ReplicaSet" => {
             let rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
@@ -256,7 +260,9 @@ async fn controller_scale(
                 let dep = Api::<Deployment>::namespaced(client.clone(), ns)
                     .get(&d.name)
                     .await
-                    .map_err(|e| BudgetError::Scale(format!("getting scale of Deployment {}: {e}", d.name)))?;
+                    .map_err(|e| {
+                        BudgetError::Scale(format!("getting scale of Deployment {}: {e}", d.name))
+                    })?;
                 let n = dep.spec.and_then(|s| s.replicas).unwrap_or(1);
                 return Ok((format!("Deployment/{}", d.name), n));
             }
@@ -376,8 +382,12 @@ async fn reconcile(obj: Arc<PodDisruptionBudget>, state: Arc<State>) -> Result<A
             m.insert("disruptedPods".into(), serde_json::Value::Null);
         }
         let patch = json!({ "status": value });
-        api.patch_status(&pdb.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        api.patch_status(
+            &pdb.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     }
     // Disrupted pods time out: look again then; controllers' scale changes are not watched,
     // so look again now and then.
@@ -423,25 +433,41 @@ mod tests {
                 disruptions_allowed: 1
             }
         );
-        let b = compute_budget(&pdb(Some(IntOrString::Int(3)), None), 2, 3, || Ok(0)).expect("budget");
+        let b =
+            compute_budget(&pdb(Some(IntOrString::Int(3)), None), 2, 3, || Ok(0)).expect("budget");
         assert_eq!(b.disruptions_allowed, 0);
     }
 
     #[test]
     fn percentages_and_max_unavailable_use_controller_scale() {
         // 50% of 5 rounds up to 3.
-        let b = compute_budget(&pdb(Some(IntOrString::String("50%".into())), None), 5, 5, || Ok(5))
-            .expect("budget");
-        assert_eq!((b.desired_healthy, b.disruptions_allowed, b.expected_pods), (3, 2, 5));
+        let b = compute_budget(
+            &pdb(Some(IntOrString::String("50%".into())), None),
+            5,
+            5,
+            || Ok(5),
+        )
+        .expect("budget");
+        assert_eq!(
+            (b.desired_healthy, b.disruptions_allowed, b.expected_pods),
+            (3, 2, 5)
+        );
         // maxUnavailable 1 of 4: desired 3.
-        let b = compute_budget(&pdb(None, Some(IntOrString::Int(1))), 4, 4, || Ok(4)).expect("budget");
+        let b =
+            compute_budget(&pdb(None, Some(IntOrString::Int(1))), 4, 4, || Ok(4)).expect("budget");
         assert_eq!((b.desired_healthy, b.disruptions_allowed), (3, 1));
         // maxUnavailable 30% of 4 rounds up to 2: desired 2; only 2 healthy → 0 allowed.
-        let b = compute_budget(&pdb(None, Some(IntOrString::String("30%".into()))), 2, 4, || Ok(4))
-            .expect("budget");
+        let b = compute_budget(
+            &pdb(None, Some(IntOrString::String("30%".into()))),
+            2,
+            4,
+            || Ok(4),
+        )
+        .expect("budget");
         assert_eq!((b.desired_healthy, b.disruptions_allowed), (2, 0));
         // No expected pods: nothing allowed.
-        let b = compute_budget(&pdb(None, Some(IntOrString::Int(1))), 0, 0, || Ok(0)).expect("budget");
+        let b =
+            compute_budget(&pdb(None, Some(IntOrString::Int(1))), 0, 0, || Ok(0)).expect("budget");
         assert_eq!(b.disruptions_allowed, 0);
         let e = compute_budget(&pdb(None, Some(IntOrString::Int(1))), 1, 1, || {
             Err(BudgetError::NoController("p".into()))
@@ -465,10 +491,21 @@ mod tests {
             now,
         );
         let c = &ok.conditions.clone().unwrap_or_default()[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "SufficientPods"));
-        let failed = build_status(&p, Err(BudgetError::NoController("x".into())), BTreeMap::new(), now);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "SufficientPods")
+        );
+        let failed = build_status(
+            &p,
+            Err(BudgetError::NoController("x".into())),
+            BTreeMap::new(),
+            now,
+        );
         let c = &failed.conditions.unwrap_or_default()[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "SyncFailed"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "SyncFailed")
+        );
         assert_eq!(c.message, "found no controllers for pod \"x\"");
         assert_eq!(failed.disruptions_allowed, 0);
     }
@@ -479,9 +516,18 @@ mod tests {
         let mut p = pdb(Some(IntOrString::Int(1)), None);
         p.status = Some(PodDisruptionBudgetStatus {
             disrupted_pods: Some(BTreeMap::from([
-                ("fresh".to_string(), Time(Timestamp::from_second(990).expect("t"))),
-                ("stale".to_string(), Time(Timestamp::from_second(10).expect("t"))),
-                ("gone".to_string(), Time(Timestamp::from_second(990).expect("t"))),
+                (
+                    "fresh".to_string(),
+                    Time(Timestamp::from_second(990).expect("t")),
+                ),
+                (
+                    "stale".to_string(),
+                    Time(Timestamp::from_second(10).expect("t")),
+                ),
+                (
+                    "gone".to_string(),
+                    Time(Timestamp::from_second(990).expect("t")),
+                ),
             ])),
             ..PodDisruptionBudgetStatus::default()
         });

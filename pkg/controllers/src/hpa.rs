@@ -233,7 +233,9 @@ async fn fetch_resource(
         .cloned()
         .unwrap_or_default();
     if items.is_empty() {
-        return Err(format!("{prefix}: no metrics returned from resource metrics API"));
+        return Err(format!(
+            "{prefix}: no metrics returned from resource metrics API"
+        ));
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod_list = pods
@@ -328,7 +330,10 @@ async fn metric_replicas(
         let Some((util_pct, avg)) = utilization(&samples) else {
             return Err((
                 "FailedGetResourceMetric".into(),
-                format!("failed to get {} utilization: missing request for {}", res.name, res.name),
+                format!(
+                    "failed to get {} utilization: missing request for {}",
+                    res.name, res.name
+                ),
             ));
         };
         let want = target.average_utilization.unwrap_or(80);
@@ -341,9 +346,11 @@ async fn metric_replicas(
                     name: res.name.clone(),
                     current: MetricValueStatus {
                         average_utilization: i32::try_from(util_pct).ok(),
-                        average_value: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
-                            format!("{avg}m"),
-                        )),
+                        average_value: Some(
+                            k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!(
+                                "{avg}m"
+                            )),
+                        ),
                         value: None,
                     },
                 }),
@@ -366,9 +373,11 @@ async fn metric_replicas(
                 resource: Some(ResourceMetricStatus {
                     name: res.name.clone(),
                     current: MetricValueStatus {
-                        average_value: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
-                            format!("{avg}m"),
-                        )),
+                        average_value: Some(
+                            k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!(
+                                "{avg}m"
+                            )),
+                        ),
                         ..MetricValueStatus::default()
                     },
                 }),
@@ -412,8 +421,16 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> Resu
     let (target_api, scale) = match scale {
         Ok(x) => x,
         Err(e) => {
-            let msg = format!("the HPA controller was unable to get the target's current scale: {e}");
-            set_condition(&mut status, "AbleToScale", "False", "FailedGetScale", msg, now);
+            let msg =
+                format!("the HPA controller was unable to get the target's current scale: {e}");
+            set_condition(
+                &mut status,
+                "AbleToScale",
+                "False",
+                "FailedGetScale",
+                msg,
+                now,
+            );
             emit(
                 &state.recorder,
                 &reference,
@@ -438,7 +455,11 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> Resu
     );
     let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     status.current_replicas = Some(current);
-    let selector = scale.status.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    let selector = scale
+        .status
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
 
     let (desired, reason) = if current == 0 && min != 0 {
         set_condition(
@@ -451,9 +472,15 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> Resu
         );
         (0, String::new())
     } else if current > max {
-        (max, "Current number of replicas above Spec.MaxReplicas".to_string())
+        (
+            max,
+            "Current number of replicas above Spec.MaxReplicas".to_string(),
+        )
     } else if current < min {
-        (min, "Current number of replicas below Spec.MinReplicas".to_string())
+        (
+            min,
+            "Current number of replicas below Spec.MinReplicas".to_string(),
+        )
     } else {
         let metrics = spec.metrics.clone().unwrap_or_default();
         let mut best: Option<i32> = None;
@@ -482,7 +509,11 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> Resu
                 }
             }
         }
-        status.current_metrics = if statuses.is_empty() { None } else { Some(statuses) };
+        status.current_metrics = if statuses.is_empty() {
+            None
+        } else {
+            Some(statuses)
+        };
         match (best, first_err) {
             (Some(r), err) if invalid == 0 || r > current => {
                 let _ = err;
@@ -491,7 +522,8 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> Resu
                     "ScalingActive",
                     "True",
                     "ValidMetricFound",
-                    "the HPA was able to successfully calculate a replica count from the metrics".into(),
+                    "the HPA was able to successfully calculate a replica count from the metrics"
+                        .into(),
                     now,
                 );
                 let window = spec
@@ -518,9 +550,11 @@ async fn reconcile(obj: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> Resu
                         "True",
                         w,
                         if w == "TooFewReplicas" {
-                            "the desired replica count is less than the minimum replica count".into()
+                            "the desired replica count is less than the minimum replica count"
+                                .into()
                         } else {
-                            "the desired replica count is more than the maximum replica count".into()
+                            "the desired replica count is more than the maximum replica count"
+                                .into()
                         },
                         now,
                     ),
@@ -598,8 +632,12 @@ async fn write_status(
         return Ok(());
     }
     let patch = json!({ "status": status });
-    api.patch_status(&hpa.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch_status(
+        &hpa.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 

@@ -221,7 +221,10 @@ mod int_or_percent_tests {
         assert_eq!(scaled_int_or_percent(&p("25%"), 10, true), Some(3));
         assert_eq!(scaled_int_or_percent(&p("25%"), 10, false), Some(2));
         assert_eq!(scaled_int_or_percent(&p("50%"), 3, true), Some(2));
-        assert_eq!(scaled_int_or_percent(&IntOrString::Int(4), 10, true), Some(4));
+        assert_eq!(
+            scaled_int_or_percent(&IntOrString::Int(4), 10, true),
+            Some(4)
+        );
         assert_eq!(scaled_int_or_percent(&p("abc"), 10, true), None);
     }
 }

@@ -186,7 +186,9 @@ pub fn new_rs_replicas(d: &Deployment, new_rs: &RsView, old: &[RsView]) -> i32 {
     if current >= max_total {
         return new_rs.spec_replicas;
     }
-    let up = (max_total - current).min(want - new_rs.spec_replicas).max(0);
+    let up = (max_total - current)
+        .min(want - new_rs.spec_replicas)
+        .max(0);
     new_rs.spec_replicas + up
 }
 
@@ -435,11 +437,7 @@ pub fn compute_status(
         && p.reason.as_deref() != Some("ProgressDeadlineExceeded")
         && !complete
     {
-        let since = p
-            .last_update_time
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(now);
+        let since = p.last_update_time.as_ref().map(|t| t.0).unwrap_or(now);
         let elapsed = now.as_second() - since.as_second();
         if elapsed > i64::from(deadline) {
             set_condition(
@@ -494,9 +492,7 @@ pub fn rs_annotations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{
-        DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-    };
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
     use k8s_openapi::api::core::v1::{Container, PodSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -583,7 +579,10 @@ mod tests {
         let p = |s: &str| IntOrString::String(s.into());
         assert_eq!(fenceposts(&deploy(10, p("25%"), p("25%"))), (3, 2));
         assert_eq!(fenceposts(&deploy(3, p("25%"), p("25%"))), (1, 0));
-        assert_eq!(fenceposts(&deploy(3, IntOrString::Int(0), IntOrString::Int(0))), (0, 1));
+        assert_eq!(
+            fenceposts(&deploy(3, IntOrString::Int(0), IntOrString::Int(0))),
+            (0, 1)
+        );
         let mut r = deploy(4, p("25%"), p("25%"));
         if let Some(s) = r.spec.as_mut() {
             s.strategy = Some(DeploymentStrategy {
@@ -605,7 +604,10 @@ mod tests {
             let mut old = vec![rs("old", want, want)];
             for _ in 0..100 {
                 new.spec_replicas = new_rs_replicas(&d, &new, &old);
-                assert!(new.spec_replicas + old.iter().map(|r| r.spec_replicas).sum::<i32>() <= want + surge);
+                assert!(
+                    new.spec_replicas + old.iter().map(|r| r.spec_replicas).sum::<i32>()
+                        <= want + surge
+                );
                 let sizes = scale_down_old(&d, &new, &old);
                 for (r, s) in old.iter_mut().zip(sizes) {
                     r.spec_replicas = s;
@@ -661,7 +663,10 @@ mod tests {
         assert_eq!(a.get(REVISION).map(String::as_str), Some("1"));
         assert_eq!(a.get(DESIRED_REPLICAS).map(String::as_str), Some("3"));
         assert_eq!(a.get(MAX_REPLICAS).map(String::as_str), Some("4"));
-        assert_eq!(a.get("kubernetes.io/change-cause").map(String::as_str), Some("x"));
+        assert_eq!(
+            a.get("kubernetes.io/change-cause").map(String::as_str),
+            Some("x")
+        );
         // Re-used by a rollback: revision 1 → 3 remembers 1.
         let b = rs_annotations(&d, 3, &a);
         assert_eq!(b.get(REVISION).map(String::as_str), Some("3"));
@@ -700,7 +705,14 @@ mod tests {
             ready_replicas: Some(3),
             ..DeploymentStatus::default()
         };
-        set_condition(&mut st, "Progressing", "True", "ReplicaSetUpdated", "x".into(), Timestamp::from_second(1).expect("t"));
+        set_condition(
+            &mut st,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            "x".into(),
+            Timestamp::from_second(1).expect("t"),
+        );
         stuck.status = Some(st);
         let c = Counts {
             replicas: 4,
@@ -715,7 +727,10 @@ mod tests {
             .into_iter()
             .find(|c| c.type_ == "Progressing")
             .expect("progressing");
-        assert_eq!((p.status.as_str(), p.reason.as_deref()), ("False", Some("ProgressDeadlineExceeded")));
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_deref()),
+            ("False", Some("ProgressDeadlineExceeded"))
+        );
         // Progress within the deadline keeps it True and asks to look again.
         let c2 = Counts { updated: 2, ..c };
         let (s, again) = compute_status(&stuck, &c2, Some("web-new"), None, now);

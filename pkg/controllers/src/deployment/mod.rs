@@ -48,33 +48,35 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     .reflect(rs_writer)
     .touched_objects();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pod_events = watcher(Api::<Pod>::all(ctx.client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
+    let pod_events = watcher(
+        Api::<Pod>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(pod_writer)
+    .touched_objects();
     let controller = Controller::new(deployments, watcher::Config::default());
     let d_store = controller.store();
     let rs_lookup = rs_store.clone();
-    let controller = controller
-        .owns_stream(rs_events)
-        .watches_stream(pod_events, move |pod: Pod| {
-            // Recreate waits for the old pods to be gone: their changes matter to it.
-            let ns = pod.namespace().unwrap_or_default();
-            let Some(r) = util::controller_of(&pod.metadata) else {
-                return None;
-            };
-            if r.kind != "ReplicaSet" {
-                return None;
-            }
-            let rs = rs_lookup.get(&ObjectRef::new(&r.name).within(&ns))?;
-            let d = util::controller_of(&rs.metadata)?;
-            if d.kind != "Deployment" {
-                return None;
-            }
-            let dref = ObjectRef::<Deployment>::new(&d.name).within(&ns);
-            let dep = d_store.get(&dref)?;
-            logic::is_recreate(&dep).then_some(dref)
-        });
+    let controller =
+        controller
+            .owns_stream(rs_events)
+            .watches_stream(pod_events, move |pod: Pod| {
+                // Recreate waits for the old pods to be gone: their changes matter to it.
+                let ns = pod.namespace().unwrap_or_default();
+                let r = util::controller_of(&pod.metadata)?;
+                if r.kind != "ReplicaSet" {
+                    return None;
+                }
+                let rs = rs_lookup.get(&ObjectRef::new(&r.name).within(&ns))?;
+                let d = util::controller_of(&rs.metadata)?;
+                if d.kind != "Deployment" {
+                    return None;
+                }
+                let dref = ObjectRef::<Deployment>::new(&d.name).within(&ns);
+                let dep = d_store.get(&dref)?;
+                logic::is_recreate(&dep).then_some(dref)
+            });
     let state = Arc::new(State {
         recorder: ctx.recorder("deployment-controller"),
         ctx,
@@ -174,7 +176,11 @@ impl Sync<'_> {
         });
         *rs = self
             .rs_api
-            .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &rs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await?;
         if from != to {
             let dir = if to > from { "up" } else { "down" };
@@ -219,14 +225,20 @@ impl Sync<'_> {
             );
             let min_ready = self.d.spec.as_ref().and_then(|s| s.min_ready_seconds);
             let rs_min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds);
-            if &annotations != rs.annotations() || min_ready.unwrap_or(0) != rs_min_ready.unwrap_or(0) {
+            if &annotations != rs.annotations()
+                || min_ready.unwrap_or(0) != rs_min_ready.unwrap_or(0)
+            {
                 let patch = json!({
                     "metadata": { "annotations": annotations },
                     "spec": { "minReadySeconds": min_ready.unwrap_or(0) }
                 });
                 rs = self
                     .rs_api
-                    .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await?;
             }
             let has_progressing = self
@@ -258,7 +270,11 @@ impl Sync<'_> {
             let patch = json!({ "metadata": { "annotations": { logic::REVISION: rev } } });
             self.d = self
                 .d_api
-                .patch(&self.d.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    &self.d.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await?;
         }
         Ok(Some(rs))
@@ -387,9 +403,11 @@ impl Sync<'_> {
         new_rs: Option<&ReplicaSet>,
         all: &[ReplicaSet],
     ) -> Result<Option<Duration>, Error> {
-        let get = |rs: &ReplicaSet, f: fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> Option<i32>| {
-            rs.status.as_ref().and_then(f).unwrap_or(0)
-        };
+        let get =
+            |rs: &ReplicaSet,
+             f: fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> Option<i32>| {
+                rs.status.as_ref().and_then(f).unwrap_or(0)
+            };
         let mut c = Counts::default();
         for rs in all {
             c.replicas += get(rs, |s| Some(s.replicas));
@@ -410,7 +428,13 @@ impl Sync<'_> {
         if live.status.as_ref() != Some(&status) {
             let mut value = serde_json::to_value(&status).unwrap_or_default();
             if let Some(m) = value.as_object_mut() {
-                for k in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"] {
+                for k in [
+                    "replicas",
+                    "updatedReplicas",
+                    "readyReplicas",
+                    "availableReplicas",
+                    "unavailableReplicas",
+                ] {
                     if m.get(k) == Some(&json!(0)) {
                         // Upstream omits zero counts.
                         m.insert(k.into(), serde_json::Value::Null);
@@ -419,7 +443,11 @@ impl Sync<'_> {
             }
             let patch = json!({ "status": value });
             self.d_api
-                .patch_status(&self.d.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(
+                    &self.d.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await?;
         }
         Ok(again)
@@ -457,7 +485,10 @@ async fn reconcile(obj: Arc<Deployment>, state: Arc<State>) -> Result<Action, Er
         let _ = state.pods.wait_until_ready().await;
         let _ = state.rss.wait_until_ready().await;
     };
-    if tokio::time::timeout(Duration::from_secs(10), ready).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .is_err()
+    {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let ns = obj.namespace().unwrap_or_default();
@@ -466,7 +497,11 @@ async fn reconcile(obj: Arc<Deployment>, state: Arc<State>) -> Result<Action, Er
     let Some(d) = d_api.get_opt(&obj.name_any()).await? else {
         return Ok(Action::await_change());
     };
-    let selector = d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+    let selector = d
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
     if crate::replicaset::logic::selector_is_empty(&selector) {
         // Upstream refuses to act on an empty selector (it would match every pod).
         return Ok(Action::await_change());
@@ -486,12 +521,18 @@ async fn reconcile(obj: Arc<Deployment>, state: Arc<State>) -> Result<Action, Er
             Some(r) if r.uid == uid => owned.push(rs),
             None if !deleting && rs.metadata.deletion_timestamp.is_none() => {
                 match rs_api
-                    .patch(&rs.name_any(), &PatchParams::default(), &adopt_patch(&rs.metadata, &owner_ref(&d)))
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &adopt_patch(&rs.metadata, &owner_ref(&d)),
+                    )
                     .await
                 {
                     Ok(adopted) => owned.push(adopted),
                     Err(e) if is_status(&e, 404) => {}
-                    Err(e) => tracing::debug!(rs = %rs.name_any(), error = %e, "adopting replica set"),
+                    Err(e) => {
+                        tracing::debug!(rs = %rs.name_any(), error = %e, "adopting replica set")
+                    }
                 }
             }
             _ => {}
@@ -506,7 +547,11 @@ async fn reconcile(obj: Arc<Deployment>, state: Arc<State>) -> Result<Action, Er
             .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
             .then_with(|| a.name_any().cmp(&b.name_any()))
     });
-    let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = d
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let new_idx = owned.iter().position(|rs| {
         rs.spec
             .as_ref()
@@ -534,23 +579,33 @@ async fn reconcile(obj: Arc<Deployment>, state: Arc<State>) -> Result<Action, Er
     }
 
     let paused = s.d.spec.as_ref().and_then(|x| x.paused).unwrap_or(false);
-    let progressing_reason = s
-        .d
-        .status
-        .as_ref()
-        .and_then(|x| x.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"))
-        .and_then(|c| c.reason.clone());
+    let progressing_reason =
+        s.d.status
+            .as_ref()
+            .and_then(|x| x.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"))
+            .and_then(|c| c.reason.clone());
     if paused && progressing_reason.as_deref() != Some("DeploymentPaused") {
-        s.set_condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into());
+        s.set_condition(
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+        );
     } else if !paused && progressing_reason.as_deref() == Some("DeploymentPaused") {
-        s.set_condition("Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed".into());
+        s.set_condition(
+            "Progressing",
+            "Unknown",
+            "DeploymentResumed",
+            "Deployment is resumed".into(),
+        );
     }
 
     let want = logic::replicas(&s.d);
-    let scaling_event = owned.iter().filter(|r| spec_replicas(r) > 0).any(|r| {
-        r.annotations().get(logic::DESIRED_REPLICAS) != Some(&want.to_string())
-    });
+    let scaling_event = owned
+        .iter()
+        .filter(|r| spec_replicas(r) > 0)
+        .any(|r| r.annotations().get(logic::DESIRED_REPLICAS) != Some(&want.to_string()));
     if paused || scaling_event {
         // Only resize (proportionally), no rollout step.
         let mut new_rs = s.new_rs(existing_new, &olds, false).await?;
@@ -573,7 +628,9 @@ async fn reconcile(obj: Arc<Deployment>, state: Arc<State>) -> Result<Action, Er
         let old_uids: Vec<String> = olds.iter().filter_map(|r| r.metadata.uid.clone()).collect();
         let old_running = s.state.pods.state().iter().any(|p| {
             p.namespace().as_deref() == Some(s.ns.as_str())
-                && old_uids.iter().any(|u| util::is_controlled_by(&p.metadata, u))
+                && old_uids
+                    .iter()
+                    .any(|u| util::is_controlled_by(&p.metadata, u))
                 && !util::is_pod_terminal(p)
         });
         if scaled || old_running {
@@ -672,9 +729,14 @@ async fn scale_proportionally(
     // Newest first.
     olds_sorted.reverse();
     all.extend(olds_sorted);
-    let active: Vec<usize> = (0..all.len()).filter(|i| spec_replicas(all[*i]) > 0).collect();
+    let active: Vec<usize> = (0..all.len())
+        .filter(|i| spec_replicas(all[*i]) > 0)
+        .collect();
     if active.len() <= 1 {
-        let idx = active.first().copied().or(if all.is_empty() { None } else { Some(0) });
+        let idx = active
+            .first()
+            .copied()
+            .or(if all.is_empty() { None } else { Some(0) });
         if let Some(i) = idx {
             let rs = &mut *all[i];
             s.scale(rs, want).await?;
@@ -682,7 +744,11 @@ async fn scale_proportionally(
         return Ok(());
     }
     let (surge, _) = logic::fenceposts(&s.d);
-    let allowed = if logic::is_recreate(&s.d) { want } else { want + surge };
+    let allowed = if logic::is_recreate(&s.d) {
+        want
+    } else {
+        want + surge
+    };
     let sizes: Vec<i32> = active.iter().map(|i| spec_replicas(all[*i])).collect();
     let new_sizes = logic::proportional(&sizes, allowed);
     for (k, i) in active.iter().enumerate() {

@@ -286,12 +286,21 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .collect::<Vec<_>>();
-    let claim = logic::claim_pods(&uid, selector.as_ref(), deleting, all_pods.iter().map(|p| p.as_ref()));
+    let claim = logic::claim_pods(
+        &uid,
+        selector.as_ref(),
+        deleting,
+        all_pods.iter().map(|p| p.as_ref()),
+    );
     let oref = owner_ref(&obj);
     let mut owned: Vec<Pod> = claim.owned.iter().map(|p| (*p).clone()).collect();
     for p in &claim.adopt {
         match pods_api
-            .patch(&p.name_any(), &PatchParams::default(), &adopt_patch(&p.metadata, &oref))
+            .patch(
+                &p.name_any(),
+                &PatchParams::default(),
+                &adopt_patch(&p.metadata, &oref),
+            )
             .await
         {
             Ok(adopted) => owned.push(adopted),
@@ -301,7 +310,11 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
     }
     for p in &claim.release {
         if let Err(e) = pods_api
-            .patch(&p.name_any(), &PatchParams::default(), &release_patch(&p.metadata, &uid))
+            .patch(
+                &p.name_any(),
+                &PatchParams::default(),
+                &release_patch(&p.metadata, &uid),
+            )
             .await
             && !is_not_found(&e)
         {

@@ -327,9 +327,7 @@ mod tests {
                 vec![PodCondition {
                     type_: "Ready".into(),
                     status: "True".into(),
-                    last_transition_time: Some(Time(
-                        Timestamp::from_second(s).expect("timestamp"),
-                    )),
+                    last_transition_time: Some(Time(Timestamp::from_second(s).expect("timestamp"))),
                     ..PodCondition::default()
                 }]
             }),
@@ -408,7 +406,10 @@ mod tests {
         let old = with_status(pod("old", None, &[]), Some("n1"), "Running", Some(100));
         let young = with_status(pod("young", None, &[]), Some("n1"), "Running", Some(9_990));
         assert_eq!(
-            pods_to_delete(&[&old, &young], 1, now)[0].metadata.name.as_deref(),
+            pods_to_delete(&[&old, &young], 1, now)[0]
+                .metadata
+                .name
+                .as_deref(),
             Some("young")
         );
         let lonely = with_status(pod("lonely", None, &[]), Some("n9"), "Running", Some(100));
@@ -423,7 +424,12 @@ mod tests {
                 .as_deref(),
             Some("c1")
         );
-        let mut restarted = with_status(pod("restarted", None, &[]), Some("n5"), "Running", Some(100));
+        let mut restarted = with_status(
+            pod("restarted", None, &[]),
+            Some("n5"),
+            "Running",
+            Some(100),
+        );
         if let Some(s) = restarted.status.as_mut() {
             s.container_statuses = Some(vec![ContainerStatus {
                 restart_count: 3,
@@ -432,7 +438,10 @@ mod tests {
         }
         let calm = with_status(pod("calm", None, &[]), Some("n6"), "Running", Some(100));
         assert_eq!(
-            pods_to_delete(&[&calm, &restarted], 1, now)[0].metadata.name.as_deref(),
+            pods_to_delete(&[&calm, &restarted], 1, now)[0]
+                .metadata
+                .name
+                .as_deref(),
             Some("restarted")
         );
         let mut older = with_status(pod("older", None, &[]), Some("n7"), "Running", Some(100));
@@ -440,7 +449,10 @@ mod tests {
         let mut newer = with_status(pod("newer", None, &[]), Some("n8"), "Running", Some(100));
         newer.metadata.creation_timestamp = Some(Time(Timestamp::from_second(60).expect("ts")));
         assert_eq!(
-            pods_to_delete(&[&older, &newer], 1, now)[0].metadata.name.as_deref(),
+            pods_to_delete(&[&older, &newer], 1, now)[0]
+                .metadata
+                .name
+                .as_deref(),
             Some("newer")
         );
     }
@@ -448,21 +460,63 @@ mod tests {
     #[test]
     fn status_counts_and_failure_condition() {
         let now = Timestamp::from_second(1_000).expect("now");
-        let a = with_status(pod("a", None, &[("app", "web"), ("x", "1")]), Some("n"), "Running", Some(995));
-        let b = with_status(pod("b", None, &[("app", "web")]), Some("n"), "Running", Some(100));
-        let c = with_status(pod("c", None, &[("app", "web"), ("x", "1")]), Some("n"), "Pending", None);
-        let tl = BTreeMap::from([("app".to_string(), "web".to_string()), ("x".to_string(), "1".to_string())]);
+        let a = with_status(
+            pod("a", None, &[("app", "web"), ("x", "1")]),
+            Some("n"),
+            "Running",
+            Some(995),
+        );
+        let b = with_status(
+            pod("b", None, &[("app", "web")]),
+            Some("n"),
+            "Running",
+            Some(100),
+        );
+        let c = with_status(
+            pod("c", None, &[("app", "web"), ("x", "1")]),
+            Some("n"),
+            "Pending",
+            None,
+        );
+        let tl = BTreeMap::from([
+            ("app".to_string(), "web".to_string()),
+            ("x".to_string(), "1".to_string()),
+        ]);
         let pods = [&a, &b, &c];
-        let s = compute_status(&pods, &tl, 10, Some(4), &ReplicaStatus::default(), None, now);
+        let s = compute_status(
+            &pods,
+            &tl,
+            10,
+            Some(4),
+            &ReplicaStatus::default(),
+            None,
+            now,
+        );
         assert_eq!(
-            (s.replicas, s.fully_labeled_replicas, s.ready_replicas, s.available_replicas),
+            (
+                s.replicas,
+                s.fully_labeled_replicas,
+                s.ready_replicas,
+                s.available_replicas
+            ),
             (3, 2, 2, 1)
         );
         assert_eq!(s.observed_generation, Some(4));
         assert!(s.conditions.is_empty());
-        assert_eq!(next_available_in(&pods, 10, now), Some(std::time::Duration::from_secs(6)));
+        assert_eq!(
+            next_available_in(&pods, 10, now),
+            Some(std::time::Duration::from_secs(6))
+        );
 
-        let failed = compute_status(&pods, &tl, 0, Some(4), &s, Some(("FailedCreate", "quota".into())), now);
+        let failed = compute_status(
+            &pods,
+            &tl,
+            0,
+            Some(4),
+            &s,
+            Some(("FailedCreate", "quota".into())),
+            now,
+        );
         assert_eq!(failed.conditions.len(), 1);
         assert_eq!(failed.conditions[0].reason.as_deref(), Some("FailedCreate"));
         assert_eq!(failed.available_replicas, 2);
