@@ -517,3 +517,52 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
         });
     Ok(Action::requeue(next))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event as WEvent;
+
+    fn pod(name: &str, uid: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.uid = Some(uid.into());
+        p
+    }
+
+    /// Creations and deletions sent but not yet in the store hold the controller back until
+    /// the store shows them: a lagging watch never causes a double create.
+    #[test]
+    fn expectations_wait_for_the_store() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        writer.apply_watcher_event(&WEvent::Init);
+        writer.apply_watcher_event(&WEvent::InitApply(pod("old", "u-old")));
+        writer.apply_watcher_event(&WEvent::InitDone);
+        let mut e = Expectations::default();
+        assert!(e.satisfied("ns/rs", &store, "ns"));
+
+        e.expect_add("ns/rs", "new-1".into());
+        e.expect_del("ns/rs", "old", "u-old");
+        assert!(!e.satisfied("ns/rs", &store, "ns"), "nothing observed yet");
+        // The creation shows up; the deletion not yet.
+        writer.apply_watcher_event(&WEvent::Apply(pod("new-1", "u-new")));
+        assert!(
+            !e.satisfied("ns/rs", &store, "ns"),
+            "deletion still pending"
+        );
+        // The pod being deleted (deletionTimestamp set) counts as observed.
+        let mut deleting = pod("old", "u-old");
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        writer.apply_watcher_event(&WEvent::Apply(deleting));
+        assert!(e.satisfied("ns/rs", &store, "ns"));
+        // Other controllers are independent; forgetting clears.
+        e.expect_add("ns/other", "x".into());
+        assert!(e.satisfied("ns/rs", &store, "ns"));
+        assert!(!e.satisfied("ns/other", &store, "ns"));
+        e.forget("ns/other");
+        assert!(e.satisfied("ns/other", &store, "ns"));
+    }
+}
