@@ -28,6 +28,16 @@ use crate::{Ctx, Error};
 /// Label upstream puts on the Endpoints/EndpointSlices of headless services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
+/// Ports, ready and not-ready addresses of one subset being built.
+type AddressGroup = (
+    Vec<EndpointPort>,
+    Vec<EndpointAddress>,
+    Vec<EndpointAddress>,
+);
+
+/// What each pod (namespace, name) matched last.
+type LastMatches = HashMap<(String, String), HashSet<ObjectRef<Service>>>;
+
 /// One selected pod as an endpoint of a service.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodEndpoint {
@@ -203,14 +213,7 @@ pub fn desired_subsets(svc: &Service, pods: &[Pod]) -> Vec<EndpointSubset> {
         .and_then(|s| s.ports.as_ref())
         .is_some_and(|p| !p.is_empty());
     // port set (as JSON key) → (ports, ready, not ready)
-    let mut groups: BTreeMap<
-        String,
-        (
-            Vec<EndpointPort>,
-            Vec<EndpointAddress>,
-            Vec<EndpointAddress>,
-        ),
-    > = BTreeMap::new();
+    let mut groups: BTreeMap<String, AddressGroup> = BTreeMap::new();
     for pod in pods.iter().filter(|p| selects(svc, p)) {
         let Some(ep) = pod_endpoint(svc, pod, tolerate_unready) else {
             continue;
@@ -268,7 +271,7 @@ pub fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Option<Endpoints> {
 #[derive(Clone)]
 pub(crate) struct PodToServices {
     services: Store<Service>,
-    last: Arc<Mutex<HashMap<(String, String), HashSet<ObjectRef<Service>>>>>,
+    last: Arc<Mutex<LastMatches>>,
 }
 
 impl PodToServices {

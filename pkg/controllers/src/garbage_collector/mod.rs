@@ -38,7 +38,7 @@ const RETRY: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 
 enum Msg {
-    Event(usize, watcher::Event<PartialObjectMeta<DynamicObject>>),
+    Event(usize, Box<watcher::Event<PartialObjectMeta<DynamicObject>>>),
     Requeue(String),
 }
 
@@ -156,7 +156,7 @@ impl Gc {
                     while let Some(ev) = stream.next().await {
                         match ev {
                             Ok(ev) => {
-                                if tx.send(Msg::Event(idx, ev)).await.is_err() {
+                                if tx.send(Msg::Event(idx, Box::new(ev))).await.is_err() {
                                     break;
                                 }
                             }
@@ -189,7 +189,7 @@ impl Gc {
     fn handle(&mut self, msg: Msg) {
         let dirty = match msg {
             Msg::Requeue(uid) => BTreeSet::from([uid]),
-            Msg::Event(idx, ev) => match ev {
+            Msg::Event(idx, ev) => match *ev {
                 watcher::Event::Init => {
                     self.init_seen.insert(idx, HashSet::new());
                     BTreeSet::new()
@@ -250,7 +250,8 @@ impl Gc {
                 OwnerAction::Wait => {}
                 OwnerAction::Orphan(_) => {
                     for d in &deps {
-                        self.patch_refs(d, &[node.uid.clone()], &[]).await?;
+                        self.patch_refs(d, std::slice::from_ref(&node.uid), &[])
+                            .await?;
                     }
                     self.remove_finalizer(&node, graph::ORPHAN).await?;
                 }

@@ -172,7 +172,8 @@ mod tests {
             value: Some("x".into()),
             time_added: None,
         };
-        let t = lifecycle_taints(Some("Unknown"), &[other.clone()], now()).expect("added");
+        let t =
+            lifecycle_taints(Some("Unknown"), std::slice::from_ref(&other), now()).expect("added");
         let keys: Vec<(&str, &str)> = t
             .iter()
             .map(|t| (t.key.as_str(), t.effect.as_str()))
