@@ -416,3 +416,56 @@ mod tests {
         assert!(!is_pod_active(&pod));
     }
 }
+
+/// Resolve an int-or-percent value (`3` or `"25%"`) against `total`, rounding a percentage up
+/// or down like upstream's `GetScaledValueFromIntOrPercent`. `None` for a malformed string.
+pub fn scaled_int_or_percent(
+    v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+    total: i32,
+    round_up: bool,
+) -> Option<i32> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match v {
+        IntOrString::Int(i) => Some(*i),
+        IntOrString::String(s) => {
+            let pct: i64 = s.strip_suffix('%')?.trim().parse().ok()?;
+            let scaled = pct * i64::from(total);
+            let v = if round_up {
+                (scaled + 99).div_euclid(100)
+            } else {
+                scaled.div_euclid(100)
+            };
+            i32::try_from(v).ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod int_or_percent_tests {
+    use super::scaled_int_or_percent;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    #[test]
+    fn percent_rounding() {
+        let p = |s: &str| IntOrString::String(s.into());
+        assert_eq!(scaled_int_or_percent(&p("25%"), 10, true), Some(3));
+        assert_eq!(scaled_int_or_percent(&p("25%"), 10, false), Some(2));
+        assert_eq!(scaled_int_or_percent(&p("50%"), 3, true), Some(2));
+        assert_eq!(
+            scaled_int_or_percent(&IntOrString::Int(4), 10, true),
+            Some(4)
+        );
+        assert_eq!(scaled_int_or_percent(&p("abc"), 10, true), None);
+    }
+}
+
+/// How soon a controller retries after a failed sync: quickly after a write conflict (another
+/// writer got there first; the next sync reads the new version), else after 5 seconds.
+pub fn conflict_backoff(err: &crate::Error) -> kube::runtime::controller::Action {
+    let conflict = matches!(err, crate::Error::Kube(kube::Error::Api(s)) if s.code == 409);
+    kube::runtime::controller::Action::requeue(if conflict {
+        std::time::Duration::from_millis(200)
+    } else {
+        std::time::Duration::from_secs(5)
+    })
+}
