@@ -5,11 +5,11 @@
 //! Job is trimmed. Schedule arithmetic itself is unit-tested in pkg/controllers (pure functions
 //! over "now").
 //!
-//! No node agent runs here: the test plays the kubelet and ends the Job's pod with
-//! `kubectl patch --subresource=status`.
+//! The Job's pod runs on a simulated node (`Cluster`: a fake-runtime agent) and exits 0.
 
 use std::time::Duration;
 
+use k8slite_tests::cluster::Cluster;
 use k8slite_tests::{Server, eventually};
 use serde_json::Value;
 
@@ -36,16 +36,17 @@ spec:
           containers:
           - name: hello
             image: busybox
-            command: ["sh", "-c", "exit 0"]
+            command: ["sh", "-c", "sleep 1; exit 0"]
 "#;
 
 #[test]
 fn cronjob_creates_jobs_on_schedule_and_trims_history() {
-    let s = Server::start();
+    let c = Cluster::start(1);
+    let s = &c.server;
     s.k_stdin(&["apply", "-f", "-"], Some(CJ));
     // The first minute boundary after creation: at most ~60 s away.
     let job = eventually(Duration::from_secs(90), || {
-        let v = json(&s, &["get", "jobs", "-l", "app=hello", "-o", "json"]);
+        let v = json(s, &["get", "jobs", "-l", "app=hello", "-o", "json"]);
         v["items"].as_array()?.first().cloned()
     })
     .unwrap_or_else(|| {
@@ -65,7 +66,7 @@ fn cronjob_creates_jobs_on_schedule_and_trims_history() {
     assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
 
     let cj = eventually(Duration::from_secs(20), || {
-        let v = json(&s, &["get", "cronjob", "hello", "-o", "json"]);
+        let v = json(s, &["get", "cronjob", "hello", "-o", "json"]);
         (v["status"]["active"][0]["name"] == name.as_str()).then_some(v)
     })
     .expect("status.active names the job");
@@ -76,41 +77,7 @@ fn cronjob_creates_jobs_on_schedule_and_trims_history() {
         .expect("time");
     assert_eq!(last, t);
 
-    // Finish the Job's pod: the Job completes, the CronJob sees it and trims it (limit 0).
-    let pod = eventually(Duration::from_secs(20), || {
-        let v = json(
-            &s,
-            &[
-                "get",
-                "pods",
-                "-l",
-                &format!("batch.kubernetes.io/job-name={name}"),
-                "-o",
-                "json",
-            ],
-        );
-        v["items"].as_array()?.first()?["metadata"]["name"]
-            .as_str()
-            .map(str::to_string)
-    })
-    .expect("the job's pod");
-    let now = k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .expect("round")
-        .to_string();
-    let patch = serde_json::json!({"status": {"phase": "Succeeded", "containerStatuses": [{
-        "name": "hello", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
-        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}}
-    }]}});
-    s.k(&[
-        "patch",
-        "pod",
-        &pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &patch.to_string(),
-    ]);
+    // The pod exits 0: the Job completes, the CronJob sees it and trims it (limit 0).
     let gone = eventually(Duration::from_secs(30), || {
         s.k(&["get", "job", &name, "--ignore-not-found", "-o", "name"])
             .trim()
@@ -123,12 +90,12 @@ fn cronjob_creates_jobs_on_schedule_and_trims_history() {
         k8slite_tests::tail(&s.log(), 40)
     );
     let cj = eventually(Duration::from_secs(20), || {
-        let v = json(&s, &["get", "cronjob", "hello", "-o", "json"]);
+        let v = json(s, &["get", "cronjob", "hello", "-o", "json"]);
         (v["status"]["lastSuccessfulTime"].is_string() && v["status"]["active"].is_null())
             .then_some(v)
     });
     assert!(cj.is_some(), "lastSuccessfulTime set and active emptied");
-    let events = json(&s, &["get", "events.v1.events.k8s.io", "-o", "json"]);
+    let events = json(s, &["get", "events.v1.events.k8s.io", "-o", "json"]);
     let got: Vec<(String, String)> = events["items"]
         .as_array()
         .into_iter()

@@ -3,24 +3,18 @@
 //! added later gets one, a tainted node without a toleration gets none, a node that loses its
 //! label loses its pod, and a template change rolls the pods.
 //!
-//! No node agent runs here: Node objects are created with kubectl and the test plays the
-//! kubelet (pod status via `kubectl patch --subresource=status`).
+//! The nodes are simulated (`Cluster`: fake-runtime agents); the scheduler binds the daemon pods
+//! by their `matchFields` affinity.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8slite_tests::cluster::Cluster;
 use k8slite_tests::{Server, eventually};
 use serde_json::Value;
 
 fn json(s: &Server, args: &[&str]) -> Value {
     serde_json::from_str(&s.k(args)).expect("kubectl json")
-}
-
-fn add_node(s: &Server, name: &str, extra_spec: &str) {
-    let yaml = format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/hostname: {name}\n    role: edge\nspec:\n{extra_spec}\n"
-    );
-    s.k_stdin(&["create", "-f", "-"], Some(&yaml));
 }
 
 /// Live daemon pods by the node their affinity (or nodeName) names.
@@ -62,51 +56,45 @@ spec:
       labels:
         app: agent
     spec:
-      nodeSelector:
-        role: edge
       containers:
       - name: agent
         image: busybox
         command: ["sleep", "infinity"]
 "#;
 
-fn make_ready(s: &Server, pod: &str) {
-    let patch = r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#;
-    s.k(&[
-        "patch",
-        "pod",
-        pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        patch,
-    ]);
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 #[test]
 fn daemonset_one_pod_per_eligible_node() {
-    let s = Server::start();
-    add_node(&s, "n1", "  {}");
-    add_node(&s, "n2", "  {}");
-    add_node(
-        &s,
-        "tainted",
-        "  taints:\n  - key: dedicated\n    value: gpu\n    effect: NoSchedule",
-    );
+    let mut c = Cluster::start(3);
+    c.add_node_with("tainted", &["--node-taint=dedicated=gpu:NoSchedule"]);
+    let s = &c.server;
     s.k_stdin(&["apply", "-f", "-"], Some(DS));
-    let got = eventually(Duration::from_secs(20), || {
-        let n = nodes_with_pods(&s);
-        (n == ["n1", "n2"]).then_some(n)
+    let want = ["node-1", "node-2", "node-3"];
+    let got = eventually(Duration::from_secs(60), || {
+        let m = pods_by_node(s);
+        (m.keys().eq(want.iter())
+            && m.values()
+                .all(|ps| ps.len() == 1 && ps[0]["spec"]["nodeName"].is_string() && ready(&ps[0])))
+        .then_some(m)
     });
     assert!(
         got.is_some(),
         "pods on {:?}; log:\n{}",
-        nodes_with_pods(&s),
+        nodes_with_pods(s),
         k8slite_tests::tail(&s.log(), 40)
     );
-    // Pod shape: node affinity by field, default tolerations, revision label.
-    let by_node = pods_by_node(&s);
-    let p = &by_node["n1"][0];
+    // Pod shape: bound where its affinity says; node affinity by field, default tolerations.
+    let by_node = pods_by_node(s);
+    for (node, pods) in &by_node {
+        assert_eq!(pods[0]["spec"]["nodeName"], node.as_str());
+    }
+    let p = &by_node["node-1"][0];
     let term = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         ["nodeSelectorTerms"][0]["matchFields"][0];
     assert_eq!(term["key"], "metadata.name");
@@ -127,6 +115,8 @@ fn daemonset_one_pod_per_eligible_node() {
         ("node.kubernetes.io/unreachable", "NoExecute"),
         ("node.kubernetes.io/unschedulable", "NoSchedule"),
         ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
     ] {
         assert!(
             tols.contains(&(want.0.to_string(), want.1.to_string())),
@@ -134,59 +124,48 @@ fn daemonset_one_pod_per_eligible_node() {
         );
     }
     assert!(p["metadata"]["labels"]["controller-revision-hash"].is_string());
-    assert!(
-        p["metadata"]["generateName"]
-            .as_str()
-            .is_some_and(|g| g == "agent-")
-    );
-
-    // A node added later gets one; a cordoned node still does (daemons tolerate it).
-    add_node(
-        &s,
-        "n3",
-        "  unschedulable: true\n  taints:\n  - key: node.kubernetes.io/unschedulable\n    effect: NoSchedule",
-    );
-    let got = eventually(Duration::from_secs(20), || {
-        let n = nodes_with_pods(&s);
-        (n == ["n1", "n2", "n3"]).then_some(n)
-    });
-    assert!(got.is_some(), "pods on {:?}", nodes_with_pods(&s));
+    assert_eq!(p["metadata"]["generateName"], "agent-");
 
     // Status.
-    for pods in pods_by_node(&s).values() {
-        make_ready(&s, pods[0]["metadata"]["name"].as_str().expect("name"));
-    }
-    let st = eventually(Duration::from_secs(20), || {
-        let v = json(&s, &["get", "daemonset", "agent", "-o", "json"]);
-        (v["status"]["numberReady"] == 3).then_some(v)
+    let st = eventually(Duration::from_secs(30), || {
+        let v = json(s, &["get", "daemonset", "agent", "-o", "json"]);
+        (v["status"]["numberAvailable"] == 3).then_some(v)
     })
-    .expect("numberReady 3");
+    .expect("numberAvailable 3");
     assert_eq!(
         st["status"]["desiredNumberScheduled"], 3,
         "{}",
         st["status"]
     );
     assert_eq!(st["status"]["currentNumberScheduled"], 3);
-    assert_eq!(st["status"]["numberAvailable"], 3);
+    assert_eq!(st["status"]["numberReady"], 3);
     assert_eq!(st["status"]["updatedNumberScheduled"], 3);
     assert_eq!(st["status"]["numberMisscheduled"], 0);
     assert_eq!(st["status"]["observedGeneration"], 1);
 
-    // A node that no longer matches the nodeSelector loses its pod.
-    s.k(&["label", "node", "n2", "role-"]);
-    let got = eventually(Duration::from_secs(20), || {
-        let n = nodes_with_pods(&s);
-        (n == ["n1", "n3"]).then_some(n)
+    // A node added later gets one.
+    c.add_node("node-4");
+    let s = &c.server;
+    let got = eventually(Duration::from_secs(60), || {
+        let m = pods_by_node(s);
+        m.get("node-4")
+            .is_some_and(|ps| ps.iter().any(ready))
+            .then_some(())
     });
-    assert!(got.is_some(), "pods on {:?}", nodes_with_pods(&s));
-    // A NoExecute taint without toleration evicts the daemon pod too.
-    s.k(&["taint", "node", "n3", "evict=yes:NoExecute"]);
-    let got = eventually(Duration::from_secs(20), || {
-        let n = nodes_with_pods(&s);
-        (n == ["n1"]).then_some(n)
+    assert!(got.is_some(), "pods on {:?}", nodes_with_pods(s));
+    assert!(
+        !pods_by_node(s).contains_key("tainted"),
+        "no pod on the tainted node"
+    );
+
+    // A NoExecute taint without toleration evicts the daemon pod.
+    s.k(&["taint", "node", "node-3", "evict=yes:NoExecute"]);
+    let got = eventually(Duration::from_secs(60), || {
+        let n = nodes_with_pods(s);
+        (n == ["node-1", "node-2", "node-4"]).then_some(n)
     });
-    assert!(got.is_some(), "pods on {:?}", nodes_with_pods(&s));
-    let events = json(&s, &["get", "events.v1.events.k8s.io", "-o", "json"]);
+    assert!(got.is_some(), "pods on {:?}", nodes_with_pods(s));
+    let events = json(s, &["get", "events.v1.events.k8s.io", "-o", "json"]);
     let notes: Vec<&str> = events["items"]
         .as_array()
         .into_iter()
@@ -205,69 +184,68 @@ fn daemonset_one_pod_per_eligible_node() {
 }
 
 #[test]
-fn daemonset_rolling_update_replaces_pods_one_at_a_time() {
-    let s = Server::start();
-    for n in ["n1", "n2", "n3"] {
-        add_node(&s, n, "  {}");
-    }
-    s.k_stdin(&["apply", "-f", "-"], Some(DS));
-    let first = eventually(Duration::from_secs(20), || {
-        let m = pods_by_node(&s);
-        (m.len() == 3).then_some(m)
+fn daemonset_node_selector_and_rolling_update() {
+    let mut c = Cluster::start_with(2, &[], &["--node-label=role=edge"]);
+    c.add_node("node-3");
+    let s = &c.server;
+    s.k(&["label", "node", "node-3", "role-"]);
+    let ds = DS.replace(
+        "    spec:\n      containers:",
+        "    spec:\n      nodeSelector:\n        role: edge\n      containers:",
+    );
+    s.k_stdin(&["apply", "-f", "-"], Some(&ds));
+    let first = eventually(Duration::from_secs(60), || {
+        let m = pods_by_node(s);
+        (m.keys().eq(["node-1", "node-2"].iter()) && m.values().all(|ps| ps.iter().any(ready)))
+            .then_some(m)
     })
-    .expect("three pods");
-    let old_hash = first["n1"][0]["metadata"]["labels"]["controller-revision-hash"]
+    .unwrap_or_else(|| panic!("pods on {:?}", nodes_with_pods(s)));
+    let old_hash = first["node-1"][0]["metadata"]["labels"]["controller-revision-hash"]
         .as_str()
         .expect("hash")
         .to_string();
-    for pods in first.values() {
-        make_ready(&s, pods[0]["metadata"]["name"].as_str().expect("name"));
-    }
-    eventually(Duration::from_secs(20), || {
-        let v = json(&s, &["get", "daemonset", "agent", "-o", "json"]);
-        (v["status"]["numberAvailable"] == 3).then_some(())
+    // The label comes: a pod follows; it goes: the pod goes.
+    s.k(&["label", "node", "node-3", "role=edge"]);
+    eventually(Duration::from_secs(60), || {
+        pods_by_node(s)
+            .get("node-3")
+            .is_some_and(|ps| ps.iter().any(ready))
+            .then_some(())
     })
-    .expect("available");
+    .expect("pod on node-3 once labelled");
+    s.k(&["label", "node", "node-3", "role-"]);
+    eventually(Duration::from_secs(60), || {
+        (!pods_by_node(s).contains_key("node-3")).then_some(())
+    })
+    .expect("pod off node-3 once unlabelled");
+
     s.k(&["set", "image", "daemonset/agent", "agent=busybox:2"]);
-    // maxUnavailable 1: at every observed moment at most one node lacks an available pod.
-    let mut updated_nodes = 0;
-    for _ in 0..200 {
-        let m = pods_by_node(&s);
+    // maxUnavailable 1: at every observed moment at most one node lacks a Ready pod.
+    let done = eventually(Duration::from_secs(90), || {
+        let m = pods_by_node(s);
         let mut unavailable = 0;
-        updated_nodes = 0;
-        for n in ["n1", "n2", "n3"] {
+        let mut updated = 0;
+        for n in ["node-1", "node-2"] {
             let pods = m.get(n).cloned().unwrap_or_default();
-            let ready = pods.iter().any(|p| {
-                p["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            });
-            if !ready {
+            if !pods.iter().any(ready) {
                 unavailable += 1;
             }
-            for p in &pods {
-                let h = p["metadata"]["labels"]["controller-revision-hash"]
-                    .as_str()
-                    .unwrap_or_default();
-                if h != old_hash {
-                    updated_nodes += 1;
-                    if !ready {
-                        make_ready(&s, p["metadata"]["name"].as_str().expect("name"));
-                    }
-                }
+            if pods.iter().any(|p| {
+                ready(p) && p["metadata"]["labels"]["controller-revision-hash"] != old_hash.as_str()
+            }) {
+                updated += 1;
             }
         }
         assert!(unavailable <= 1, "{unavailable} nodes unavailable at once");
-        if updated_nodes == 3
-            && json(&s, &["get", "daemonset", "agent", "-o", "json"])["status"]["updatedNumberScheduled"]
-                == 3
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(updated_nodes, 3, "all nodes run the new template");
+        (updated == 2).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "not all nodes updated: {:?}",
+        pods_by_node(s).keys()
+    );
+    let rollout = s.k(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(rollout.contains("successfully rolled out"), "{rollout}");
     let revs = s.k(&["get", "controllerrevisions", "-o", "name"]);
     assert_eq!(revs.lines().count(), 2, "{revs}");
 }

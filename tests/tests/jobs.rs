@@ -2,11 +2,12 @@
 //! parallelism → Complete, backoffLimit → Failed, Indexed completion mode, suspend, and
 //! deletion after `ttlSecondsAfterFinished`.
 //!
-//! No node agent runs here: the test plays the kubelet and ends pods with
-//! `kubectl patch --subresource=status`.
+//! The pods run on simulated nodes (`Cluster`: fake-runtime agents): `sh -c 'sleep 1; exit 0'`
+//! succeeds after a second, `exit 1` fails.
 
 use std::time::Duration;
 
+use k8slite_tests::cluster::Cluster;
 use k8slite_tests::{Server, eventually};
 use serde_json::Value;
 
@@ -14,7 +15,7 @@ fn json(s: &Server, args: &[&str]) -> Value {
     serde_json::from_str(&s.k(args)).expect("kubectl json")
 }
 
-fn job_yaml(name: &str, extra_spec: &str) -> String {
+fn job_yaml(name: &str, extra_spec: &str, script: &str) -> String {
     format!(
         r#"apiVersion: batch/v1
 kind: Job
@@ -28,7 +29,7 @@ spec:
       containers:
       - name: main
         image: busybox
-        command: ["sh", "-c", "exit 0"]
+        command: ["sh", "-c", "{script}"]
 "#
     )
 }
@@ -73,36 +74,6 @@ fn all_pods(s: &Server, job: &str) -> Vec<Value> {
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
-/// Play the kubelet: the pod's container exited with `code`.
-fn finish(s: &Server, pod: &str, code: i32) {
-    let phase = if code == 0 { "Succeeded" } else { "Failed" };
-    let now = jiff_now();
-    let patch = serde_json::json!({"status": {
-        "phase": phase,
-        "containerStatuses": [{
-            "name": "main", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": code, "reason": if code == 0 {"Completed"} else {"Error"},
-                                     "startedAt": now, "finishedAt": now}}
-        }]
-    }});
-    s.k(&[
-        "patch",
-        "pod",
-        pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &patch.to_string(),
-    ]);
-}
-
-fn jiff_now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .expect("round")
-        .to_string()
-}
-
 fn condition(job: &Value, type_: &str) -> Option<Value> {
     job["status"]["conditions"]
         .as_array()?
@@ -129,51 +100,49 @@ fn events_for(s: &Server, name: &str) -> Vec<(String, String)> {
 
 #[test]
 fn job_completions_with_parallelism_completes() {
-    let s = Server::start();
+    let c = Cluster::start(2);
+    let s = &c.server;
     s.k_stdin(
         &["apply", "-f", "-"],
-        Some(&job_yaml("pi", "  completions: 5\n  parallelism: 2")),
+        Some(&job_yaml(
+            "pi",
+            "  completions: 5\n  parallelism: 2",
+            "sleep 2; exit 0",
+        )),
     );
-    let mut finished = 0;
+    // Never more than 2 pods at once; 2 are seen at once; it completes.
     let mut max_active = 0;
-    while finished < 5 {
-        let active = eventually(Duration::from_secs(20), || {
-            let a = active_pods(&s, "pi");
-            (!a.is_empty()).then_some(a)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no active pod after {finished} completions; log:\n{}",
-                k8slite_tests::tail(&s.log(), 40)
-            )
-        });
+    let job = eventually(Duration::from_secs(120), || {
+        let active = active_pods(s, "pi");
         max_active = max_active.max(active.len());
         assert!(
             active.len() <= 2,
             "parallelism 2 exceeded: {}",
             active.len()
         );
-        let p = &active[0];
-        assert_eq!(
-            p["metadata"]["finalizers"][0], "batch.kubernetes.io/job-tracking",
-            "{p}"
-        );
-        for l in [
-            "batch.kubernetes.io/controller-uid",
-            "controller-uid",
-            "job-name",
-        ] {
-            assert!(p["metadata"]["labels"][l].is_string(), "label {l}: {p}");
+        if let Some(p) = active.first()
+            && p["metadata"]["deletionTimestamp"].is_null()
+        {
+            for l in [
+                "batch.kubernetes.io/controller-uid",
+                "batch.kubernetes.io/job-name",
+                "controller-uid",
+                "job-name",
+            ] {
+                assert!(p["metadata"]["labels"][l].is_string(), "label {l}: {p}");
+            }
         }
-        finish(&s, p["metadata"]["name"].as_str().expect("name"), 0);
-        finished += 1;
-    }
-    assert_eq!(max_active, 2, "two pods ran at once");
-    let job = eventually(Duration::from_secs(20), || {
-        let j = json(&s, &["get", "job", "pi", "-o", "json"]);
+        let j = json(s, &["get", "job", "pi", "-o", "json"]);
         condition(&j, "Complete").is_some().then_some(j)
     })
-    .expect("Complete condition");
+    .unwrap_or_else(|| {
+        panic!(
+            "no Complete condition: {}; log:\n{}",
+            json(s, &["get", "job", "pi", "-o", "json"])["status"],
+            k8slite_tests::tail(&s.log(), 40)
+        )
+    });
+    assert_eq!(max_active, 2, "two pods ran at once");
     assert_eq!(job["status"]["succeeded"], 5, "{}", job["status"]);
     assert!(job["status"]["completionTime"].is_string());
     assert!(condition(&job, "SuccessCriteriaMet").is_some());
@@ -181,16 +150,20 @@ fn job_completions_with_parallelism_completes() {
         condition(&job, "Complete").expect("complete")["reason"],
         "CompletionsReached"
     );
-    // Every pod was counted and released.
-    let pods = all_pods(&s, "pi");
+    // Every pod ran on a node, was counted and released.
+    let pods = all_pods(s, "pi");
     assert_eq!(pods.len(), 5);
-    assert!(
-        pods.iter().all(|p| p["metadata"]["finalizers"]
-            .as_array()
-            .is_none_or(|f| f.is_empty())),
-        "tracking finalizers removed"
-    );
-    let evs = events_for(&s, "pi");
+    for p in &pods {
+        assert_eq!(p["status"]["phase"], "Succeeded", "{p}");
+        assert!(p["spec"]["nodeName"].is_string());
+        assert!(
+            p["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty()),
+            "tracking finalizer removed: {p}"
+        );
+    }
+    let evs = events_for(s, "pi");
     assert!(
         evs.iter()
             .any(|(r, n)| r == "Completed" && n == "Job completed"),
@@ -207,32 +180,32 @@ fn job_completions_with_parallelism_completes() {
 
 #[test]
 fn failing_job_hits_backoff_limit() {
-    let s = Server::start();
+    let c = Cluster::start(1);
+    let s = &c.server;
     s.k_stdin(
         &["apply", "-f", "-"],
-        Some(&job_yaml("fail", "  backoffLimit: 1")),
+        Some(&job_yaml("fail", "  backoffLimit: 1", "exit 1")),
     );
     // Two failures exceed backoffLimit 1 (the second pod comes after a 10 s back-off).
-    for attempt in 0..2 {
-        let active = eventually(Duration::from_secs(30), || {
-            let a = active_pods(&s, "fail");
-            (!a.is_empty()).then_some(a)
-        })
-        .unwrap_or_else(|| panic!("no pod for attempt {attempt}"));
-        finish(&s, active[0]["metadata"]["name"].as_str().expect("name"), 1);
-    }
-    let job = eventually(Duration::from_secs(20), || {
-        let j = json(&s, &["get", "job", "fail", "-o", "json"]);
+    let job = eventually(Duration::from_secs(90), || {
+        let j = json(s, &["get", "job", "fail", "-o", "json"]);
         condition(&j, "Failed").is_some().then_some(j)
     })
-    .expect("Failed condition");
+    .unwrap_or_else(|| {
+        panic!(
+            "no Failed condition: {}; log:\n{}",
+            json(s, &["get", "job", "fail", "-o", "json"])["status"],
+            k8slite_tests::tail(&s.log(), 40)
+        )
+    });
     let c = condition(&job, "Failed").expect("failed");
     assert_eq!(c["reason"], "BackoffLimitExceeded");
     assert_eq!(c["message"], "Job has reached the specified backoff limit");
     assert!(condition(&job, "FailureTarget").is_some());
     assert_eq!(job["status"]["failed"], 2);
-    assert!(active_pods(&s, "fail").is_empty());
-    let evs = events_for(&s, "fail");
+    assert_eq!(all_pods(s, "fail").len(), 2);
+    assert!(active_pods(s, "fail").is_empty());
+    let evs = events_for(s, "fail");
     assert!(
         evs.iter().any(|(r, _)| r == "BackoffLimitExceeded"),
         "{evs:?}"
@@ -241,16 +214,18 @@ fn failing_job_hits_backoff_limit() {
 
 #[test]
 fn indexed_job_gets_indexes_and_ttl_deletes_it() {
-    let s = Server::start();
+    let c = Cluster::start(1);
+    let s = &c.server;
     s.k_stdin(
         &["apply", "-f", "-"],
         Some(&job_yaml(
             "idx",
-            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n  ttlSecondsAfterFinished: 3",
+            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n  ttlSecondsAfterFinished: 5",
+            "sleep 1; exit 0",
         )),
     );
-    let pods = eventually(Duration::from_secs(20), || {
-        let a = active_pods(&s, "idx");
+    let pods = eventually(Duration::from_secs(30), || {
+        let a = all_pods(s, "idx");
         (a.len() == 3).then_some(a)
     })
     .expect("three pods");
@@ -278,12 +253,9 @@ fn indexed_job_gets_indexes_and_ttl_deletes_it() {
         .collect();
     indexes.sort();
     assert_eq!(indexes, ["0", "1", "2"]);
-    for p in &pods {
-        finish(&s, p["metadata"]["name"].as_str().expect("name"), 0);
-    }
-    let job = eventually(Duration::from_secs(20), || {
+    let job = eventually(Duration::from_secs(60), || {
         let j = json(
-            &s,
+            s,
             &["get", "job", "idx", "-o", "json", "--ignore-not-found"],
         );
         condition(&j, "Complete").is_some().then_some(j)
@@ -291,8 +263,8 @@ fn indexed_job_gets_indexes_and_ttl_deletes_it() {
     .expect("Complete condition");
     assert_eq!(job["status"]["completedIndexes"], "0-2");
     assert_eq!(job["status"]["succeeded"], 3);
-    // TTL: gone about 3 s after it finished.
-    let gone = eventually(Duration::from_secs(20), || {
+    // TTL: gone about 5 s after it finished.
+    let gone = eventually(Duration::from_secs(30), || {
         s.k(&["get", "job", "idx", "--ignore-not-found", "-o", "name"])
             .trim()
             .is_empty()
@@ -303,13 +275,18 @@ fn indexed_job_gets_indexes_and_ttl_deletes_it() {
 
 #[test]
 fn suspended_job_runs_nothing_until_resumed() {
-    let s = Server::start();
+    let c = Cluster::start(1);
+    let s = &c.server;
     s.k_stdin(
         &["apply", "-f", "-"],
-        Some(&job_yaml("later", "  suspend: true\n  completions: 1")),
+        Some(&job_yaml(
+            "later",
+            "  suspend: true\n  completions: 1",
+            "sleep 1; exit 0",
+        )),
     );
     let job = eventually(Duration::from_secs(20), || {
-        let j = json(&s, &["get", "job", "later", "-o", "json"]);
+        let j = json(s, &["get", "job", "later", "-o", "json"]);
         condition(&j, "Suspended").is_some().then_some(j)
     })
     .expect("Suspended condition");
@@ -317,7 +294,7 @@ fn suspended_job_runs_nothing_until_resumed() {
         condition(&job, "Suspended").expect("c")["reason"],
         "JobSuspended"
     );
-    assert!(all_pods(&s, "later").is_empty());
+    assert!(all_pods(s, "later").is_empty());
     s.k(&[
         "patch",
         "job",
@@ -326,15 +303,18 @@ fn suspended_job_runs_nothing_until_resumed() {
         "-p",
         r#"{"spec":{"suspend":false}}"#,
     ]);
-    let p = eventually(Duration::from_secs(20), || {
-        let a = active_pods(&s, "later");
-        (a.len() == 1).then_some(a)
-    })
-    .expect("a pod once resumed");
-    finish(&s, p[0]["metadata"]["name"].as_str().expect("name"), 0);
-    eventually(Duration::from_secs(20), || {
-        let j = json(&s, &["get", "job", "later", "-o", "json"]);
-        condition(&j, "Complete").is_some().then_some(())
+    let done = eventually(Duration::from_secs(60), || {
+        let j = json(s, &["get", "job", "later", "-o", "json"]);
+        condition(&j, "Complete").is_some().then_some(j)
     })
     .expect("Complete after resume");
+    let resumed = done["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Suspended")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(resumed["status"], "False");
+    assert_eq!(resumed["reason"], "JobResumed");
 }
