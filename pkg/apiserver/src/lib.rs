@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use k8slite_api::Registry;
 use k8slite_datastore::Store;
 
+mod admission;
 pub mod allocator;
 pub mod authn;
 pub mod authz;
@@ -125,10 +126,12 @@ impl ApiServer {
         bootstrap::ensure_defaults(self).await
     }
 
-    /// Start background work: namespace finalization.
+    /// Start background work: namespace finalization, the root-CA publisher.
     pub fn spawn_background(self: &Arc<Self>, tracker: &tokio_util::task::TaskTracker) {
         let me = self.clone();
         tracker.spawn(async move { namespaces::run_finalizer(me).await });
+        let me = self.clone();
+        tracker.spawn(async move { me.run_root_ca_publisher().await });
     }
 
     /// Accept bearer tokens that `authn` knows (asked after the ones added before it).

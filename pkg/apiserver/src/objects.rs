@@ -256,6 +256,7 @@ impl ApiServer {
         let warnings = crate::typed::check_fields(r, &mut obj)?;
         let applied_fields = r.applying().then(|| managed::fields_of(&obj, false));
         strategy::prepare_create(&r.info, &mut obj, r.ns())?;
+        self.admit_create_mutating(&r.info, &mut obj).await?;
         strategy::validate(&r.info, &obj, None)?;
         match applied_fields {
             Some(fields) => {
@@ -291,6 +292,7 @@ impl ApiServer {
         if r.info.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut obj);
         }
+        self.admit_create_validating(&r.info, &obj, dry_run).await?;
         if dry_run {
             return Ok(self.respond_with_warnings(r, StatusCode::CREATED, &obj, &warnings));
         }
@@ -302,6 +304,12 @@ impl ApiServer {
         meta::set_resource_version(&mut obj, kv.mod_revision);
         if r.info.kind == "CustomResourceDefinition" {
             self.sync_crds().await;
+        }
+        if r.info.kind == "Namespace"
+            && r.info.group.is_empty()
+            && let Err(e) = self.publish_root_ca(&name).await
+        {
+            tracing::warn!(namespace = %name, error = %e, "publishing kube-root-ca.crt");
         }
         Ok(self.respond_with_warnings(r, StatusCode::CREATED, &obj, &warnings))
     }
