@@ -33,12 +33,14 @@ pub mod route;
 mod scale;
 pub mod serve;
 mod strategy;
+pub mod tokens;
 mod typed;
 mod watch;
 
-pub use authn::TokenAuthenticator;
+pub use authn::{AuthFuture, TokenAuthenticator};
 pub use authz::{Authorizer, Identity};
 pub use serve::{ServeError, serve_tls};
+pub use tokens::TokenSigner;
 
 /// Settings of the API server.
 #[derive(Clone, Debug)]
@@ -94,6 +96,7 @@ pub struct ApiServer {
     config: ApiServerConfig,
     authorizer: Box<dyn Authorizer>,
     tokens: RwLock<Vec<Arc<dyn TokenAuthenticator>>>,
+    sa_signer: std::sync::OnceLock<Arc<tokens::TokenSigner>>,
     metrics: metrics::Metrics,
     allocator: allocator::Allocators,
     watches: Arc<tokio::sync::Semaphore>,
@@ -113,6 +116,7 @@ impl ApiServer {
             registry: RwLock::new(Arc::new(Registry::builtin())),
             authorizer: Box::new(authz::MastersOnly),
             tokens: RwLock::new(Vec::new()),
+            sa_signer: std::sync::OnceLock::new(),
             metrics: metrics::Metrics::new(),
             allocator: allocator::Allocators::default(),
             watches,
@@ -143,12 +147,17 @@ impl ApiServer {
     }
 
     /// The identity of a bearer token, from the registered authenticators.
-    pub(crate) fn authenticate_token(&self, token: &str) -> Option<Identity> {
+    pub(crate) async fn authenticate_token(&self, token: &str) -> Option<Identity> {
         let list = match self.tokens.read() {
             Ok(t) => t.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        list.iter().find_map(|a| a.authenticate(token))
+        for a in &list {
+            if let Some(id) = a.authenticate(token).await {
+                return Some(id);
+            }
+        }
+        None
     }
 
     /// A snapshot of the registry.
