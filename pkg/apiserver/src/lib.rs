@@ -21,6 +21,7 @@ mod bootstrap;
 mod codec;
 mod crd;
 mod discovery;
+mod eviction;
 mod handler;
 mod list;
 pub mod metrics;

@@ -744,49 +744,7 @@ impl ApiServer {
     }
 }
 
-impl ApiServer {
-    /// POST pods/eviction: delete the pod with the eviction's DeleteOptions. (Disruption
-    /// budgets are checked once the PodDisruptionBudget controller exists.)
-    pub(crate) async fn evict(
-        self: &Arc<Self>,
-        r: &ResourceRequest,
-        body: Bytes,
-    ) -> Result<Response<Body>, ApiError> {
-        let ev = r.decode_body(&body)?;
-        let (group, kind) = meta::type_meta(&ev);
-        if !kind.is_empty()
-            && (kind != "Eviction" || !matches!(group, "policy/v1" | "policy/v1beta1"))
-        {
-            return Err(ApiError::bad_request(format!(
-                "the body must be a policy/v1 Eviction, not {group} {kind}"
-            )));
-        }
-        let name = meta::name(&ev);
-        if !name.is_empty() && name != r.name() {
-            return Err(ApiError::bad_request(format!(
-                "name in URL does not match name in Eviction object: {} != {name}",
-                r.name()
-            )));
-        }
-        let opts = ev
-            .get("deleteOptions")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let dry_run = r.query.dry_run()?
-            || opts
-                .get("dryRun")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-        let key = r.info.key(r.ns(), r.name());
-        self.delete_one(&r.info, &key, &opts, dry_run).await?;
-        Ok(crate::body::json_response(
-            StatusCode::CREATED,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-        ))
-    }
-}
-
-fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
     let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
