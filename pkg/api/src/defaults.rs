@@ -299,7 +299,11 @@ fn container(c: &mut Value) {
 }
 
 fn requests_from_limits(c: &mut Value) {
-    let Some(limits) = c.pointer("/resources/limits").and_then(Value::as_object).cloned() else {
+    let Some(limits) = c
+        .pointer("/resources/limits")
+        .and_then(Value::as_object)
+        .cloned()
+    else {
         return;
     };
     if limits.is_empty() {
@@ -729,7 +733,10 @@ mod tests {
         assert!(image_is_latest("registry:5000/nginx"));
         let mut p = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}}}]}});
         apply("", "Pod", &mut p);
-        assert_eq!(p["spec"]["containers"][0]["resources"]["requests"], json!({"cpu": "500m", "memory": "1Gi"}));
+        assert_eq!(
+            p["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "500m", "memory": "1Gi"})
+        );
         assert_eq!(p["status"]["qosClass"], "Burstable");
     }
 

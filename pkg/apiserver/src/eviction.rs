@@ -39,7 +39,10 @@ fn is_ready(pod: &Value) -> bool {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .any(|c| c.get("type").and_then(Value::as_str) == Some("Ready") && c.get("status").and_then(Value::as_str) == Some("True"))
+        .any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Ready")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        })
 }
 
 /// The budgets whose selector matches the pod (policy/v1: an empty selector matches every pod,
@@ -63,9 +66,13 @@ fn i64_at(v: &Value, p: &str) -> i64 {
 /// before deleting, or the refusal.
 pub fn check_and_decrement(pdb: &Value, pod: &Value, now: &str) -> Result<Option<Value>, ApiError> {
     let name = meta::name(pdb);
-    let running_unready = pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running") && !is_ready(pod);
+    let running_unready =
+        pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running") && !is_ready(pod);
     if running_unready {
-        let policy = pdb.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str).unwrap_or("IfHealthyBudget");
+        let policy = pdb
+            .pointer("/spec/unhealthyPodEvictionPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("IfHealthyBudget");
         let healthy = i64_at(pdb, "/status/currentHealthy");
         let desired = i64_at(pdb, "/status/desiredHealthy");
         if policy == "AlwaysAllow" || (healthy >= desired && desired > 0) {
@@ -76,29 +83,47 @@ pub fn check_and_decrement(pdb: &Value, pod: &Value, now: &str) -> Result<Option
     let generation = i64_at(pdb, "/metadata/generation");
     if observed < generation {
         let mut e = ApiError::too_many_requests(VIOLATION, 10);
-        e.causes.push(Cause::new(CAUSE, "", format!("The disruption budget {name} is still being processed by the server.")));
+        e.causes.push(Cause::new(
+            CAUSE,
+            "",
+            format!("The disruption budget {name} is still being processed by the server."),
+        ));
         return Err(e);
     }
     let allowed = i64_at(pdb, "/status/disruptionsAllowed");
     if allowed < 0 {
-        return Err(ApiError::forbidden_msg(format!("poddisruptionbudgets.policy \"{name}\" is forbidden: pdb disruptions allowed is negative")));
+        return Err(ApiError::forbidden_msg(format!(
+            "poddisruptionbudgets.policy \"{name}\" is forbidden: pdb disruptions allowed is negative"
+        )));
     }
-    let disrupted = pdb.pointer("/status/disruptedPods").and_then(Value::as_object).map_or(0, |m| m.len());
+    let disrupted = pdb
+        .pointer("/status/disruptedPods")
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len());
     if disrupted > MAX_DISRUPTED_PODS {
-        return Err(ApiError::forbidden_msg(format!("poddisruptionbudgets.policy \"{name}\" is forbidden: DisruptedPods map too big - too many evictions not confirmed by PDB controller")));
+        return Err(ApiError::forbidden_msg(format!(
+            "poddisruptionbudgets.policy \"{name}\" is forbidden: DisruptedPods map too big - too many evictions not confirmed by PDB controller"
+        )));
     }
     if allowed == 0 {
         let mut e = ApiError::too_many_requests(VIOLATION, 0);
-        e.causes.push(Cause::new(CAUSE, "", format!(
-            "The disruption budget {name} needs {} healthy pods and has {} currently",
-            i64_at(pdb, "/status/desiredHealthy"),
-            i64_at(pdb, "/status/currentHealthy")
-        )));
+        e.causes.push(Cause::new(
+            CAUSE,
+            "",
+            format!(
+                "The disruption budget {name} needs {} healthy pods and has {} currently",
+                i64_at(pdb, "/status/desiredHealthy"),
+                i64_at(pdb, "/status/currentHealthy")
+            ),
+        ));
         return Err(e);
     }
     let mut out = pdb.clone();
     out["status"]["disruptionsAllowed"] = json!(allowed - 1);
-    if !out["status"].get("disruptedPods").is_some_and(Value::is_object) {
+    if !out["status"]
+        .get("disruptedPods")
+        .is_some_and(Value::is_object)
+    {
         out["status"]["disruptedPods"] = json!({});
     }
     out["status"]["disruptedPods"][meta::name(pod)] = json!(now);
@@ -138,9 +163,15 @@ impl ApiServer {
                 r.name()
             )));
         }
-        let mut opts = ev.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
+        let mut opts = ev
+            .get("deleteOptions")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let dry_run = r.query.dry_run()?
-            || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+            || opts
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
         let ns = r.ns().unwrap_or_default().to_string();
         let key = r.info.key(Some(&ns), r.name());
         let created = || {
@@ -165,7 +196,9 @@ impl ApiServer {
                 let pdbs = self.list_budgets(&ns).await?;
                 let matching = matching_budgets(&pod, &pdbs);
                 if matching.len() > 1 {
-                    return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."));
+                    return Err(ApiError::internal(
+                        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                    ));
                 }
                 if let Some((pdb, rev)) = matching.first() {
                     let now = meta::now_rfc3339();
@@ -177,11 +210,17 @@ impl ApiServer {
                             .registry()
                             .get("policy", "v1", "poddisruptionbudgets")
                             .map(|i| i.key(Some(&ns), meta::name(pdb)))
-                            .ok_or_else(|| ApiError::internal("poddisruptionbudgets not registered"))?;
+                            .ok_or_else(|| {
+                                ApiError::internal("poddisruptionbudgets not registered")
+                            })?;
                         match self.store.update(&pkey, to_stored(&updated)?, *rev).await {
                             Ok(_) => {}
                             Err(StoreError::Conflict { .. }) => continue,
-                            Err(e) => return Err(ApiError::internal(format!("updating disruption budget: {e}"))),
+                            Err(e) => {
+                                return Err(ApiError::internal(format!(
+                                    "updating disruption budget: {e}"
+                                )));
+                            }
                         }
                     }
                 }
@@ -196,7 +235,12 @@ impl ApiServer {
                 Err(e) => return Err(e),
             }
         }
-        Err(ApiError::conflict("", "pods", r.name(), "too many concurrent writers, try again"))
+        Err(ApiError::conflict(
+            "",
+            "pods",
+            r.name(),
+            "too many concurrent writers, try again",
+        ))
     }
 
     async fn list_budgets(&self, ns: &str) -> Result<Vec<(Value, i64)>, ApiError> {
@@ -205,7 +249,13 @@ impl ApiServer {
         };
         let page = self
             .store
-            .list(&info.key_prefix_in(Some(ns)), k8slite_datastore::ListOptions { skip_count: true, ..Default::default() })
+            .list(
+                &info.key_prefix_in(Some(ns)),
+                k8slite_datastore::ListOptions {
+                    skip_count: true,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(|e| ApiError::internal(format!("listing disruption budgets: {e}")))?;
         page.items
@@ -220,7 +270,10 @@ impl ApiServer {
         let Ok(mut pod) = from_stored(kv) else { return };
         let cond = json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
                           "message": "Eviction API: evicting", "lastTransitionTime": meta::now_rfc3339(), "lastProbeTime": null});
-        let Some(st) = pod.as_object_mut().map(|m| m.entry("status").or_insert_with(|| json!({}))) else {
+        let Some(st) = pod
+            .as_object_mut()
+            .map(|m| m.entry("status").or_insert_with(|| json!({})))
+        else {
             return;
         };
         if !st.get("conditions").is_some_and(Value::is_array) {
@@ -257,9 +310,15 @@ mod tests {
     #[test]
     fn refused_without_budget() {
         let e = check_and_decrement(&pdb(0, 1, 1), &running(true), "t").expect_err("no budget");
-        assert_eq!((e.code, e.reason.as_str(), e.message.as_str()), (429, "TooManyRequests", VIOLATION));
+        assert_eq!(
+            (e.code, e.reason.as_str(), e.message.as_str()),
+            (429, "TooManyRequests", VIOLATION)
+        );
         assert_eq!(e.causes[0].reason, CAUSE);
-        assert_eq!(e.causes[0].message, "The disruption budget web needs 2 healthy pods and has 2 currently");
+        assert_eq!(
+            e.causes[0].message,
+            "The disruption budget web needs 2 healthy pods and has 2 currently"
+        );
         let e = check_and_decrement(&pdb(1, 2, 1), &running(true), "t").expect_err("stale status");
         assert_eq!((e.code, e.retry_after), (429, Some(10)));
         assert!(e.causes[0].message.contains("still being processed"));
@@ -274,15 +333,28 @@ mod tests {
         assert_eq!(out["status"]["disruptedPods"]["p"], "2026-01-01T00:00:00Z");
         assert_eq!(out["status"]["conditions"][0]["reason"], "InsufficientPods");
         // an unready pod goes when the budget is otherwise healthy
-        assert!(check_and_decrement(&pdb(0, 1, 1), &running(false), "t").expect("ok").is_none());
+        assert!(
+            check_and_decrement(&pdb(0, 1, 1), &running(false), "t")
+                .expect("ok")
+                .is_none()
+        );
     }
 
     #[test]
     fn selection_and_bypass() {
-        let pdbs = vec![(pdb(1, 1, 1), 1), (json!({"metadata": {"name": "none"}, "spec": {}}), 2),
-                        (json!({"metadata": {"name": "all"}, "spec": {"selector": {}}}), 3)];
+        let pdbs = vec![
+            (pdb(1, 1, 1), 1),
+            (json!({"metadata": {"name": "none"}, "spec": {}}), 2),
+            (
+                json!({"metadata": {"name": "all"}, "spec": {"selector": {}}}),
+                3,
+            ),
+        ];
         let m = matching_budgets(&running(true), &pdbs);
-        assert_eq!(m.iter().map(|(p, _)| meta::name(p)).collect::<Vec<_>>(), ["web", "all"]);
+        assert_eq!(
+            m.iter().map(|(p, _)| meta::name(p)).collect::<Vec<_>>(),
+            ["web", "all"]
+        );
         assert!(ignores_budget(&json!({"status": {"phase": "Pending"}})));
         assert!(ignores_budget(&json!({"status": {"phase": "Succeeded"}})));
         assert!(!ignores_budget(&running(true)));

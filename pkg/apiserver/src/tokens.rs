@@ -231,12 +231,24 @@ pub fn user_of(claims: &Claims, audiences: &[String]) -> ServiceAccountUser {
     let k = &claims.kubernetes;
     let mut extra = serde_json::Map::new();
     if let Some(p) = &k.pod {
-        extra.insert("authentication.kubernetes.io/pod-name".into(), json!([p.name]));
-        extra.insert("authentication.kubernetes.io/pod-uid".into(), json!([p.uid]));
+        extra.insert(
+            "authentication.kubernetes.io/pod-name".into(),
+            json!([p.name]),
+        );
+        extra.insert(
+            "authentication.kubernetes.io/pod-uid".into(),
+            json!([p.uid]),
+        );
     }
     if let Some(n) = &k.node {
-        extra.insert("authentication.kubernetes.io/node-name".into(), json!([n.name]));
-        extra.insert("authentication.kubernetes.io/node-uid".into(), json!([n.uid]));
+        extra.insert(
+            "authentication.kubernetes.io/node-name".into(),
+            json!([n.name]),
+        );
+        extra.insert(
+            "authentication.kubernetes.io/node-uid".into(),
+            json!([n.uid]),
+        );
     }
     if !claims.jti.is_empty() {
         extra.insert(
@@ -245,7 +257,10 @@ pub fn user_of(claims: &Claims, audiences: &[String]) -> ServiceAccountUser {
         );
     }
     ServiceAccountUser {
-        username: format!("system:serviceaccount:{}:{}", k.namespace, k.serviceaccount.name),
+        username: format!(
+            "system:serviceaccount:{}:{}",
+            k.namespace, k.serviceaccount.name
+        ),
         uid: k.serviceaccount.uid.clone(),
         groups: vec![
             "system:serviceaccounts".into(),
@@ -270,7 +285,10 @@ impl TokenAuthenticator for ServiceAccountAuthenticator {
         Box::pin(async move {
             let server = self.0.upgrade()?;
             let signer = server.sa_signer.get()?.clone();
-            match server.validate_sa_token(&signer, token, signer.audiences()).await {
+            match server
+                .validate_sa_token(&signer, token, signer.audiences())
+                .await
+            {
                 Ok(u) => Some(Identity {
                     user: u.username,
                     groups: u.groups,
@@ -323,13 +341,23 @@ impl ApiServer {
                     .await
                     .map_err(|e| TokenError::Store(e.message))?;
                 match found {
-                    Some((o, _)) if meta::uid(&o) == r.uid && !(plural == "pods" && meta::is_deleting(&o)) => Ok(()),
-                    Some((o, _)) if meta::uid(&o) != r.uid => Err(TokenError::Invalidated(format!(
-                        "{plural} UID ({}) does not match claim ({})",
-                        meta::uid(&o),
-                        r.uid
+                    Some((o, _))
+                        if meta::uid(&o) == r.uid
+                            && !(plural == "pods" && meta::is_deleting(&o)) =>
+                    {
+                        Ok(())
+                    }
+                    Some((o, _)) if meta::uid(&o) != r.uid => {
+                        Err(TokenError::Invalidated(format!(
+                            "{plural} UID ({}) does not match claim ({})",
+                            meta::uid(&o),
+                            r.uid
+                        )))
+                    }
+                    Some(_) => Err(TokenError::Invalidated(format!(
+                        "pod {} is being deleted",
+                        r.name
                     ))),
-                    Some(_) => Err(TokenError::Invalidated(format!("pod {} is being deleted", r.name))),
                     None => Err(TokenError::Invalidated(format!(
                         "{plural} \"{}\" not found: token has been invalidated",
                         r.name
@@ -353,14 +381,14 @@ impl ApiServer {
         r: &ResourceRequest,
         body: Bytes,
     ) -> Result<Response<Body>, ApiError> {
-        let signer = self
-            .sa_signer
-            .get()
-            .cloned()
-            .ok_or_else(|| ApiError::internal("service-account token signing is not configured"))?;
+        let signer =
+            self.sa_signer.get().cloned().ok_or_else(|| {
+                ApiError::internal("service-account token signing is not configured")
+            })?;
         let tr = r.decode_body(&body)?;
         let (api_version, kind) = meta::type_meta(&tr);
-        if !kind.is_empty() && (kind != "TokenRequest" || api_version != "authentication.k8s.io/v1") {
+        if !kind.is_empty() && (kind != "TokenRequest" || api_version != "authentication.k8s.io/v1")
+        {
             return Err(ApiError::bad_request(format!(
                 "the body must be an authentication.k8s.io/v1 TokenRequest, not {api_version} {kind}"
             )));
@@ -372,20 +400,41 @@ impl ApiServer {
             .await?
             .ok_or_else(|| ApiError::not_found("", "serviceaccounts", &name))?;
         let spec = tr.get("spec").cloned().unwrap_or_else(|| json!({}));
-        let exp_secs = spec.get("expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+        let exp_secs = spec
+            .get("expirationSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
         if exp_secs < 600 {
-            return Err(invalid(&name, "spec.expirationSeconds", format!("Invalid value: {exp_secs}: may not specify a duration less than 10 minutes")));
+            return Err(invalid(
+                &name,
+                "spec.expirationSeconds",
+                format!(
+                    "Invalid value: {exp_secs}: may not specify a duration less than 10 minutes"
+                ),
+            ));
         }
         if exp_secs > 1 << 32 {
-            return Err(invalid(&name, "spec.expirationSeconds", format!("Invalid value: {exp_secs}: may not specify a duration larger than 2^32 seconds")));
+            return Err(invalid(
+                &name,
+                "spec.expirationSeconds",
+                format!(
+                    "Invalid value: {exp_secs}: may not specify a duration larger than 2^32 seconds"
+                ),
+            ));
         }
         let audiences: Vec<String> = match spec.get("audiences").and_then(Value::as_array) {
-            Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(a) if !a.is_empty() => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
             _ => signer.audiences().to_vec(),
         };
         let mut kclaims = KubernetesClaims {
             namespace: ns.clone(),
-            serviceaccount: ObjectRef { name: name.clone(), uid: meta::uid(&sa).to_string() },
+            serviceaccount: ObjectRef {
+                name: name.clone(),
+                uid: meta::uid(&sa).to_string(),
+            },
             ..Default::default()
         };
         let bound = spec.get("boundObjectRef").filter(|b| !b.is_null()).cloned();
@@ -398,11 +447,26 @@ impl ApiServer {
                 "Secret" => "secrets",
                 "Node" => "nodes",
                 other => {
-                    return Err(invalid(&name, "spec.boundObjectRef.kind", format!("Unsupported value: \"{other}\": supported values: \"Pod\", \"Secret\", \"Node\"")));
+                    return Err(invalid(
+                        &name,
+                        "spec.boundObjectRef.kind",
+                        format!(
+                            "Unsupported value: \"{other}\": supported values: \"Pod\", \"Secret\", \"Node\""
+                        ),
+                    ));
                 }
             };
             if bname.is_empty() {
-                return Err(ApiError::invalid("authentication.k8s.io", "TokenRequest", &name, vec![Cause::new("FieldValueRequired", "spec.boundObjectRef.name", "Required value")]));
+                return Err(ApiError::invalid(
+                    "authentication.k8s.io",
+                    "TokenRequest",
+                    &name,
+                    vec![Cause::new(
+                        "FieldValueRequired",
+                        "spec.boundObjectRef.name",
+                        "Required value",
+                    )],
+                ));
             }
             let obj_ns = (plural != "nodes").then_some(ns.as_str());
             let (obj, _) = self
@@ -410,18 +474,36 @@ impl ApiServer {
                 .await?
                 .ok_or_else(|| ApiError::not_found("", plural, bname))?;
             if !buid.is_empty() && buid != meta::uid(&obj) {
-                return Err(ApiError::conflict("", bkind, bname, &format!("the UID in the bound object reference ({buid}) does not match the UID in record. The object might have been deleted and then recreated")));
+                return Err(ApiError::conflict(
+                    "",
+                    bkind,
+                    bname,
+                    &format!(
+                        "the UID in the bound object reference ({buid}) does not match the UID in record. The object might have been deleted and then recreated"
+                    ),
+                ));
             }
-            let oref = ObjectRef { name: bname.to_string(), uid: meta::uid(&obj).to_string() };
+            let oref = ObjectRef {
+                name: bname.to_string(),
+                uid: meta::uid(&obj).to_string(),
+            };
             match plural {
                 "pods" => {
                     if crate::admission::serviceaccount::service_account_name(&obj) != name {
-                        return Err(ApiError::bad_request(format!("cannot bind token for serviceaccount \"{name}\" to pod running with different serviceaccount name.")));
+                        return Err(ApiError::bad_request(format!(
+                            "cannot bind token for serviceaccount \"{name}\" to pod running with different serviceaccount name."
+                        )));
                     }
-                    if let Some(node) = obj.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())
+                    if let Some(node) = obj
+                        .pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .filter(|n| !n.is_empty())
                         && let Some((n, _)) = self.get_object("", "v1", "nodes", None, node).await?
                     {
-                        kclaims.node = Some(ObjectRef { name: node.to_string(), uid: meta::uid(&n).to_string() });
+                        kclaims.node = Some(ObjectRef {
+                            name: node.to_string(),
+                            uid: meta::uid(&n).to_string(),
+                        });
                     }
                     kclaims.pod = Some(oref);
                 }
@@ -446,7 +528,9 @@ impl ApiServer {
         let token = if r.query.dry_run()? {
             String::new()
         } else {
-            signer.issue(&claims).map_err(|e| ApiError::internal(format!("signing token: {e}")))?
+            signer
+                .issue(&claims)
+                .map_err(|e| ApiError::internal(format!("signing token: {e}")))?
         };
         let expires = jiff::Timestamp::from_second(claims.exp)
             .map(meta::format_time)
@@ -462,11 +546,18 @@ impl ApiServer {
 
     /// The status of a TokenReview of `spec`.
     pub(crate) async fn token_review_status(&self, spec: &Value) -> Value {
-        let token = spec.get("token").and_then(Value::as_str).unwrap_or_default();
+        let token = spec
+            .get("token")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let requested: Vec<String> = spec
             .get("audiences")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut errors = Vec::new();
         if let Some(signer) = self.sa_signer.get() {
@@ -477,7 +568,8 @@ impl ApiServer {
             };
             match self.validate_sa_token(signer, token, &audiences).await {
                 Ok(u) => {
-                    let mut user = json!({"username": u.username, "uid": u.uid, "groups": u.groups});
+                    let mut user =
+                        json!({"username": u.username, "uid": u.uid, "groups": u.groups});
                     if !u.extra.is_empty() {
                         user["extra"] = Value::Object(u.extra);
                     }
@@ -487,16 +579,14 @@ impl ApiServer {
             }
         }
         // Other bearer tokens (the join token) are reviewed by their authenticators.
-        let others: Vec<_> = {
-            let list = match self.tokens.read() {
-                Ok(t) => t.clone(),
-                Err(p) => p.into_inner().clone(),
-            };
-            list
+        let others = match self.tokens.read() {
+            Ok(t) => t.clone(),
+            Err(p) => p.into_inner().clone(),
         };
-        for a in others.iter() {
+        for a in &others {
             if let Some(id) = a.authenticate(token).await {
-                if self.sa_signer.get().is_some() && id.user.starts_with("system:serviceaccount:") {
+                // Service-account tokens were judged above, against the requested audiences.
+                if id.user.starts_with("system:serviceaccount:") {
                     continue;
                 }
                 return json!({"authenticated": true, "user": {"username": id.user, "groups": id.groups}});
@@ -530,8 +620,14 @@ mod tests {
             sub: "system:serviceaccount:default:default".into(),
             kubernetes: KubernetesClaims {
                 namespace: "default".into(),
-                serviceaccount: ObjectRef { name: "default".into(), uid: "u1".into() },
-                pod: Some(ObjectRef { name: "p".into(), uid: "u2".into() }),
+                serviceaccount: ObjectRef {
+                    name: "default".into(),
+                    uid: "u1".into(),
+                },
+                pod: Some(ObjectRef {
+                    name: "p".into(),
+                    uid: "u2".into(),
+                }),
                 ..Default::default()
             },
         }
@@ -549,8 +645,18 @@ mod tests {
         assert_eq!(back, c);
         let u = user_of(&back, s.audiences());
         assert_eq!(u.username, "system:serviceaccount:default:default");
-        assert_eq!(u.groups, ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"]);
-        assert_eq!(u.extra["authentication.kubernetes.io/pod-name"], json!(["p"]));
+        assert_eq!(
+            u.groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:default",
+                "system:authenticated"
+            ]
+        );
+        assert_eq!(
+            u.extra["authentication.kubernetes.io/pod-name"],
+            json!(["p"])
+        );
     }
 
     #[test]
@@ -569,10 +675,14 @@ mod tests {
         let evil = claims(&s, 99999);
         let payload = {
             use base64::Engine as _;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&evil).expect("json"))
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&evil).expect("json"))
         };
         parts[1] = &payload;
-        assert!(s.verify(&parts.join("."), s.audiences()).is_err(), "tampered");
+        assert!(
+            s.verify(&parts.join("."), s.audiences()).is_err(),
+            "tampered"
+        );
         assert!(s.verify("not-a-jwt", s.audiences()).is_err());
     }
 }

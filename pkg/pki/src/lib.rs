@@ -12,16 +12,16 @@ mod der;
 mod files;
 mod identity;
 mod kubeconfig;
-mod tls;
 mod sakey;
+mod tls;
 mod token;
 
 pub use ca::CertAndKey;
 pub use cluster::{ClusterPki, PkiOptions};
 pub use identity::{Identity, identity_from_cert};
 pub use kubeconfig::write_kubeconfig;
-pub use tls::{client_tls_config, first_cert_der};
 pub use sakey::{SERVICE_ACCOUNT_KEY_FILE, ServiceAccountKey};
+pub use tls::{client_tls_config, first_cert_der};
 pub use token::{JoinToken, ca_hash};
 
 /// Boxed cause of a parse failure (from x509-parser, rcgen or the PEM reader).

@@ -68,7 +68,10 @@ pub fn default_pod(pod: &mut Value, ranges: &[Value]) {
         return;
     }
     let mut notes = Vec::new();
-    for (key, label) in [("initContainers", "init container"), ("containers", "container")] {
+    for (key, label) in [
+        ("initContainers", "init container"),
+        ("containers", "container"),
+    ] {
         let Some(cs) = pod
             .pointer_mut(&format!("/spec/{key}"))
             .and_then(Value::as_array_mut)
@@ -76,8 +79,14 @@ pub fn default_pod(pod: &mut Value, ranges: &[Value]) {
             continue;
         };
         for c in cs {
-            let cname = c.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let Some(cm) = c.as_object_mut() else { continue };
+            let cname = c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let Some(cm) = c.as_object_mut() else {
+                continue;
+            };
             let resources = cm.entry("resources").or_insert_with(|| json!({}));
             let Some(rm) = resources.as_object_mut() else {
                 continue;
@@ -95,7 +104,11 @@ pub fn default_pod(pod: &mut Value, ranges: &[Value]) {
                         }
                     }
                 }
-                if rm.get(field).and_then(Value::as_object).is_some_and(Map::is_empty) {
+                if rm
+                    .get(field)
+                    .and_then(Value::as_object)
+                    .is_some_and(Map::is_empty)
+                {
                     rm.remove(field);
                 }
                 names.sort();
@@ -127,51 +140,87 @@ fn q(v: &Value) -> Option<Quantity> {
     from_json(v)
 }
 
-fn min_constraint(kind: &str, r: &str, enforced: &Value, req: &Resources, lim: &Resources) -> Option<String> {
+fn min_constraint(
+    kind: &str,
+    r: &str,
+    enforced: &Value,
+    req: &Resources,
+    lim: &Resources,
+) -> Option<String> {
     let e = q(enforced)?;
     let Some(rq) = req.get(r).and_then(q) else {
-        return Some(format!("minimum {r} usage per {kind} is {e}.  No request is specified"));
+        return Some(format!(
+            "minimum {r} usage per {kind} is {e}.  No request is specified"
+        ));
     };
     if rq < e {
-        return Some(format!("minimum {r} usage per {kind} is {e}, but request is {rq}"));
+        return Some(format!(
+            "minimum {r} usage per {kind} is {e}, but request is {rq}"
+        ));
     }
     if let Some(l) = lim.get(r).and_then(q)
         && l < e
     {
-        return Some(format!("minimum {r} usage per {kind} is {e}, but limit is {l}"));
+        return Some(format!(
+            "minimum {r} usage per {kind} is {e}, but limit is {l}"
+        ));
     }
     None
 }
 
-fn max_constraint(kind: &str, r: &str, enforced: &Value, req: &Resources, lim: &Resources) -> Option<String> {
+fn max_constraint(
+    kind: &str,
+    r: &str,
+    enforced: &Value,
+    req: &Resources,
+    lim: &Resources,
+) -> Option<String> {
     let e = q(enforced)?;
     let Some(l) = lim.get(r).and_then(q) else {
-        return Some(format!("maximum {r} usage per {kind} is {e}.  No limit is specified"));
+        return Some(format!(
+            "maximum {r} usage per {kind} is {e}.  No limit is specified"
+        ));
     };
     if l > e {
-        return Some(format!("maximum {r} usage per {kind} is {e}, but limit is {l}"));
+        return Some(format!(
+            "maximum {r} usage per {kind} is {e}, but limit is {l}"
+        ));
     }
     if let Some(rq) = req.get(r).and_then(q)
         && rq > e
     {
-        return Some(format!("maximum {r} usage per {kind} is {e}, but request is {rq}"));
+        return Some(format!(
+            "maximum {r} usage per {kind} is {e}, but request is {rq}"
+        ));
     }
     None
 }
 
-fn ratio_constraint(kind: &str, r: &str, enforced: &Value, req: &Resources, lim: &Resources) -> Option<String> {
+fn ratio_constraint(
+    kind: &str,
+    r: &str,
+    enforced: &Value,
+    req: &Resources,
+    lim: &Resources,
+) -> Option<String> {
     let e = q(enforced)?;
     let rq = req.get(r).and_then(q).filter(|x| !x.is_zero());
     let Some(rq) = rq else {
-        return Some(format!("{r} max limit to request ratio per {kind} is {e}, but no request is specified or request is 0"));
+        return Some(format!(
+            "{r} max limit to request ratio per {kind} is {e}, but no request is specified or request is 0"
+        ));
     };
     let l = lim.get(r).and_then(q).filter(|x| !x.is_zero());
     let Some(l) = l else {
-        return Some(format!("{r} max limit to request ratio per {kind} is {e}, but no limit is specified or limit is 0"));
+        return Some(format!(
+            "{r} max limit to request ratio per {kind} is {e}, but no limit is specified or limit is 0"
+        ));
     };
     let observed = l.nanos as f64 / rq.nanos as f64;
     (observed > e.as_f64() + 1e-9).then(|| {
-        format!("{r} max limit to request ratio per {kind} is {e}, but provided ratio is {observed:.6}")
+        format!(
+            "{r} max limit to request ratio per {kind} is {e}, but provided ratio is {observed:.6}"
+        )
     })
 }
 
@@ -208,7 +257,9 @@ fn max_into(total: &mut BTreeMap<String, Quantity>, r: &Resources) {
 }
 
 fn as_resources(m: BTreeMap<String, Quantity>) -> Resources {
-    m.into_iter().map(|(k, v)| (k, json!(v.canonical()))).collect()
+    m.into_iter()
+        .map(|(k, v)| (k, json!(v.canonical())))
+        .collect()
 }
 
 /// Enforce the LimitRanges of the namespace on a pod or claim being created.
@@ -247,27 +298,51 @@ pub fn validate(info: &ResourceInfo, obj: &Value, ranges: &[Value]) -> Result<()
                         max_into(&mut req, r);
                         max_into(&mut lim, l);
                     }
-                    check("Pod", item, &as_resources(req), &as_resources(lim), &mut errs);
+                    check(
+                        "Pod",
+                        item,
+                        &as_resources(req),
+                        &as_resources(lim),
+                        &mut errs,
+                    );
                 }
                 _ => {}
             }
         }
     } else if info.kind == "PersistentVolumeClaim" {
         let req = res(obj.pointer("/spec/resources/requests"));
-        for item in items.iter().filter(|i| item_type(i) == "PersistentVolumeClaim") {
+        for item in items
+            .iter()
+            .filter(|i| item_type(i) == "PersistentVolumeClaim")
+        {
             for (k, v) in res(item.get("min")) {
-                errs.extend(min_constraint("PersistentVolumeClaim", &k, &v, &req, &Resources::new()));
+                errs.extend(min_constraint(
+                    "PersistentVolumeClaim",
+                    &k,
+                    &v,
+                    &req,
+                    &Resources::new(),
+                ));
             }
             for (k, v) in res(item.get("max")) {
                 // claims have no limits: the request is what is bounded
-                errs.extend(max_constraint("PersistentVolumeClaim", &k, &v, &req, &req).map(|m| m.replace("but limit is", "but request is").replace("No limit is specified", "No request is specified")));
+                errs.extend(
+                    max_constraint("PersistentVolumeClaim", &k, &v, &req, &req).map(|m| {
+                        m.replace("but limit is", "but request is")
+                            .replace("No limit is specified", "No request is specified")
+                    }),
+                );
             }
         }
     }
     match errs.len() {
         0 => Ok(()),
         1 => Err(forbidden(info, meta::name(obj), &errs[0])),
-        _ => Err(forbidden(info, meta::name(obj), format!("[{}]", errs.join(", ")))),
+        _ => Err(forbidden(
+            info,
+            meta::name(obj),
+            format!("[{}]", errs.join(", ")),
+        )),
     }
 }
 
@@ -276,7 +351,9 @@ mod tests {
     use super::*;
 
     fn info(plural: &str) -> std::sync::Arc<ResourceInfo> {
-        k8slite_api::Registry::builtin().get("", "v1", plural).expect("resource")
+        k8slite_api::Registry::builtin()
+            .get("", "v1", plural)
+            .expect("resource")
     }
 
     fn lr(items: Value) -> Vec<Value> {
@@ -285,7 +362,9 @@ mod tests {
 
     #[test]
     fn defaults_filled_in_with_annotation() {
-        let ranges = lr(json!([{"type": "Container", "default": {"cpu": "500m", "memory": "128Mi"}, "defaultRequest": {"cpu": "100m"}}]));
+        let ranges = lr(
+            json!([{"type": "Container", "default": {"cpu": "500m", "memory": "128Mi"}, "defaultRequest": {"cpu": "100m"}}]),
+        );
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "a", "image": "x"},
             {"name": "b", "image": "x", "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}}]}});
@@ -305,37 +384,61 @@ mod tests {
 
     #[test]
     fn min_max_ratio_messages() {
-        let ranges = lr(json!([{"type": "Container", "max": {"cpu": "1"}, "min": {"cpu": "100m"}, "maxLimitRequestRatio": {"cpu": "2"}}]));
+        let ranges = lr(
+            json!([{"type": "Container", "max": {"cpu": "1"}, "min": {"cpu": "100m"}, "maxLimitRequestRatio": {"cpu": "2"}}]),
+        );
         let pod = json!({"metadata": {"name": "x"}, "spec": {"containers": [
             {"name": "a", "resources": {"limits": {"cpu": "2"}, "requests": {"cpu": "1"}}}]}});
         let e = validate(&info("pods"), &pod, &ranges).expect_err("over max");
         assert_eq!(e.code, 403);
-        assert_eq!(e.message, "pods \"x\" is forbidden: maximum cpu usage per Container is 1, but limit is 2");
+        assert_eq!(
+            e.message,
+            "pods \"x\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+        );
         let pod = json!({"metadata": {"name": "x"}, "spec": {"containers": [
             {"name": "a", "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "50m"}}}]}});
         let e = validate(&info("pods"), &pod, &ranges).expect_err("under min, ratio");
-        assert_eq!(e.message, "pods \"x\" is forbidden: [minimum cpu usage per Container is 100m, but request is 50m, cpu max limit to request ratio per Container is 2, but provided ratio is 20.000000]");
+        assert_eq!(
+            e.message,
+            "pods \"x\" is forbidden: [minimum cpu usage per Container is 100m, but request is 50m, cpu max limit to request ratio per Container is 2, but provided ratio is 20.000000]"
+        );
         let pod = json!({"metadata": {"name": "x"}, "spec": {"containers": [
             {"name": "a", "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "500m"}}}]}});
         validate(&info("pods"), &pod, &ranges).expect("within");
         let pod = json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a"}]}});
         let e = validate(&info("pods"), &pod, &ranges).expect_err("nothing specified");
-        assert!(e.message.contains("maximum cpu usage per Container is 1.  No limit is specified"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("maximum cpu usage per Container is 1.  No limit is specified"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn pod_sum_and_pvc() {
-        let ranges = lr(json!([{"type": "Pod", "max": {"memory": "1Gi"}}, {"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}]));
+        let ranges = lr(
+            json!([{"type": "Pod", "max": {"memory": "1Gi"}}, {"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}]),
+        );
         let pod = json!({"metadata": {"name": "x"}, "spec": {"containers": [
             {"name": "a", "resources": {"limits": {"memory": "768Mi"}}},
             {"name": "b", "resources": {"limits": {"memory": "512Mi"}}}]}});
         let e = validate(&info("pods"), &pod, &ranges).expect_err("pod sum over");
-        assert_eq!(e.message, "pods \"x\" is forbidden: maximum memory usage per Pod is 1Gi, but limit is 1280Mi");
+        assert_eq!(
+            e.message,
+            "pods \"x\" is forbidden: maximum memory usage per Pod is 1Gi, but limit is 1280Mi"
+        );
         let pvc = json!({"metadata": {"name": "c"}, "spec": {"resources": {"requests": {"storage": "5Gi"}}}});
         let e = validate(&info("persistentvolumeclaims"), &pvc, &ranges).expect_err("pvc over");
-        assert_eq!(e.message, "persistentvolumeclaims \"c\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi");
+        assert_eq!(
+            e.message,
+            "persistentvolumeclaims \"c\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"
+        );
         let pvc = json!({"metadata": {"name": "c"}, "spec": {"resources": {"requests": {"storage": "500Mi"}}}});
         let e = validate(&info("persistentvolumeclaims"), &pvc, &ranges).expect_err("pvc under");
-        assert_eq!(e.message, "persistentvolumeclaims \"c\" is forbidden: minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi");
+        assert_eq!(
+            e.message,
+            "persistentvolumeclaims \"c\" is forbidden: minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"
+        );
     }
 }

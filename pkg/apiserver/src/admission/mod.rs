@@ -125,9 +125,7 @@ impl ApiServer {
                 .list_objects("scheduling.k8s.io", "v1", "priorityclasses", None)
                 .await?;
             priority::admit(info, obj, &classes)?;
-            let ranges = self
-                .list_objects("", "v1", "limitranges", Some(ns))
-                .await?;
+            let ranges = self.list_objects("", "v1", "limitranges", Some(ns)).await?;
             limitrange::default_pod(obj, &ranges);
             // requests/limits may have changed: recompute the QoS class.
             if let Some(st) = obj.get_mut("status").and_then(Value::as_object_mut) {

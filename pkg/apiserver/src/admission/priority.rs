@@ -90,7 +90,9 @@ pub fn admit(info: &ResourceInfo, pod: &mut Value, classes: &[Value]) -> Result<
         return Err(forbidden(
             info,
             &name,
-            format!("the integer value of priority ({p}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"),
+            format!(
+                "the integer value of priority ({p}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+            ),
         ));
     }
     if let Some(p) = spec.get("preemptionPolicy").and_then(Value::as_str)
@@ -99,7 +101,9 @@ pub fn admit(info: &ResourceInfo, pod: &mut Value, classes: &[Value]) -> Result<
         return Err(forbidden(
             info,
             &name,
-            format!("the string value of PreemptionPolicy ({p}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name"),
+            format!(
+                "the string value of PreemptionPolicy ({p}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name"
+            ),
         ));
     }
     spec.insert("priority".into(), json!(value));
@@ -144,7 +148,8 @@ mod tests {
     #[test]
     fn resolves_named_default_and_unknown() {
         let mut classes = system_classes();
-        classes.push(json!({"metadata": {"name": "low"}, "value": 10, "preemptionPolicy": "Never"}));
+        classes
+            .push(json!({"metadata": {"name": "low"}, "value": 10, "preemptionPolicy": "Never"}));
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "system-node-critical"}});
         admit(&pods(), &mut pod, &classes).expect("admitted");
         assert_eq!(pod["spec"]["priority"], 2_000_001_000);
@@ -164,20 +169,36 @@ mod tests {
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "nope"}});
         let e = admit(&pods(), &mut pod, &classes).expect_err("unknown class");
         assert_eq!(e.code, 403);
-        assert_eq!(e.message, "pods \"p\" is forbidden: no PriorityClass with name nope was found");
+        assert_eq!(
+            e.message,
+            "pods \"p\" is forbidden: no PriorityClass with name nope was found"
+        );
 
-        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "low", "priority": 3}});
-        assert_eq!(admit(&pods(), &mut pod, &classes).expect_err("mismatch").code, 403);
+        let mut pod =
+            json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "low", "priority": 3}});
+        assert_eq!(
+            admit(&pods(), &mut pod, &classes)
+                .expect_err("mismatch")
+                .code,
+            403
+        );
     }
 
     #[test]
     fn one_global_default() {
         let reg = k8slite_api::Registry::builtin();
-        let info = reg.get("scheduling.k8s.io", "v1", "priorityclasses").expect("pc");
+        let info = reg
+            .get("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("pc");
         let existing = vec![json!({"metadata": {"name": "a"}, "value": 1, "globalDefault": true})];
         let pc = json!({"metadata": {"name": "b"}, "value": 2, "globalDefault": true});
         let e = validate_class(&info, &pc, &existing).expect_err("second default");
-        assert!(e.message.contains("PriorityClass a is already marked as default"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("PriorityClass a is already marked as default"),
+            "{}",
+            e.message
+        );
         let pc = json!({"metadata": {"name": "b"}, "value": 2});
         validate_class(&info, &pc, &existing).expect("not a default");
     }

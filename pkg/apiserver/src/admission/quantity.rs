@@ -73,7 +73,9 @@ impl Quantity {
             "Pi" => (1 << 50, 0, true),
             "Ei" => (1 << 60, 0, true),
             other => {
-                let e = other.strip_prefix('e').or_else(|| other.strip_prefix('E'))?;
+                let e = other
+                    .strip_prefix('e')
+                    .or_else(|| other.strip_prefix('E'))?;
                 (1, e.parse::<i32>().ok()?, false)
             }
         };
@@ -104,7 +106,11 @@ impl Quantity {
     pub fn add(self, o: Self) -> Self {
         Self {
             nanos: self.nanos + o.nanos,
-            binary: if self.nanos == 0 { o.binary } else { self.binary },
+            binary: if self.nanos == 0 {
+                o.binary
+            } else {
+                self.binary
+            },
         }
     }
 
@@ -130,7 +136,14 @@ impl Quantity {
         if a % NANO == 0 {
             let units = a / NANO;
             if self.binary {
-                for (suf, sh) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+                for (suf, sh) in [
+                    ("Ei", 60),
+                    ("Pi", 50),
+                    ("Ti", 40),
+                    ("Gi", 30),
+                    ("Mi", 20),
+                    ("Ki", 10),
+                ] {
                     let d = 1i128 << sh;
                     if units % d == 0 {
                         return format!("{sign}{}{suf}", units / d);
@@ -138,7 +151,14 @@ impl Quantity {
                 }
                 return format!("{sign}{units}");
             }
-            for (suf, e) in [("E", 18), ("P", 15), ("T", 12), ("G", 9), ("M", 6), ("k", 3)] {
+            for (suf, e) in [
+                ("E", 18),
+                ("P", 15),
+                ("T", 12),
+                ("G", 9),
+                ("M", 6),
+                ("k", 3),
+            ] {
                 let d = 10i128.pow(e);
                 if units % d == 0 {
                     return format!("{sign}{}{suf}", units / d);

@@ -60,13 +60,23 @@ fn pod_resources(pod: &Value, field: &str) -> Usage {
             .filter_map(|(k, v)| from_json(v).map(|q| (k.clone(), q)))
             .collect()
     };
-    for c in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         for (k, v) in get(c) {
             let e = total.entry(k).or_default();
             *e = e.add(v);
         }
     }
-    for c in pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten() {
+    for c in pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         for (k, v) in get(c) {
             let e = total.entry(k).or_default();
             if v > *e {
@@ -74,7 +84,12 @@ fn pod_resources(pod: &Value, field: &str) -> Usage {
             }
         }
     }
-    for (k, v) in pod.pointer("/spec/overhead").and_then(Value::as_object).into_iter().flatten() {
+    for (k, v) in pod
+        .pointer("/spec/overhead")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         if let Some(q) = from_json(v) {
             let e = total.entry(k.clone()).or_default();
             *e = e.add(q);
@@ -108,12 +123,18 @@ pub fn usage(info: &ResourceInfo, obj: &Value) -> Usage {
         }
         (true, "Service") => {
             u.insert("services".into(), one());
-            let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+            let ty = obj
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
             if ty == "LoadBalancer" {
                 u.insert("services.loadbalancers".into(), one());
             }
             if ty == "LoadBalancer" || ty == "NodePort" {
-                let n = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
+                let n = obj
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
                 u.insert("services.nodeports".into(), Quantity::from_units(n as i64));
             }
         }
@@ -124,9 +145,18 @@ pub fn usage(info: &ResourceInfo, obj: &Value) -> Usage {
                 .and_then(from_json)
                 .unwrap_or_default();
             u.insert("requests.storage".into(), storage);
-            if let Some(sc) = obj.pointer("/spec/storageClassName").and_then(Value::as_str) {
-                u.insert(format!("{sc}.storageclass.storage.k8s.io/persistentvolumeclaims"), one());
-                u.insert(format!("{sc}.storageclass.storage.k8s.io/requests.storage"), storage);
+            if let Some(sc) = obj
+                .pointer("/spec/storageClassName")
+                .and_then(Value::as_str)
+            {
+                u.insert(
+                    format!("{sc}.storageclass.storage.k8s.io/persistentvolumeclaims"),
+                    one(),
+                );
+                u.insert(
+                    format!("{sc}.storageclass.storage.k8s.io/requests.storage"),
+                    storage,
+                );
             }
         }
         (true, "ConfigMap") => {
@@ -150,7 +180,13 @@ fn has_compute(pod: &Value) -> bool {
     !pod_resources(pod, "requests").is_empty() || !pod_resources(pod, "limits").is_empty()
 }
 
-fn scope_matches(scope: &str, op: &str, values: &[String], info: &ResourceInfo, obj: &Value) -> bool {
+fn scope_matches(
+    scope: &str,
+    op: &str,
+    values: &[String],
+    info: &ResourceInfo,
+    obj: &Value,
+) -> bool {
     let is_pod = info.group.is_empty() && info.kind == "Pod";
     let holds = match scope {
         "Terminating" => is_pod && obj.pointer("/spec/activeDeadlineSeconds").is_some(),
@@ -161,7 +197,9 @@ fn scope_matches(scope: &str, op: &str, values: &[String], info: &ResourceInfo, 
             if !is_pod {
                 return false;
             }
-            let pc = obj.pointer("/spec/priorityClassName").and_then(Value::as_str);
+            let pc = obj
+                .pointer("/spec/priorityClassName")
+                .and_then(Value::as_str);
             return match op {
                 "In" => pc.is_some_and(|p| values.iter().any(|v| v == p)),
                 "NotIn" => pc.is_none_or(|p| !values.iter().any(|v| v == p)),
@@ -180,7 +218,11 @@ fn scope_matches(scope: &str, op: &str, values: &[String], info: &ResourceInfo, 
 
 /// Whether a quota's scopes select the object.
 pub fn matches(quota: &Value, info: &ResourceInfo, obj: &Value) -> bool {
-    let scopes = quota.pointer("/spec/scopes").and_then(Value::as_array).into_iter().flatten();
+    let scopes = quota
+        .pointer("/spec/scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
     for s in scopes {
         if !scope_matches(s.as_str().unwrap_or_default(), "Exists", &[], info, obj) {
             return false;
@@ -192,8 +234,14 @@ pub fn matches(quota: &Value, info: &ResourceInfo, obj: &Value) -> bool {
         .into_iter()
         .flatten();
     for r in reqs {
-        let scope = r.get("scopeName").and_then(Value::as_str).unwrap_or_default();
-        let op = r.get("operator").and_then(Value::as_str).unwrap_or_default();
+        let scope = r
+            .get("scopeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let op = r
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let values: Vec<String> = r
             .get("values")
             .and_then(Value::as_array)
@@ -226,13 +274,22 @@ fn pretty(u: &Usage) -> String {
 
 /// Pods must name every compute resource a quota limits: `must specify …`.
 pub fn pod_constraints(hard: &Usage, pod: &Value) -> Result<(), String> {
-    let required: Vec<&str> = COMPUTE.iter().copied().filter(|r| hard.contains_key(*r)).collect();
+    let required: Vec<&str> = COMPUTE
+        .iter()
+        .copied()
+        .filter(|r| hard.contains_key(*r))
+        .collect();
     if required.is_empty() {
         return Ok(());
     }
     let mut missing: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for key in ["containers", "initContainers"] {
-        for c in pod.pointer(&format!("/spec/{key}")).and_then(Value::as_array).into_iter().flatten() {
+        for c in pod
+            .pointer(&format!("/spec/{key}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
             for r in &required {
                 let (field, res) = match r.split_once('.') {
@@ -251,7 +308,12 @@ pub fn pod_constraints(hard: &Usage, pod: &Value) -> Result<(), String> {
     }
     let parts: Vec<String> = missing
         .iter()
-        .map(|(r, cs)| format!("{r} for: {}", cs.iter().cloned().collect::<Vec<_>>().join(",")))
+        .map(|(r, cs)| {
+            format!(
+                "{r} for: {}",
+                cs.iter().cloned().collect::<Vec<_>>().join(",")
+            )
+        })
         .collect();
     Err(format!("must specify {}", parts.join("; ")))
 }
@@ -289,9 +351,17 @@ pub fn check(name: &str, hard: &Usage, used: &Usage, requested: &Usage) -> Resul
 
 impl ApiServer {
     /// Usage of the objects of `info` in `ns` that `quota` selects (when its status has none).
-    async fn listed_usage(&self, info: &ResourceInfo, ns: &str, quota: &Value) -> Result<Usage, ApiError> {
+    async fn listed_usage(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        quota: &Value,
+    ) -> Result<Usage, ApiError> {
         let mut total = Usage::new();
-        for o in self.list_objects(&info.group, &info.version, &info.plural, Some(ns)).await? {
+        for o in self
+            .list_objects(&info.group, &info.version, &info.plural, Some(ns))
+            .await?
+        {
             if matches(quota, info, &o) {
                 for (k, v) in usage(info, &o) {
                     let e = total.entry(k).or_default();
@@ -318,8 +388,9 @@ impl ApiServer {
         }
         let qname = meta::name(quota);
         if info.group.is_empty() && info.kind == "Pod" {
-            pod_constraints(&hard, obj)
-                .map_err(|m| forbidden(info, meta::name(obj), format!("failed quota: {qname}: {m}")))?;
+            pod_constraints(&hard, obj).map_err(|m| {
+                forbidden(info, meta::name(obj), format!("failed quota: {qname}: {m}"))
+            })?;
         }
         let requested: Usage = delta
             .iter()
@@ -339,7 +410,11 @@ impl ApiServer {
                     if listed.is_none() {
                         listed = Some(self.listed_usage(info, ns, quota).await?);
                     }
-                    listed.as_ref().and_then(|l| l.get(k)).copied().unwrap_or_default()
+                    listed
+                        .as_ref()
+                        .and_then(|l| l.get(k))
+                        .copied()
+                        .unwrap_or_default()
                 }
             };
             used.insert(k.clone(), v);
@@ -382,7 +457,13 @@ impl ApiServer {
         let internal = |e: StoreError| ApiError::internal(format!("reading resource quotas: {e}"));
         let quotas = self
             .store
-            .list(&prefix, k8slite_datastore::ListOptions { skip_count: true, ..Default::default() })
+            .list(
+                &prefix,
+                k8slite_datastore::ListOptions {
+                    skip_count: true,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(internal)?;
         if quotas.items.is_empty() {
@@ -402,7 +483,11 @@ impl ApiServer {
         }
         for (mut kv, mut updated) in charges {
             for attempt in 0.. {
-                match self.store.update(&kv.key, to_stored(&updated)?, kv.mod_revision).await {
+                match self
+                    .store
+                    .update(&kv.key, to_stored(&updated)?, kv.mod_revision)
+                    .await
+                {
                     Ok(_) => break,
                     Err(StoreError::Conflict { current, .. }) if attempt < 16 => {
                         kv = *current;
@@ -412,7 +497,9 @@ impl ApiServer {
                             None => break,
                         }
                     }
-                    Err(e) => return Err(ApiError::internal(format!("charging resource quota: {e}"))),
+                    Err(e) => {
+                        return Err(ApiError::internal(format!("charging resource quota: {e}")));
+                    }
                 }
             }
         }
@@ -425,7 +512,9 @@ mod tests {
     use super::*;
 
     fn info(plural: &str) -> std::sync::Arc<ResourceInfo> {
-        k8slite_api::Registry::builtin().get("", "v1", plural).expect("resource")
+        k8slite_api::Registry::builtin()
+            .get("", "v1", plural)
+            .expect("resource")
     }
 
     fn q(s: &str) -> Quantity {
@@ -456,9 +545,21 @@ mod tests {
 
     #[test]
     fn exceeded_message() {
-        let hard: Usage = [("requests.cpu".to_string(), q("1")), ("pods".to_string(), q("10"))].into();
-        let used: Usage = [("requests.cpu".to_string(), q("1")), ("pods".to_string(), q("2"))].into();
-        let req: Usage = [("requests.cpu".to_string(), q("500m")), ("pods".to_string(), q("1"))].into();
+        let hard: Usage = [
+            ("requests.cpu".to_string(), q("1")),
+            ("pods".to_string(), q("10")),
+        ]
+        .into();
+        let used: Usage = [
+            ("requests.cpu".to_string(), q("1")),
+            ("pods".to_string(), q("2")),
+        ]
+        .into();
+        let req: Usage = [
+            ("requests.cpu".to_string(), q("500m")),
+            ("pods".to_string(), q("1")),
+        ]
+        .into();
         assert_eq!(
             check("compute", &hard, &used, &req).expect_err("over"),
             "exceeded quota: compute, requested: requests.cpu=500m, used: requests.cpu=1, limited: requests.cpu=1"
@@ -471,7 +572,11 @@ mod tests {
 
     #[test]
     fn must_specify_and_scopes() {
-        let hard: Usage = [("requests.cpu".to_string(), q("1")), ("limits.memory".to_string(), q("1Gi"))].into();
+        let hard: Usage = [
+            ("requests.cpu".to_string(), q("1")),
+            ("limits.memory".to_string(), q("1Gi")),
+        ]
+        .into();
         let pod = json!({"spec": {"containers": [{"name": "b"}, {"name": "a", "resources": {"requests": {"cpu": "1"}}}]}});
         assert_eq!(
             pod_constraints(&hard, &pod).expect_err("missing"),
@@ -479,8 +584,16 @@ mod tests {
         );
         let be = json!({"spec": {"containers": [{"name": "a"}]}});
         let pods = info("pods");
-        assert!(matches(&json!({"spec": {"scopes": ["BestEffort"]}}), &pods, &be));
-        assert!(!matches(&json!({"spec": {"scopes": ["NotBestEffort"]}}), &pods, &be));
+        assert!(matches(
+            &json!({"spec": {"scopes": ["BestEffort"]}}),
+            &pods,
+            &be
+        ));
+        assert!(!matches(
+            &json!({"spec": {"scopes": ["NotBestEffort"]}}),
+            &pods,
+            &be
+        ));
         let hi = json!({"spec": {"priorityClassName": "high", "containers": []}});
         let sel = json!({"spec": {"scopeSelector": {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}});
         assert!(matches(&sel, &pods, &hi));

@@ -25,7 +25,10 @@ const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to veri
 
 /// The service account a pod runs as (`default` when unset).
 pub fn service_account_name(pod: &Value) -> String {
-    match pod.pointer("/spec/serviceAccountName").and_then(Value::as_str) {
+    match pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+    {
         Some(s) if !s.is_empty() => s.to_string(),
         _ => match pod.pointer("/spec/serviceAccount").and_then(Value::as_str) {
             Some(s) if !s.is_empty() => s.to_string(),
@@ -77,7 +80,12 @@ pub fn admit(pod: &mut Value, sa: Option<&Value>) {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .flat_map(|c| c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten())
+            .flat_map(|c| {
+                c.get("volumeMounts")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
             .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(MOUNT_PATH))
     });
     if mounted {
@@ -144,7 +152,11 @@ impl ApiServer {
                 }
                 cm["data"] = json!({"ca.crt": &*pem});
                 meta::metadata_mut(&mut cm).remove("resourceVersion");
-                match self.store.update(&key, to_stored(&cm)?, kv.mod_revision).await {
+                match self
+                    .store
+                    .update(&key, to_stored(&cm)?, kv.mod_revision)
+                    .await
+                {
                     Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
                     Err(e) => Err(internal(e)),
                 }
@@ -200,13 +212,30 @@ mod tests {
         let vols = pod["spec"]["volumes"].as_array().expect("volumes");
         assert_eq!(vols.len(), 1);
         let vname = vols[0]["name"].as_str().expect("name");
-        assert!(vname.starts_with("kube-api-access-") && vname.len() == 21, "{vname}");
-        assert_eq!(vols[0]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"], 3607);
-        assert_eq!(vols[0]["projected"]["sources"][1]["configMap"]["name"], "kube-root-ca.crt");
+        assert!(
+            vname.starts_with("kube-api-access-") && vname.len() == 21,
+            "{vname}"
+        );
+        assert_eq!(
+            vols[0]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+            3607
+        );
+        assert_eq!(
+            vols[0]["projected"]["sources"][1]["configMap"]["name"],
+            "kube-root-ca.crt"
+        );
         for c in ["initContainers", "containers"] {
             for ct in pod["spec"][c].as_array().expect("containers") {
-                let m = ct["volumeMounts"].as_array().expect("mounts").last().cloned().expect("mount");
-                assert_eq!(m, json!({"name": vname, "readOnly": true, "mountPath": MOUNT_PATH}));
+                let m = ct["volumeMounts"]
+                    .as_array()
+                    .expect("mounts")
+                    .last()
+                    .cloned()
+                    .expect("mount");
+                assert_eq!(
+                    m,
+                    json!({"name": vname, "readOnly": true, "mountPath": MOUNT_PATH})
+                );
             }
         }
     }
@@ -218,11 +247,18 @@ mod tests {
         assert_eq!(pod["spec"]["serviceAccountName"], "robot");
         assert!(pod["spec"].get("volumes").is_none());
         let mut pod = json!({"spec": {"containers": [{"name": "a"}]}});
-        admit(&mut pod, Some(&json!({"automountServiceAccountToken": false})));
+        admit(
+            &mut pod,
+            Some(&json!({"automountServiceAccountToken": false})),
+        );
         assert!(pod["spec"].get("volumes").is_none());
         // the pod's own setting wins over the service account's
-        let mut pod = json!({"spec": {"automountServiceAccountToken": true, "containers": [{"name": "a"}]}});
-        admit(&mut pod, Some(&json!({"automountServiceAccountToken": false})));
+        let mut pod =
+            json!({"spec": {"automountServiceAccountToken": true, "containers": [{"name": "a"}]}});
+        admit(
+            &mut pod,
+            Some(&json!({"automountServiceAccountToken": false})),
+        );
         assert_eq!(pod["spec"]["volumes"].as_array().map(Vec::len), Some(1));
         // an existing mount at the path is kept and nothing is added
         let mut pod = json!({"spec": {"containers": [{"name": "a", "volumeMounts": [{"name": "own", "mountPath": MOUNT_PATH}]}]}});

@@ -26,7 +26,10 @@ pub fn admit(pod: &mut Value, not_ready_seconds: i64, unreachable_seconds: i64) 
     let Some(list) = tols.as_array_mut() else {
         return;
     };
-    for (key, secs) in [(NOT_READY, not_ready_seconds), (UNREACHABLE, unreachable_seconds)] {
+    for (key, secs) in [
+        (NOT_READY, not_ready_seconds),
+        (UNREACHABLE, unreachable_seconds),
+    ] {
         if !tolerates(list, key) {
             list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
         }
@@ -44,10 +47,13 @@ mod tests {
     fn adds_both_or_keeps_existing() {
         let mut pod = json!({"spec": {"containers": []}});
         admit(&mut pod, 300, 200);
-        assert_eq!(pod["spec"]["tolerations"], json!([
-            {"key": NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-            {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 200},
-        ]));
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 200},
+            ])
+        );
         let own = json!({"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
         let mut pod = json!({"spec": {"tolerations": [own.clone()]}});
         admit(&mut pod, 300, 300);
