@@ -118,6 +118,11 @@ fn statefulset_ordered_ready_pvcs_and_reverse_scale_down() {
             "    metadata:\n      labels:\n        app: blocked\n    spec:\n      containers:",
             "    metadata:\n      labels:\n        app: blocked\n      annotations:\n        sim.k8slite.io/ready: \"false\"\n    spec:\n      containers:",
         );
+    // (The annotation fails readiness probes, so the container gets one.)
+    let blocked = blocked.replace(
+        "        image: nginx\n",
+        "        image: nginx\n        readinessProbe:\n          exec:\n            command: [\"true\"]\n          periodSeconds: 1\n",
+    );
     let blocked = &blocked[blocked.find("---").map_or(0, |i| i + 4)..];
     s.k_stdin(&["apply", "-f", "-"], Some(blocked));
     let running = eventually(Duration::from_secs(60), || {
@@ -253,7 +258,7 @@ fn statefulset_ordered_ready_pvcs_and_reverse_scale_down() {
         rev.as_str()
     );
     let rollout = s.k(&["rollout", "status", "statefulset/web", "--timeout=30s"]);
-    assert!(rollout.contains("rolling update complete"), "{rollout}");
+    assert!(rollout.contains("roll out complete"), "{rollout}");
 
     // Scale down to 1: web-2 goes, then web-1.
     s.k(&["scale", "statefulset", "web", "--replicas=1"]);
