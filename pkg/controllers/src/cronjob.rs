@@ -309,9 +309,18 @@ async fn reconcile(cj: Arc<CronJob>, st: Arc<State>) -> Result<Action, Error> {
     let Some(uid) = cj.metadata.uid.clone() else {
         return Ok(Action::await_change());
     };
-    let spec = cj.spec.clone().unwrap_or_default();
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
     let cj_api: Api<CronJob> = Api::namespaced(client, &ns);
+    // Our last status write (lastScheduleTime, active) may not be in the cache yet.
+    let Some(cj) = cj_api
+        .get_opt(&name)
+        .await?
+        .filter(|c| c.metadata.uid.as_deref() == Some(uid.as_str()))
+        .map(Arc::new)
+    else {
+        return Ok(Action::await_change());
+    };
+    let spec = cj.spec.clone().unwrap_or_default();
     let rec = &st.recorder;
     let cjr = cj.as_ref();
 

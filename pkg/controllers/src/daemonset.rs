@@ -413,13 +413,22 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
         .uid
         .clone()
         .ok_or(Error::Invalid(key.clone(), "has no uid"))?;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let rev_api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
+    let sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    // Our last status write (collision count) may not be in the cache yet.
+    let Some(ds) = sets
+        .get_opt(&name)
+        .await?
+        .filter(|d| d.metadata.uid.as_deref() == Some(uid.as_str()))
+        .map(Arc::new)
+    else {
+        return Ok(Action::await_change());
+    };
     let spec = ds
         .spec
         .clone()
         .ok_or(Error::Invalid(key.clone(), "has no spec"))?;
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let rev_api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
-    let sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
     let nodes: Vec<Node> = Api::<Node>::all(client)
         .list(&ListParams::default())
         .await?

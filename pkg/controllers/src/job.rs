@@ -766,6 +766,16 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let jobs: Api<Job> = Api::namespaced(client, &ns);
+    // The cache may not show our last status write yet; counting pods against a stale status
+    // would count them twice (or not at all), so read the Job itself.
+    let Some(job) = jobs
+        .get_opt(&job.name_any())
+        .await?
+        .filter(|j| j.metadata.uid.as_deref() == Some(uid.as_str()))
+    else {
+        return Ok(Action::await_change());
+    };
+    let job = Arc::new(job);
     let owned = list_pods(&pods, &job, &uid).await?;
     if job.metadata.deletion_timestamp.is_some() {
         for p in owned.iter().filter(|p| has_finalizer(p)) {

@@ -399,14 +399,23 @@ async fn reconcile(set: Arc<StatefulSet>, st: Arc<State>) -> Result<Action, Erro
         .uid
         .clone()
         .ok_or(Error::Invalid(key.clone(), "has no uid"))?;
-    let spec = set
-        .spec
-        .clone()
-        .ok_or(Error::Invalid(key.clone(), "has no spec"))?;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let rev_api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     let sets: Api<StatefulSet> = Api::namespaced(client, &ns);
+    // Our last status write (revisions, collision count) may not be in the cache yet.
+    let Some(set) = sets
+        .get_opt(&name)
+        .await?
+        .filter(|s| s.metadata.uid.as_deref() == Some(uid.as_str()))
+        .map(Arc::new)
+    else {
+        return Ok(Action::await_change());
+    };
+    let spec = set
+        .spec
+        .clone()
+        .ok_or(Error::Invalid(key.clone(), "has no spec"))?;
 
     let lp = ListParams::default().labels(&util::selector_string(&spec.selector));
     let owner = set
