@@ -54,8 +54,13 @@ spec:
           storage: 1Gi
 "#;
 
+/// kubectl's JSON output (`Null` when `--ignore-not-found` found nothing).
 fn json(s: &Server, args: &[&str]) -> Value {
-    serde_json::from_str(&s.k(args)).expect("kubectl json")
+    let out = s.k(args);
+    if out.trim().is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(&out).expect("kubectl json")
 }
 
 fn pod_names(s: &Server) -> Vec<String> {
