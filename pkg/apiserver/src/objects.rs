@@ -256,6 +256,7 @@ impl ApiServer {
         let warnings = crate::typed::check_fields(r, &mut obj)?;
         let applied_fields = r.applying().then(|| managed::fields_of(&obj, false));
         strategy::prepare_create(&r.info, &mut obj, r.ns())?;
+        self.admit_create_mutating(&r.info, &mut obj).await?;
         strategy::validate(&r.info, &obj, None)?;
         match applied_fields {
             Some(fields) => {
@@ -291,6 +292,7 @@ impl ApiServer {
         if r.info.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut obj);
         }
+        self.admit_create_validating(&r.info, &obj, dry_run).await?;
         if dry_run {
             return Ok(self.respond_with_warnings(r, StatusCode::CREATED, &obj, &warnings));
         }
@@ -302,6 +304,12 @@ impl ApiServer {
         meta::set_resource_version(&mut obj, kv.mod_revision);
         if r.info.kind == "CustomResourceDefinition" {
             self.sync_crds().await;
+        }
+        if r.info.kind == "Namespace"
+            && r.info.group.is_empty()
+            && let Err(e) = self.publish_root_ca(&name).await
+        {
+            tracing::warn!(namespace = %name, error = %e, "publishing kube-root-ca.crt");
         }
         Ok(self.respond_with_warnings(r, StatusCode::CREATED, &obj, &warnings))
     }
@@ -584,12 +592,15 @@ impl ApiServer {
                         .and_then(Value::as_i64)
                 })
                 .unwrap_or(30);
+            // Foreground/Orphan propagation: the garbage collector's finalizers.
+            let gc_changed = !is_namespace && apply_gc_finalizers(&mut obj, opts);
             let defer =
                 !meta::finalizers(&obj).is_empty() || is_namespace || (graceful_pod && grace > 0);
             if defer {
-                if meta::is_deleting(&obj) {
+                if meta::is_deleting(&obj) && !gc_changed {
                     return Ok(obj);
                 }
+                let already_deleting = meta::is_deleting(&obj);
                 let md = meta::metadata_mut(&mut obj);
                 let when = jiff::Timestamp::now()
                     .checked_add(jiff::SignedDuration::from_secs(if graceful_pod {
@@ -598,11 +609,13 @@ impl ApiServer {
                         0
                     }))
                     .unwrap_or_else(|_| jiff::Timestamp::now());
-                md.insert("deletionTimestamp".into(), json!(meta::format_time(when)));
-                md.insert(
-                    "deletionGracePeriodSeconds".into(),
-                    json!(if graceful_pod { grace } else { 0 }),
-                );
+                if !already_deleting {
+                    md.insert("deletionTimestamp".into(), json!(meta::format_time(when)));
+                    md.insert(
+                        "deletionGracePeriodSeconds".into(),
+                        json!(if graceful_pod { grace } else { 0 }),
+                    );
+                }
                 if is_namespace
                     && let Some(st) = obj.get_mut("status").and_then(Value::as_object_mut)
                 {
@@ -746,49 +759,50 @@ impl ApiServer {
     }
 }
 
-impl ApiServer {
-    /// POST pods/eviction: delete the pod with the eviction's DeleteOptions. (Disruption
-    /// budgets are checked once the PodDisruptionBudget controller exists.)
-    pub(crate) async fn evict(
-        self: &Arc<Self>,
-        r: &ResourceRequest,
-        body: Bytes,
-    ) -> Result<Response<Body>, ApiError> {
-        let ev = r.decode_body(&body)?;
-        let (group, kind) = meta::type_meta(&ev);
-        if !kind.is_empty()
-            && (kind != "Eviction" || !matches!(group, "policy/v1" | "policy/v1beta1"))
-        {
-            return Err(ApiError::bad_request(format!(
-                "the body must be a policy/v1 Eviction, not {group} {kind}"
-            )));
-        }
-        let name = meta::name(&ev);
-        if !name.is_empty() && name != r.name() {
-            return Err(ApiError::bad_request(format!(
-                "name in URL does not match name in Eviction object: {} != {name}",
-                r.name()
-            )));
-        }
-        let opts = ev
-            .get("deleteOptions")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let dry_run = r.query.dry_run()?
-            || opts
-                .get("dryRun")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-        let key = r.info.key(r.ns(), r.name());
-        self.delete_one(&r.info, &key, &opts, dry_run).await?;
-        Ok(crate::body::json_response(
-            StatusCode::CREATED,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-        ))
+/// The garbage collector's finalizers for a delete with `opts`, as upstream's registry sets
+/// them: `propagationPolicy=Foreground` adds `foregroundDeletion`, `Orphan` (or the deprecated
+/// `orphanDependents: true`) adds `orphan`, an explicit `Background` (or
+/// `orphanDependents: false`) removes both. Returns whether the finalizers changed.
+fn apply_gc_finalizers(obj: &mut Value, opts: &Value) -> bool {
+    const FG: &str = "foregroundDeletion";
+    const ORPHAN: &str = "orphan";
+    let policy = match opts.get("propagationPolicy").and_then(Value::as_str) {
+        Some(p) => Some(p),
+        None => match opts.get("orphanDependents").and_then(Value::as_bool) {
+            Some(true) => Some("Orphan"),
+            Some(false) => Some("Background"),
+            None => None,
+        },
+    };
+    let Some(policy) = policy else { return false };
+    let before = meta::finalizers(obj);
+    let mut after: Vec<String> = before
+        .iter()
+        .filter(|f| *f != FG && *f != ORPHAN)
+        .cloned()
+        .collect();
+    match policy {
+        "Foreground" => after.push(FG.to_string()),
+        "Orphan" => after.push(ORPHAN.to_string()),
+        _ => {}
     }
+    let mut b = before.clone();
+    b.sort();
+    let mut a = after.clone();
+    a.sort();
+    if a == b {
+        return false;
+    }
+    let md = meta::metadata_mut(obj);
+    if after.is_empty() {
+        md.remove("finalizers");
+    } else {
+        md.insert("finalizers".into(), json!(after));
+    }
+    true
 }
 
-fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
     let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
