@@ -601,3 +601,42 @@ fn deployment_replicas_run_spread_over_simulated_nodes_and_a_lost_node_is_avoide
         assert_ne!(node, "node-3", "{name} placed on the unreachable node");
     }
 }
+
+#[test]
+fn higher_priority_pods_are_scheduled_first() {
+    let s = start();
+    add_node(&s, "n1", "1", &[]);
+    s.k(&["cordon", "n1"]);
+    s.k(&["create", "priorityclass", "high", "--value=1000"]);
+    create(&s, &pod("low", json!({}), Some("800m"), json!({})));
+    create(
+        &s,
+        &pod(
+            "high",
+            json!({}),
+            Some("800m"),
+            json!({"priorityClassName": "high"}),
+        ),
+    );
+    assert_eq!(
+        s.k(&["get", "pod", "high", "-o", "jsonpath={.spec.priority}"])
+            .trim(),
+        "1000",
+        "admission resolves the priority class"
+    );
+    let unschedulable = "0/1 nodes are available: 1 node(s) were unschedulable. preemption: \
+                         0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+    wait_failed(&s, "low", unschedulable);
+    wait_failed(&s, "high", unschedulable);
+    // Let both pods' back-off (1 s after their failure) pass, so the change below makes both
+    // active at once and the queue order decides.
+    std::thread::sleep(Duration::from_secs(3));
+    s.k(&["uncordon", "n1"]);
+    assert_eq!(wait_scheduled(&s, "high"), "n1");
+    wait_failed(
+        &s,
+        "low",
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: \
+         1 No preemption victims found for incoming pod.",
+    );
+}
