@@ -474,7 +474,14 @@ impl ApiServer {
                     "metadata.name: Invalid value: the name of a patched object cannot change",
                 ));
             }
+            // A resourceVersion the patch itself sets is a precondition; the one carried over
+            // from the stored object is not (without this, patches lost every write race).
             let rv = meta::resource_version(&patched).to_string();
+            let rv = if rv == meta::resource_version(&old) {
+                String::new()
+            } else {
+                rv
+            };
             if !rv.is_empty() && rv != current.mod_revision.to_string() {
                 return Err(store_err(
                     r,
