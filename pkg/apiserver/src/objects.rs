@@ -493,12 +493,9 @@ impl ApiServer {
                     },
                 ));
             }
-            // A patch that did not set a resourceVersion keeps the old object's: it is not a
-            // precondition, so a concurrent write means "patch again", not 409.
-            let unconditional = rv.is_empty() || rv == meta::resource_version(&old);
             let warnings = crate::typed::check_fields(r, &mut patched)?;
             match self.write_update(r, current, patched, warnings).await {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && unconditional => continue,
+                Err(e) if e.code == 409 && e.reason == "Conflict" && rv.is_empty() => continue,
                 other => return other,
             }
         }
