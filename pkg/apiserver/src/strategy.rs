@@ -88,7 +88,50 @@ pub fn prepare_create(
         m.remove("status");
     }
     k8slite_api::defaults::apply(&info.group, &info.kind, obj);
+    if info.group == "batch" && info.kind == "Job" {
+        generate_job_selector(obj);
+    }
     Ok(())
+}
+
+/// Upstream's Job strategy: unless `spec.manualSelector` is true, the Job's pods are labelled
+/// with its uid and name, and its selector is the uid label.
+fn generate_job_selector(obj: &mut Value) {
+    if obj.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let uid = meta::uid(obj).to_string();
+    let name = meta::name(obj).to_string();
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if !spec.get("selector").is_some_and(Value::is_object) {
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+    }
+    let template = spec
+        .entry("template")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    let Some(template) = template else { return };
+    let tmeta = template
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    let Some(tmeta) = tmeta else { return };
+    let labels = tmeta.entry("labels").or_insert_with(|| json!({}));
+    if let Some(labels) = labels.as_object_mut() {
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.entry(k).or_insert_with(|| json!(v));
+        }
+    }
 }
 
 /// Carry over what an update may not change and split spec/status by subresource.
@@ -215,6 +258,28 @@ mod tests {
         assert_eq!(o["metadata"]["namespace"], "default");
         assert!(o.get("status").is_none());
         assert!(o["metadata"].get("resourceVersion").is_none());
+    }
+
+    #[test]
+    fn jobs_get_a_generated_selector_unless_manual() {
+        let reg = k8slite_api::Registry::builtin();
+        let info = reg.get("batch", "v1", "jobs").expect("jobs");
+        let mut o = json!({"metadata": {"name": "pi"}, "spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+        prepare_create(&info, &mut o, Some("default")).expect("prepared");
+        let uid = meta::uid(&o).to_string();
+        assert_eq!(
+            o["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            json!(uid)
+        );
+        let labels = &o["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["a"], "b");
+        assert_eq!(labels["job-name"], "pi");
+        assert_eq!(labels["batch.kubernetes.io/job-name"], "pi");
+        assert_eq!(labels["controller-uid"], json!(uid));
+        let mut manual = json!({"metadata": {"name": "m"}, "spec": {"manualSelector": true, "selector": {"matchLabels": {"x": "y"}}, "template": {"metadata": {"labels": {"x": "y"}}}}});
+        prepare_create(&info, &mut manual, Some("default")).expect("prepared");
+        assert_eq!(manual["spec"]["selector"], json!({"matchLabels": {"x": "y"}}));
+        assert_eq!(manual["spec"]["template"]["metadata"]["labels"], json!({"x": "y"}));
     }
 
     #[test]
