@@ -219,3 +219,38 @@ fn pods_get_service_account_volume_tolerations_and_priority() {
         ""
     );
 }
+
+#[test]
+fn concurrent_creates_cannot_overrun_a_quota() {
+    let s = Server::start();
+    s.k_stdin(
+        &["create", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"ResourceQuota","metadata":{"name":"few"},"spec":{"hard":{"count/configmaps":"4"}}}"#),
+    );
+    // kube-root-ca.crt is one of the four
+    let results: Vec<bool> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = &s;
+                sc.spawn(move || {
+                    s.kubectl(&["create", "configmap", &format!("cm{i}")])
+                        .status
+                        .success()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("kubectl thread"))
+            .collect()
+    });
+    let created = results.iter().filter(|ok| **ok).count();
+    assert_eq!(
+        created, 3,
+        "exactly the 3 free slots are taken: {results:?}"
+    );
+    let names = s.k(&["get", "configmaps", "-o", "name"]);
+    assert_eq!(names.lines().count(), 4, "{names}");
+    let q = json(&s, &["get", "quota", "few", "-o", "json"]);
+    assert_eq!(q["status"]["used"]["count/configmaps"], "4", "{q}");
+}
