@@ -254,3 +254,53 @@ fn concurrent_creates_cannot_overrun_a_quota() {
     let q = json(&s, &["get", "quota", "few", "-o", "json"]);
     assert_eq!(q["status"]["used"]["count/configmaps"], "4", "{q}");
 }
+
+#[test]
+fn claims_are_bounded_on_create_and_resize() {
+    let s = Server::start();
+    s.k_stdin(
+        &["create", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"ResourceQuota","metadata":{"name":"storage"},"spec":{"hard":{"requests.storage":"5Gi","persistentvolumeclaims":"3"}}}"#),
+    );
+    s.k_stdin(
+        &["create", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"LimitRange","metadata":{"name":"pvc"},"spec":{"limits":[{"type":"PersistentVolumeClaim","min":{"storage":"1Gi"},"max":{"storage":"4Gi"}}]}}"#),
+    );
+    let pvc = |name: &str, size: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{{"name":"{name}"}},"spec":{{"accessModes":["ReadWriteOnce"],"resources":{{"requests":{{"storage":"{size}"}}}}}}}}"#
+        )
+    };
+    let err = s.k_err(&["create", "-f", "-"], Some(&pvc("tiny", "500Mi")));
+    assert!(
+        err.contains(r#"persistentvolumeclaims "tiny" is forbidden: minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"#),
+        "{err}"
+    );
+    s.k_stdin(&["create", "-f", "-"], Some(&pvc("a", "2Gi")));
+    s.k_stdin(&["create", "-f", "-"], Some(&pvc("b", "2Gi")));
+    // growing a claim past the quota is refused; within it, charged
+    let err = s.k_err(
+        &[
+            "patch",
+            "pvc",
+            "a",
+            "-p",
+            r#"{"spec":{"resources":{"requests":{"storage":"4Gi"}}}}"#,
+        ],
+        None,
+    );
+    assert!(
+        err.contains("exceeded quota: storage, requested: requests.storage=2Gi, used: requests.storage=4Gi, limited: requests.storage=5Gi"),
+        "{err}"
+    );
+    s.k(&[
+        "patch",
+        "pvc",
+        "a",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"3Gi"}}}}"#,
+    ]);
+    let q = json(&s, &["get", "quota", "storage", "-o", "json"]);
+    assert_eq!(q["status"]["used"]["requests.storage"], "5Gi", "{q}");
+    assert_eq!(q["status"]["used"]["persistentvolumeclaims"], "2");
+}

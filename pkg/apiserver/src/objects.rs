@@ -385,6 +385,10 @@ impl ApiServer {
         }
         strategy::validate(&r.info, &obj, Some(&old))?;
         let dry_run = r.query.dry_run()?;
+        if r.sub().is_none() && !meta::is_deleting(&obj) {
+            self.admit_update_validating(&r.info, &old, &obj, dry_run)
+                .await?;
+        }
         let _guard = if r.info.kind == "Service" && r.info.group.is_empty() {
             let g = self.allocator.lock.lock().await;
             self.allocate_service(&mut obj, Some(&old)).await?;

@@ -1,4 +1,5 @@
-//! Admission: the plugins run on create after defaulting, mutating first (ServiceAccount,
+//! Admission: the plugins run on create after defaulting (updates that grow usage, like a
+//! resized claim, go through LimitRanger and ResourceQuota too), mutating first (ServiceAccount,
 //! DefaultTolerationSeconds, Priority, LimitRanger defaults), then validating (Priority,
 //! LimitRanger limits, ResourceQuota), like upstream's default plugin order. Each plugin is one
 //! module; the pure parts ("given this pod and these LimitRanges, what changes") are functions
@@ -161,5 +162,31 @@ impl ApiServer {
             self.charge_quota(info, ns, obj, dry_run).await?;
         }
         Ok(())
+    }
+
+    /// Validating admission of an update of the main resource: claims stay within the
+    /// LimitRanges, and whatever usage grows (a claim resized) is charged to the quotas.
+    pub(crate) async fn admit_update_validating(
+        &self,
+        info: &ResourceInfo,
+        old: &Value,
+        obj: &Value,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
+        let Some(ns) = meta::namespace(obj).map(str::to_string) else {
+            return Ok(());
+        };
+        let delta = quota::growth(&quota::usage(info, obj), &quota::usage(info, old));
+        if delta.is_empty() {
+            return Ok(());
+        }
+        if is_core(info, "PersistentVolumeClaim") {
+            let ranges = self
+                .list_objects("", "v1", "limitranges", Some(&ns))
+                .await?;
+            limitrange::validate(info, obj, &ranges)?;
+        }
+        self.charge_quota_delta(info, &ns, obj, delta, dry_run)
+            .await
     }
 }
