@@ -748,7 +748,7 @@ impl ApiServer {
     }
 }
 
-pub(crate) fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
+fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
     let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
