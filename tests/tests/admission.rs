@@ -209,6 +209,31 @@ fn pods_get_service_account_volume_tolerations_and_priority() {
         "{err}"
     );
 
+    // a named service account must exist
+    let err = s.k_err(
+        &["create", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"ghost"},"spec":{"serviceAccountName":"ghost","containers":[{"name":"c","image":"nginx"}]}}"#),
+    );
+    assert!(
+        err.contains(r#"pods "ghost" is forbidden: error looking up service account default/ghost: serviceaccount "ghost" not found"#),
+        "{err}"
+    );
+    s.k(&["create", "serviceaccount", "robot"]);
+    s.k_stdin(
+        &["create", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bot"},"spec":{"serviceAccountName":"robot","containers":[{"name":"c","image":"nginx"}]}}"#),
+    );
+    assert_eq!(
+        s.k(&[
+            "get",
+            "pod",
+            "bot",
+            "-o",
+            "jsonpath={.spec.serviceAccountName}"
+        ]),
+        "robot"
+    );
+
     // opting out of the token volume
     s.k_stdin(
         &["create", "-f", "-"],

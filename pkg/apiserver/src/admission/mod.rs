@@ -116,6 +116,18 @@ impl ApiServer {
                 .get_object("", "v1", "serviceaccounts", Some(ns), &sa_name)
                 .await?
                 .map(|(v, _)| v);
+            // Like upstream, a pod may not run as a service account that does not exist; the
+            // `default` one is let through while the ServiceAccount controller has yet to
+            // create it in a new namespace.
+            if sa.is_none() && sa_name != "default" {
+                return Err(forbidden(
+                    info,
+                    meta::name(obj),
+                    format!(
+                        "error looking up service account {ns}/{sa_name}: serviceaccount \"{sa_name}\" not found"
+                    ),
+                ));
+            }
             serviceaccount::admit(obj, sa.as_ref());
             tolerations::admit(
                 obj,
