@@ -492,7 +492,10 @@ impl ApiServer {
             }
             let warnings = crate::typed::check_fields(r, &mut patched)?;
             match self.write_update(r, current, patched, warnings).await {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && rv.is_empty() => continue,
+                // The patched object carries the resourceVersion it was read at, so a
+                // conflict here is a concurrent writer: re-read and re-apply. A patch that
+                // names a resourceVersion itself fails the check above on the next round.
+                Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
                 other => return other,
             }
         }
