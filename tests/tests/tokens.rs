@@ -213,3 +213,20 @@ fn bound_tokens_die_with_their_pod_and_expired_tokens_fail() {
     let fresh = signer.issue(&valid).expect("signed");
     assert_eq!(review(&s, &fresh, None)["status"]["authenticated"], true);
 }
+
+#[test]
+fn signing_key_survives_a_restart() {
+    let mut s = Server::start();
+    ensure_default_sa(&s);
+    let token = s.k(&["create", "token", "default"]).trim().to_string();
+    assert!(
+        s.terminate(std::time::Duration::from_secs(20)),
+        "server did not stop cleanly"
+    );
+    s.spawn();
+    let r = review(&s, &token, None);
+    assert_eq!(
+        r["status"]["authenticated"], true,
+        "a token issued before the restart: {r}"
+    );
+}

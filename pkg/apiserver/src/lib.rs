@@ -1,8 +1,10 @@
 //! k8slite-apiserver: the Kubernetes REST API over a [`Store`].
 //!
-//! Request pipeline: TLS → authentication (client certificate → [`Identity`]) → authorization
-//! ([`authz::Authorizer`]) → routing by the resource [`Registry`] → decode → admission
-//! (defaulting, validation, namespace lifecycle) → store. Only this crate touches the store.
+//! Request pipeline: TLS → authentication (client certificate, or a bearer token: join token,
+//! service-account JWT ([`tokens`]) → [`Identity`]) → authorization ([`authz::Authorizer`]) →
+//! routing by the resource [`Registry`] → decode → defaulting → admission (ServiceAccount,
+//! DefaultTolerationSeconds, Priority, LimitRanger, ResourceQuota, namespace lifecycle) →
+//! validation → store. Only this crate touches the store.
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};

@@ -385,6 +385,10 @@ impl ApiServer {
         }
         strategy::validate(&r.info, &obj, Some(&old))?;
         let dry_run = r.query.dry_run()?;
+        if r.sub().is_none() && !meta::is_deleting(&obj) {
+            self.admit_update_validating(&r.info, &old, &obj, dry_run)
+                .await?;
+        }
         let _guard = if r.info.kind == "Service" && r.info.group.is_empty() {
             let g = self.allocator.lock.lock().await;
             self.allocate_service(&mut obj, Some(&old)).await?;
@@ -495,7 +499,10 @@ impl ApiServer {
             }
             let warnings = crate::typed::check_fields(r, &mut patched)?;
             match self.write_update(r, current, patched, warnings).await {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && rv.is_empty() => continue,
+                // The patched object carries the resourceVersion it was read at, so a
+                // conflict here is a concurrent writer: re-read and re-apply. A patch that
+                // names a resourceVersion itself fails the check above on the next round.
+                Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
                 other => return other,
             }
         }

@@ -1,4 +1,5 @@
-//! Admission: the plugins run on create after defaulting, mutating first (ServiceAccount,
+//! Admission: the plugins run on create after defaulting (updates that grow usage, like a
+//! resized claim, go through LimitRanger and ResourceQuota too), mutating first (ServiceAccount,
 //! DefaultTolerationSeconds, Priority, LimitRanger defaults), then validating (Priority,
 //! LimitRanger limits, ResourceQuota), like upstream's default plugin order. Each plugin is one
 //! module; the pure parts ("given this pod and these LimitRanges, what changes") are functions
@@ -115,6 +116,18 @@ impl ApiServer {
                 .get_object("", "v1", "serviceaccounts", Some(ns), &sa_name)
                 .await?
                 .map(|(v, _)| v);
+            // Like upstream, a pod may not run as a service account that does not exist; the
+            // `default` one is let through while the ServiceAccount controller has yet to
+            // create it in a new namespace.
+            if sa.is_none() && sa_name != "default" {
+                return Err(forbidden(
+                    info,
+                    meta::name(obj),
+                    format!(
+                        "error looking up service account {ns}/{sa_name}: serviceaccount \"{sa_name}\" not found"
+                    ),
+                ));
+            }
             serviceaccount::admit(obj, sa.as_ref());
             tolerations::admit(
                 obj,
@@ -161,5 +174,31 @@ impl ApiServer {
             self.charge_quota(info, ns, obj, dry_run).await?;
         }
         Ok(())
+    }
+
+    /// Validating admission of an update of the main resource: claims stay within the
+    /// LimitRanges, and whatever usage grows (a claim resized) is charged to the quotas.
+    pub(crate) async fn admit_update_validating(
+        &self,
+        info: &ResourceInfo,
+        old: &Value,
+        obj: &Value,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
+        let Some(ns) = meta::namespace(obj).map(str::to_string) else {
+            return Ok(());
+        };
+        let delta = quota::growth(&quota::usage(info, obj), &quota::usage(info, old));
+        if delta.is_empty() {
+            return Ok(());
+        }
+        if is_core(info, "PersistentVolumeClaim") {
+            let ranges = self
+                .list_objects("", "v1", "limitranges", Some(&ns))
+                .await?;
+            limitrange::validate(info, obj, &ranges)?;
+        }
+        self.charge_quota_delta(info, &ns, obj, delta, dry_run)
+            .await
     }
 }

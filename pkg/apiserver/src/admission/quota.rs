@@ -272,6 +272,25 @@ fn pretty(u: &Usage) -> String {
         .join(",")
 }
 
+/// What an update adds: the growth of each resource from `old` to `new` (shrinking is
+/// returned by the quota controller's recount, like upstream).
+pub fn growth(new: &Usage, old: &Usage) -> Usage {
+    new.iter()
+        .filter_map(|(k, v)| {
+            let before = old.get(k).copied().unwrap_or_default();
+            (v.nanos > before.nanos).then(|| {
+                (
+                    k.clone(),
+                    Quantity {
+                        nanos: v.nanos - before.nanos,
+                        binary: v.binary,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
 /// Pods must name every compute resource a quota limits: `must specify …`.
 pub fn pod_constraints(hard: &Usage, pod: &Value) -> Result<(), String> {
     let required: Vec<&str> = COMPUTE
@@ -445,7 +464,19 @@ impl ApiServer {
         obj: &Value,
         dry_run: bool,
     ) -> Result<(), ApiError> {
-        let delta = usage(info, obj);
+        self.charge_quota_delta(info, ns, obj, usage(info, obj), dry_run)
+            .await
+    }
+
+    /// Check and charge `delta` (what `obj` adds) against the namespace's quotas.
+    pub(crate) async fn charge_quota_delta(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        obj: &Value,
+        delta: Usage,
+        dry_run: bool,
+    ) -> Result<(), ApiError> {
         if delta.is_empty() {
             return Ok(());
         }
@@ -541,6 +572,17 @@ mod tests {
         let u = usage(&info("services"), &svc);
         assert_eq!(u["services.nodeports"], q("2"));
         assert_eq!(u["count/services"], q("1"));
+    }
+
+    #[test]
+    fn update_growth() {
+        let pvcs = info("persistentvolumeclaims");
+        let small = json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let big = json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}}});
+        let g = growth(&usage(&pvcs, &big), &usage(&pvcs, &small));
+        assert_eq!(g.keys().collect::<Vec<_>>(), ["requests.storage"]);
+        assert_eq!(g["requests.storage"].canonical(), "2Gi");
+        assert!(growth(&usage(&pvcs, &small), &usage(&pvcs, &big)).is_empty());
     }
 
     #[test]
