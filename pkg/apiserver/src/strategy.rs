@@ -278,8 +278,14 @@ mod tests {
         assert_eq!(labels["controller-uid"], json!(uid));
         let mut manual = json!({"metadata": {"name": "m"}, "spec": {"manualSelector": true, "selector": {"matchLabels": {"x": "y"}}, "template": {"metadata": {"labels": {"x": "y"}}}}});
         prepare_create(&info, &mut manual, Some("default")).expect("prepared");
-        assert_eq!(manual["spec"]["selector"], json!({"matchLabels": {"x": "y"}}));
-        assert_eq!(manual["spec"]["template"]["metadata"]["labels"], json!({"x": "y"}));
+        assert_eq!(
+            manual["spec"]["selector"],
+            json!({"matchLabels": {"x": "y"}})
+        );
+        assert_eq!(
+            manual["spec"]["template"]["metadata"]["labels"],
+            json!({"x": "y"})
+        );
     }
 
     #[test]
