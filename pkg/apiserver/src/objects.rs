@@ -479,8 +479,10 @@ impl ApiServer {
                 ));
             }
             let warnings = crate::typed::check_fields(r, &mut patched)?;
+            // `rv` is the current object's unless the patch body set one: retry with the new
+            // version; a resourceVersion from the body fails the check above next time.
             match self.write_update(r, current, patched, warnings).await {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && rv.is_empty() => continue,
+                Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
                 other => return other,
             }
         }
