@@ -2,21 +2,21 @@
 //! maxSurge/maxUnavailable at every observed moment, rollout status/history/undo/pause/resume/
 //! restart, Recreate, progress deadline, revision history limit.
 //!
-//! Simulated nodes (the fake-runtime agent) have not landed on main yet, so a stand-in
-//! "kubelet" in this test (a kube-rs watcher) marks pods Running and Ready through the
-//! `pods/status` subresource after a short delay; pods labelled `stuck=true` are left Pending.
-//! Placement across nodes is therefore not asserted here.
+//! Every test runs a server with three simulated nodes (`Cluster::start(3)`: fake-runtime
+//! agents, the real scheduler); a kube-rs watcher records the pods at every event to check
+//! the rollout bounds.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8slite_tests::cluster::Cluster;
 use k8slite_tests::{Server, eventually};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -56,53 +56,6 @@ fn background() -> Background {
 impl Background {
     fn rt(&self) -> &tokio::runtime::Runtime {
         self.rt.as_ref().expect("runtime")
-    }
-
-    /// Mark every pod (but `stuck=true` ones) Running and Ready `delay` after it appears.
-    fn fake_kubelet(&self, s: &Server, delay: Duration) {
-        let kubeconfig_client = self.rt().block_on(client(s));
-        self.rt().spawn(async move {
-            let pods: Api<Pod> = Api::all(kubeconfig_client);
-            let done: Arc<Mutex<HashSet<String>>> = Arc::default();
-            let mut stream = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
-            while let Some(ev) = stream.next().await {
-                let pod = match ev {
-                    Ok(Event::Apply(p) | Event::InitApply(p)) => p,
-                    _ => continue,
-                };
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                let stuck = pod
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("stuck"))
-                    .is_some_and(|v| v == "true");
-                if stuck
-                    || pod.metadata.deletion_timestamp.is_some()
-                    || !done.lock().expect("done").insert(uid)
-                {
-                    continue;
-                }
-                let api: Api<Pod> = Api::namespaced(
-                    pods.clone().into_client(),
-                    pod.metadata.namespace.as_deref().unwrap_or("default"),
-                );
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-                    let patch = json!({"status": {
-                    "phase": "Running",
-                    "conditions": [
-                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
-                    ]}});
-                    let _ = api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await;
-                });
-            }
-        });
     }
 
     /// Watch pods with `selector` in `default`; after every event, record a snapshot of the
@@ -250,9 +203,8 @@ fn events_of(s: &Server, kind: &str, name: &str) -> Vec<(String, String)> {
 
 #[test]
 fn create_scale_and_events() {
-    let s = Server::start();
-    let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(200));
+    let c = Cluster::start(3);
+    let s = &c.server;
     s.k(&[
         "create",
         "deployment",
@@ -262,8 +214,13 @@ fn create_scale_and_events() {
         "--replicas",
         "3",
     ]);
-    let pods = wait_pods_ready(&s, "app=web", 3);
-    let rss = replicasets(&s, "app=web");
+    let pods = wait_pods_ready(s, "app=web", 3);
+    let nodes: std::collections::BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    assert_eq!(nodes.len(), 3, "3 pods spread over the 3 nodes: {nodes:?}");
+    let rss = replicasets(s, "app=web");
     assert_eq!(rss.len(), 1, "one ReplicaSet: {rss:?}");
     let rs = &rss[0];
     let rs_name = rs["metadata"]["name"]
@@ -313,7 +270,7 @@ fn create_scale_and_events() {
     }
     let out = s.k(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let d = json_of(&s, &["get", "deployment", "web"]);
+    let d = json_of(s, &["get", "deployment", "web"]);
     assert_eq!(d["status"]["availableReplicas"], 3);
     assert_eq!(d["status"]["updatedReplicas"], 3);
     assert_eq!(
@@ -333,17 +290,17 @@ fn create_scale_and_events() {
         && c["message"] == format!("ReplicaSet \"{rs_name}\" has successfully progressed.")));
 
     s.k(&["scale", "deployment", "web", "--replicas", "5"]);
-    wait_pods_ready(&s, "app=web", 5);
+    wait_pods_ready(s, "app=web", 5);
     s.k(&["scale", "deployment", "web", "--replicas", "2"]);
-    wait_pods_ready(&s, "app=web", 2);
+    wait_pods_ready(s, "app=web", 2);
     let d = eventually(WAIT, || {
-        let d = json_of(&s, &["get", "deployment", "web"]);
+        let d = json_of(s, &["get", "deployment", "web"]);
         (d["status"]["replicas"] == 2 && d["status"]["availableReplicas"] == 2).then_some(d)
     })
     .expect("deployment status at 2 replicas");
     assert_eq!(d["status"]["readyReplicas"], 2);
 
-    let dep_events = events_of(&s, "Deployment", "web");
+    let dep_events = events_of(s, "Deployment", "web");
     for msg in [
         format!("Scaled up replica set {rs_name} to 3 from 0"),
         format!("Scaled up replica set {rs_name} to 5 from 3"),
@@ -356,7 +313,7 @@ fn create_scale_and_events() {
             "event {msg:?} in {dep_events:?}"
         );
     }
-    let rs_events = events_of(&s, "ReplicaSet", &rs_name);
+    let rs_events = events_of(s, "ReplicaSet", &rs_name);
     let created = rs_events
         .iter()
         .filter(|(r, m)| {
@@ -398,17 +355,17 @@ spec:
 
 #[test]
 fn rolling_update_history_and_undo() {
-    let s = Server::start();
+    let c = Cluster::start(3);
+    let s = &c.server;
     let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(400));
     s.k_stdin(&["apply", "-f", "-"], Some(ROLLING));
-    wait_pods_ready(&s, "app=roll", 4);
+    wait_pods_ready(s, "app=roll", 4);
     s.k(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
-    let first_rs = replicasets(&s, "app=roll")[0]["metadata"]["name"]
+    let first_rs = replicasets(s, "app=roll")[0]["metadata"]["name"]
         .as_str()
         .expect("rs")
         .to_string();
-    let snaps = bg.observe(&s, "app=roll");
+    let snaps = bg.observe(s, "app=roll");
     eventually(WAIT, || {
         (!snaps.lock().expect("snaps").is_empty()).then_some(())
     })
@@ -417,7 +374,7 @@ fn rolling_update_history_and_undo() {
     s.k(&["set", "image", "deployment/roll", "web=nginx:1.27"]);
     let out = s.k(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let pods = wait_pods_ready(&s, "app=roll", 4);
+    let pods = wait_pods_ready(s, "app=roll", 4);
     assert!(
         pods.iter()
             .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27")
@@ -445,7 +402,7 @@ fn rolling_update_history_and_undo() {
         "the update was observed rolling (old and new pods together): {seen:?}"
     );
 
-    let rss = replicasets(&s, "app=roll");
+    let rss = replicasets(s, "app=roll");
     assert_eq!(rss.len(), 2);
     let hist = s.k(&["rollout", "history", "deployment/roll"]);
     assert!(hist.contains("1 ") && hist.contains("2 "), "{hist}");
@@ -456,12 +413,12 @@ fn rolling_update_history_and_undo() {
     // becomes revision 3.
     s.k(&["rollout", "undo", "deployment/roll"]);
     s.k(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
-    let pods = wait_pods_ready(&s, "app=roll", 4);
+    let pods = wait_pods_ready(s, "app=roll", 4);
     assert!(
         pods.iter()
             .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.26")
     );
-    let d = json_of(&s, &["get", "deployment", "roll"]);
+    let d = json_of(s, &["get", "deployment", "roll"]);
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:1.26"
@@ -470,7 +427,7 @@ fn rolling_update_history_and_undo() {
         d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
         "3"
     );
-    let rss = replicasets(&s, "app=roll");
+    let rss = replicasets(s, "app=roll");
     assert_eq!(rss.len(), 2, "undo re-uses the old ReplicaSet: {rss:?}");
     let old = rss
         .iter()
@@ -514,19 +471,19 @@ spec:
 
 #[test]
 fn recreate_kills_before_creating() {
-    let s = Server::start();
+    let c = Cluster::start(3);
+    let s = &c.server;
     let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(200));
     s.k_stdin(&["apply", "-f", "-"], Some(RECREATE));
-    wait_pods_ready(&s, "app=rec", 3);
-    let snaps = bg.observe(&s, "app=rec");
+    wait_pods_ready(s, "app=rec", 3);
+    let snaps = bg.observe(s, "app=rec");
     eventually(WAIT, || {
         (!snaps.lock().expect("snaps").is_empty()).then_some(())
     })
     .expect("observer started");
     s.k(&["set", "image", "deployment/rec", "web=nginx:1.27"]);
     s.k(&["rollout", "status", "deployment/rec", "--timeout=90s"]);
-    let pods = wait_pods_ready(&s, "app=rec", 3);
+    let pods = wait_pods_ready(s, "app=rec", 3);
     assert!(
         pods.iter()
             .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27")
@@ -544,9 +501,8 @@ fn recreate_kills_before_creating() {
 
 #[test]
 fn pause_resume_restart_and_history_limit() {
-    let s = Server::start();
-    let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(100));
+    let c = Cluster::start(3);
+    let s = &c.server;
     s.k(&[
         "create",
         "deployment",
@@ -564,11 +520,11 @@ fn pause_resume_restart_and_history_limit() {
         "-p",
         r#"{"spec":{"revisionHistoryLimit":1}}"#,
     ]);
-    wait_pods_ready(&s, "app=p", 2);
+    wait_pods_ready(s, "app=p", 2);
     s.k(&["rollout", "pause", "deployment/p"]);
     s.k(&["set", "image", "deployment/p", "nginx=nginx:1.26"]);
     let d = eventually(WAIT, || {
-        let d = json_of(&s, &["get", "deployment", "p"]);
+        let d = json_of(s, &["get", "deployment", "p"]);
         (d["status"]["observedGeneration"] == d["metadata"]["generation"]).then_some(d)
     })
     .expect("paused deployment observed");
@@ -579,13 +535,13 @@ fn pause_resume_restart_and_history_limit() {
     assert_eq!(progressing["reason"], "DeploymentPaused");
     assert_eq!(progressing["status"], "Unknown");
     assert_eq!(
-        replicasets(&s, "app=p").len(),
+        replicasets(s, "app=p").len(),
         1,
         "paused: no new ReplicaSet"
     );
     s.k(&["rollout", "resume", "deployment/p"]);
     s.k(&["rollout", "status", "deployment/p", "--timeout=60s"]);
-    let pods = wait_pods_ready(&s, "app=p", 2);
+    let pods = wait_pods_ready(s, "app=p", 2);
     assert!(
         pods.iter()
             .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.26")
@@ -593,14 +549,14 @@ fn pause_resume_restart_and_history_limit() {
 
     s.k(&["rollout", "restart", "deployment/p"]);
     s.k(&["rollout", "status", "deployment/p", "--timeout=60s"]);
-    let pods = wait_pods_ready(&s, "app=p", 2);
+    let pods = wait_pods_ready(s, "app=p", 2);
     assert!(
         pods.iter()
             .all(|p| !p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_null())
     );
     // Three revisions so far, history limit 1: the current one plus one old.
     let rss = eventually(WAIT, || {
-        let r = replicasets(&s, "app=p");
+        let r = replicasets(s, "app=p");
         (r.len() == 2).then_some(r)
     })
     .unwrap_or_else(|| {
@@ -628,27 +584,36 @@ spec:
     matchLabels: {app: stuck}
   template:
     metadata:
-      labels: {app: stuck, stuck: "true"}
+      labels: {app: stuck}
+      annotations: {sim.k8slite.io/ready: "false"}
     spec:
       containers:
       - name: web
         image: nginx
+        readinessProbe:
+          exec: {command: ["true"]}
+          periodSeconds: 1
 "#;
 
 #[test]
 fn progress_deadline_exceeded() {
-    let s = Server::start();
-    let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(100));
+    let c = Cluster::start(3);
+    let s = &c.server;
     s.k_stdin(&["apply", "-f", "-"], Some(STUCK));
     let cond = eventually(WAIT, || {
-        let d = json_of(&s, &["get", "deployment", "stuck"]);
+        let d = json_of(s, &["get", "deployment", "stuck"]);
         d["status"]["conditions"]
             .as_array()
             .and_then(|c| c.iter().find(|c| c["type"] == "Progressing").cloned())
             .filter(|c| c["reason"] == "ProgressDeadlineExceeded")
     })
-    .expect("ProgressDeadlineExceeded");
+    .unwrap_or_else(|| {
+        panic!(
+            "ProgressDeadlineExceeded: {}\n{}",
+            s.k(&["get", "deployment", "stuck", "-o", "yaml"]),
+            s.k(&["get", "pods", "-o", "wide"])
+        )
+    });
     assert_eq!(cond["status"], "False");
     assert!(
         cond["message"]
@@ -660,7 +625,7 @@ fn progress_deadline_exceeded() {
         None,
     );
     assert!(err.contains("exceeded its progress deadline"), "{err}");
-    let d = json_of(&s, &["get", "deployment", "stuck"]);
+    let d = json_of(s, &["get", "deployment", "stuck"]);
     let available = d["status"]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Available").cloned())

@@ -1,106 +1,15 @@
 //! HorizontalPodAutoscaler and PodDisruptionBudget status with the real binary and kubectl.
 //! No metrics API is served yet: the HPA says so like upstream (FailedGetResourceMetric) and
-//! still enforces minReplicas. Until simulated nodes land on main, a stand-in "kubelet" in this
-//! test marks pods Running/Ready through `pods/status`.
+//! still enforces minReplicas. Each test runs a server with three simulated
+//! nodes (`Cluster::start(3)`).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8slite_tests::cluster::Cluster;
 use k8slite_tests::{Server, eventually};
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
-
-/// Background tasks of a test (fake kubelet, observers), on their own runtime.
-struct Background {
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-fn background() -> Background {
-    Background {
-        rt: Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime"),
-        ),
-    }
-}
-
-impl Background {
-    fn rt(&self) -> &tokio::runtime::Runtime {
-        self.rt.as_ref().expect("runtime")
-    }
-
-    /// Mark every pod (but `stuck=true` ones) Running and Ready `delay` after it appears.
-    fn fake_kubelet(&self, s: &Server, delay: Duration) {
-        let kubeconfig_client = self.rt().block_on(client(s));
-        self.rt().spawn(async move {
-            let pods: Api<Pod> = Api::all(kubeconfig_client);
-            let done: Arc<Mutex<HashSet<String>>> = Arc::default();
-            let mut stream = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
-            while let Some(ev) = stream.next().await {
-                let pod = match ev {
-                    Ok(Event::Apply(p) | Event::InitApply(p)) => p,
-                    _ => continue,
-                };
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                let stuck = pod
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("stuck"))
-                    .is_some_and(|v| v == "true");
-                if stuck
-                    || pod.metadata.deletion_timestamp.is_some()
-                    || !done.lock().expect("done").insert(uid)
-                {
-                    continue;
-                }
-                let api: Api<Pod> = Api::namespaced(
-                    pods.clone().into_client(),
-                    pod.metadata.namespace.as_deref().unwrap_or("default"),
-                );
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-                    let patch = json!({"status": {
-                    "phase": "Running",
-                    "conditions": [
-                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
-                    ]}});
-                    let _ = api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await;
-                });
-            }
-        });
-    }
-}
 
 fn json_of(s: &Server, args: &[&str]) -> Value {
     let mut a = args.to_vec();
@@ -167,9 +76,8 @@ fn condition(obj: &Value, t: &str) -> Option<Value> {
 
 #[test]
 fn hpa_without_metrics_api_says_so_and_enforces_min() {
-    let s = Server::start_with(&[]);
-    let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(100));
+    let c = Cluster::start(3);
+    let s = &c.server;
     s.k(&[
         "create",
         "deployment",
@@ -186,7 +94,7 @@ fn hpa_without_metrics_api_says_so_and_enforces_min() {
         "web",
         "--requests=cpu=100m",
     ]);
-    wait_pods_ready(&s, "app=web", 1);
+    wait_pods_ready(s, "app=web", 1);
     s.k(&[
         "autoscale",
         "deployment",
@@ -196,9 +104,9 @@ fn hpa_without_metrics_api_says_so_and_enforces_min() {
         "--max=5",
     ]);
     // Below minReplicas: scaled to 2 without metrics.
-    wait_pods_ready(&s, "app=web", 2);
+    wait_pods_ready(s, "app=web", 2);
     let hpa = eventually(WAIT, || {
-        let h = json_of(&s, &["get", "hpa.v2.autoscaling", "web"]);
+        let h = json_of(s, &["get", "hpa.v2.autoscaling", "web"]);
         condition(&h, "ScalingActive")
             .filter(|c| c["reason"] == "FailedGetResourceMetric")
             .map(|_| h)
@@ -220,7 +128,7 @@ fn hpa_without_metrics_api_says_so_and_enforces_min() {
     assert_eq!(able["reason"], "SucceededGetScale");
     assert_eq!(hpa["status"]["currentReplicas"], 2);
     assert_eq!(hpa["status"]["desiredReplicas"], 2);
-    let events = events_of(&s, "HorizontalPodAutoscaler", "web");
+    let events = events_of(s, "HorizontalPodAutoscaler", "web");
     assert!(
         events.iter().any(|(r, m)| r == "SuccessfulRescale"
             && m == "New size: 2; reason: Current number of replicas below Spec.MinReplicas"),
@@ -235,11 +143,26 @@ fn hpa_without_metrics_api_says_so_and_enforces_min() {
     );
 }
 
+const NEVER_READY: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bad
+  labels: {tier: mixed}
+  annotations: {sim.k8slite.io/ready: "false"}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    readinessProbe:
+      exec: {command: ["true"]}
+      periodSeconds: 1
+"#;
+
 #[test]
 fn pdb_status_follows_pods_and_controller_scale() {
-    let s = Server::start();
-    let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(100));
+    let c = Cluster::start(3);
+    let s = &c.server;
     s.k(&[
         "create",
         "deployment",
@@ -249,7 +172,7 @@ fn pdb_status_follows_pods_and_controller_scale() {
         "--replicas",
         "3",
     ]);
-    wait_pods_ready(&s, "app=web", 3);
+    wait_pods_ready(s, "app=web", 3);
     s.k(&[
         "create",
         "pdb",
@@ -258,7 +181,7 @@ fn pdb_status_follows_pods_and_controller_scale() {
         "--min-available=2",
     ]);
     let pdb = eventually(WAIT, || {
-        let p = json_of(&s, &["get", "pdb", "web-min"]);
+        let p = json_of(s, &["get", "pdb", "web-min"]);
         (p["status"]["currentHealthy"] == 3).then_some(p)
     })
     .expect("pdb status");
@@ -285,33 +208,30 @@ fn pdb_status_follows_pods_and_controller_scale() {
         "--max-unavailable=34%",
     ]);
     let pdb = eventually(WAIT, || {
-        let p = json_of(&s, &["get", "pdb", "web-pct"]);
+        let p = json_of(s, &["get", "pdb", "web-pct"]);
         (p["status"]["expectedPods"] == 3).then_some(p)
     })
     .expect("pdb percent status");
     assert_eq!(pdb["status"]["desiredHealthy"], 1);
     assert_eq!(pdb["status"]["disruptionsAllowed"], 2);
 
-    // One pod not ready: web-min allows no disruption any more.
-    let pods = pods_of(&s, "app=web");
-    let name = pods[0]["metadata"]["name"]
-        .as_str()
-        .expect("pod name")
-        .to_string();
+    // Readiness is followed: of two bare pods one never gets ready (its simulated
+    // readiness probe fails), so a budget wanting one healthy allows no disruption.
+    s.k(&["run", "ok", "--image", "nginx", "--labels", "tier=mixed"]);
+    s.k_stdin(&["apply", "-f", "-"], Some(NEVER_READY));
     s.k(&[
-        "patch",
-        "pod",
-        &name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
+        "create",
+        "pdb",
+        "mixed",
+        "--selector=tier=mixed",
+        "--min-available=1",
     ]);
     let pdb = eventually(WAIT, || {
-        let p = json_of(&s, &["get", "pdb", "web-min"]);
-        (p["status"]["currentHealthy"] == 2).then_some(p)
+        let p = json_of(s, &["get", "pdb", "mixed"]);
+        (p["status"]["expectedPods"] == 2 && p["status"]["currentHealthy"] == 1).then_some(p)
     })
-    .expect("pdb sees the unready pod");
+    .unwrap_or_else(|| panic!("mixed pdb: {}", s.k(&["get", "pdb", "mixed", "-o", "yaml"])));
+    assert_eq!(pdb["status"]["desiredHealthy"], 1);
     assert_eq!(pdb["status"]["disruptionsAllowed"], 0);
     let c = condition(&pdb, "DisruptionAllowed").expect("DisruptionAllowed");
     assert_eq!(
@@ -329,7 +249,7 @@ fn pdb_status_follows_pods_and_controller_scale() {
         "--min-available=50%",
     ]);
     let pdb = eventually(WAIT, || {
-        let p = json_of(&s, &["get", "pdb", "solo"]);
+        let p = json_of(s, &["get", "pdb", "solo"]);
         condition(&p, "DisruptionAllowed")
             .filter(|c| c["reason"] == "SyncFailed")
             .map(|_| p)

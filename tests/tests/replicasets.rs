@@ -1,107 +1,15 @@
 //! ReplicaSets and ReplicationControllers with the real binary and kubectl: pods from the
 //! template, adoption of matching orphans, release of pods that stop matching, deletion order
-//! on scale-down, status, events. Until simulated nodes land on main, a stand-in "kubelet" in
-//! this test marks pods Running/Ready through `pods/status` (pods labelled `stuck=true` stay
-//! Pending).
+//! on scale-down, status, events. Each test runs a server with three simulated nodes
+//! (`Cluster::start(3)`).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8slite_tests::cluster::Cluster;
 use k8slite_tests::{Server, eventually};
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn client(s: &Server) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
-
-/// Background tasks of a test (fake kubelet, observers), on their own runtime.
-struct Background {
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-fn background() -> Background {
-    Background {
-        rt: Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime"),
-        ),
-    }
-}
-
-impl Background {
-    fn rt(&self) -> &tokio::runtime::Runtime {
-        self.rt.as_ref().expect("runtime")
-    }
-
-    /// Mark every pod (but `stuck=true` ones) Running and Ready `delay` after it appears.
-    fn fake_kubelet(&self, s: &Server, delay: Duration) {
-        let kubeconfig_client = self.rt().block_on(client(s));
-        self.rt().spawn(async move {
-            let pods: Api<Pod> = Api::all(kubeconfig_client);
-            let done: Arc<Mutex<HashSet<String>>> = Arc::default();
-            let mut stream = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
-            while let Some(ev) = stream.next().await {
-                let pod = match ev {
-                    Ok(Event::Apply(p) | Event::InitApply(p)) => p,
-                    _ => continue,
-                };
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                let stuck = pod
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("stuck"))
-                    .is_some_and(|v| v == "true");
-                if stuck
-                    || pod.metadata.deletion_timestamp.is_some()
-                    || !done.lock().expect("done").insert(uid)
-                {
-                    continue;
-                }
-                let api: Api<Pod> = Api::namespaced(
-                    pods.clone().into_client(),
-                    pod.metadata.namespace.as_deref().unwrap_or("default"),
-                );
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-                    let patch = json!({"status": {
-                    "phase": "Running",
-                    "conditions": [
-                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}
-                    ]}});
-                    let _ = api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await;
-                });
-            }
-        });
-    }
-}
 
 fn json_of(s: &Server, args: &[&str]) -> Value {
     let mut a = args.to_vec();
@@ -190,19 +98,18 @@ spec:
 
 #[test]
 fn replicaset_adopts_releases_and_reports_status() {
-    let s = Server::start();
-    let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(100));
+    let c = Cluster::start(3);
+    let s = &c.server;
     // An orphan that matches the selector exists first: it is adopted, so only 2 are created.
     s.k_stdin(&["apply", "-f", "-"], Some(ORPHAN));
-    wait_pods_ready(&s, "tier=front", 1);
+    wait_pods_ready(s, "tier=front", 1);
     s.k_stdin(&["apply", "-f", "-"], Some(RS));
-    let pods = wait_pods_ready(&s, "tier=front", 3);
+    let pods = wait_pods_ready(s, "tier=front", 3);
     let orphan = pods
         .iter()
         .find(|p| p["metadata"]["name"] == "orphan")
         .expect("orphan kept (adopted, not replaced)");
-    let rs = json_of(&s, &["get", "rs", "front"]);
+    let rs = json_of(s, &["get", "rs", "front"]);
     let uid = rs["metadata"]["uid"].as_str().expect("uid");
     let owner = &orphan["metadata"]["ownerReferences"][0];
     assert_eq!(owner["uid"], uid);
@@ -210,7 +117,7 @@ fn replicaset_adopts_releases_and_reports_status() {
     assert_eq!(owner["controller"], true);
     assert_eq!(owner["blockOwnerDeletion"], true);
     let status = eventually(WAIT, || {
-        let st = json_of(&s, &["get", "rs", "front"])["status"].clone();
+        let st = json_of(s, &["get", "rs", "front"])["status"].clone();
         (st["readyReplicas"] == 3 && st["availableReplicas"] == 3).then_some(st)
     })
     .expect("status ready 3");
@@ -227,9 +134,9 @@ fn replicaset_adopts_releases_and_reports_status() {
         .expect("a created pod")
         .to_string();
     s.k(&["label", "pod", &victim, "tier=other", "--overwrite"]);
-    wait_pods_ready(&s, "tier=front", 3);
+    wait_pods_ready(s, "tier=front", 3);
     let released = eventually(WAIT, || {
-        let p = json_of(&s, &["get", "pod", &victim]);
+        let p = json_of(s, &["get", "pod", &victim]);
         p["metadata"]["ownerReferences"]
             .as_array()
             .is_none_or(|o| o.is_empty())
@@ -238,7 +145,7 @@ fn replicaset_adopts_releases_and_reports_status() {
     .expect("released pod has no owner");
     assert_eq!(released["metadata"]["labels"]["tier"], "other");
 
-    let events = events_of(&s, "ReplicaSet", "front");
+    let events = events_of(s, "ReplicaSet", "front");
     let created: Vec<&String> = events
         .iter()
         .filter(|(r, _)| r == "SuccessfulCreate")
@@ -251,56 +158,50 @@ fn replicaset_adopts_releases_and_reports_status() {
     );
 }
 
+const BROKEN_ORPHAN: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: broken
+  labels: {tier: front}
+  annotations: {sim.k8slite.io/ready: "false"}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    readinessProbe:
+      exec: {command: ["true"]}
+      periodSeconds: 1
+"#;
+
 #[test]
 fn scale_down_deletes_not_ready_first() {
-    let s = Server::start();
-    let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(100));
+    let c = Cluster::start(3);
+    let s = &c.server;
+    // The oldest pod never becomes ready (its simulated readiness probe fails); the RS adopts it and
+    // adds two working ones.
+    s.k_stdin(&["apply", "-f", "-"], Some(BROKEN_ORPHAN));
     s.k_stdin(&["apply", "-f", "-"], Some(RS));
-    let pods = wait_pods_ready(&s, "tier=front", 3);
-    // Take one pod out of readiness (newest would otherwise not be the choice: pick the oldest).
-    let mut names: Vec<(String, String)> = pods
-        .iter()
-        .map(|p| {
-            (
-                p["metadata"]["creationTimestamp"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                p["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect();
-    names.sort();
-    let unready = names[0].1.clone();
-    s.k(&[
-        "patch",
-        "pod",
-        &unready,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
-    ]);
-    eventually(WAIT, || {
-        (json_of(&s, &["get", "rs", "front"])["status"]["readyReplicas"] == 2).then_some(())
+    let st = eventually(WAIT, || {
+        let st = json_of(s, &["get", "rs", "front"])["status"].clone();
+        (st["replicas"] == 3 && st["readyReplicas"] == 2).then_some(st)
     })
-    .expect("rs sees 2 ready");
+    .unwrap_or_else(|| panic!("3 pods, 2 ready: {}", s.k(&["get", "pods", "-o", "wide"])));
+    assert_eq!(st["availableReplicas"], 2);
+    let broken = json_of(s, &["get", "pod", "broken"]);
+    assert_eq!(broken["metadata"]["ownerReferences"][0]["name"], "front");
+    // Scale down by one: the not-ready pod goes, although it is the oldest.
     s.k(&["scale", "rs", "front", "--replicas", "2"]);
-    let left = wait_pods_ready(&s, "tier=front", 2);
+    let left = wait_pods_ready(s, "tier=front", 2);
     assert!(
-        left.iter()
-            .all(|p| p["metadata"]["name"] != unready.as_str()),
-        "the not-ready pod {unready} went first"
+        left.iter().all(|p| p["metadata"]["name"] != "broken"),
+        "the not-ready pod went first"
     );
-    let events = events_of(&s, "ReplicaSet", "front");
+    let events = events_of(s, "ReplicaSet", "front");
     assert!(
         events
             .iter()
-            .any(|(r, m)| r == "SuccessfulDelete" && *m == format!("Deleted pod: {unready}")),
+            .any(|(r, m)| r == "SuccessfulDelete" && m == "Deleted pod: broken"),
         "{events:?}"
     );
 }
@@ -323,11 +224,10 @@ spec:
 
 #[test]
 fn replication_controller_shares_the_core() {
-    let s = Server::start();
-    let bg = background();
-    bg.fake_kubelet(&s, Duration::from_millis(100));
+    let c = Cluster::start(3);
+    let s = &c.server;
     s.k_stdin(&["apply", "-f", "-"], Some(RC));
-    let pods = wait_pods_ready(&s, "app=legacy", 2);
+    let pods = wait_pods_ready(s, "app=legacy", 2);
     for p in &pods {
         assert_eq!(
             p["metadata"]["ownerReferences"][0]["kind"],
@@ -340,9 +240,9 @@ fn replication_controller_shares_the_core() {
         );
     }
     s.k(&["scale", "rc", "legacy", "--replicas", "4"]);
-    wait_pods_ready(&s, "app=legacy", 4);
+    wait_pods_ready(s, "app=legacy", 4);
     let st = eventually(WAIT, || {
-        let st = json_of(&s, &["get", "rc", "legacy"])["status"].clone();
+        let st = json_of(s, &["get", "rc", "legacy"])["status"].clone();
         (st["availableReplicas"] == 4).then_some(st)
     })
     .expect("rc status");
@@ -350,8 +250,8 @@ fn replication_controller_shares_the_core() {
     assert_eq!(st["readyReplicas"], 4);
     assert_eq!(st["fullyLabeledReplicas"], 4);
     s.k(&["scale", "rc", "legacy", "--replicas", "1"]);
-    wait_pods_ready(&s, "app=legacy", 1);
-    let events = events_of(&s, "ReplicationController", "legacy");
+    wait_pods_ready(s, "app=legacy", 1);
+    let events = events_of(s, "ReplicationController", "legacy");
     assert_eq!(
         events
             .iter()

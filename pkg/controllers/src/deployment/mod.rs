@@ -16,8 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -31,57 +30,22 @@ use logic::{Counts, RsView};
 
 struct State {
     ctx: Ctx,
-    pods: Store<Pod>,
-    rss: Store<ReplicaSet>,
     recorder: Recorder,
 }
 
 /// Run until `shutdown`.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
-    let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
-    let rs_events = watcher(
+    // ReplicaSet changes (their status follows their pods) trigger the owning deployment.
+    // No pod cache here: availability comes from the ReplicaSets' status like upstream, and
+    // Recreate lists the old pods only while it waits for them to go.
+    let controller = Controller::new(deployments, watcher::Config::default()).owns(
         Api::<ReplicaSet>::all(ctx.client.clone()),
         watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(rs_writer)
-    .touched_objects();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pod_events = watcher(
-        Api::<Pod>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(pod_writer)
-    .touched_objects();
-    let controller = Controller::new(deployments, watcher::Config::default());
-    let d_store = controller.store();
-    let rs_lookup = rs_store.clone();
-    let controller =
-        controller
-            .owns_stream(rs_events)
-            .watches_stream(pod_events, move |pod: Pod| {
-                // Recreate waits for the old pods to be gone: their changes matter to it.
-                let ns = pod.namespace().unwrap_or_default();
-                let r = util::controller_of(&pod.metadata)?;
-                if r.kind != "ReplicaSet" {
-                    return None;
-                }
-                let rs = rs_lookup.get(&ObjectRef::new(&r.name).within(&ns))?;
-                let d = util::controller_of(&rs.metadata)?;
-                if d.kind != "Deployment" {
-                    return None;
-                }
-                let dref = ObjectRef::<Deployment>::new(&d.name).within(&ns);
-                let dep = d_store.get(&dref)?;
-                logic::is_recreate(&dep).then_some(dref)
-            });
+    );
     let state = Arc::new(State {
         recorder: ctx.recorder("deployment-controller"),
         ctx,
-        pods: pod_store,
-        rss: rs_store,
     });
     controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -123,32 +87,21 @@ struct Sync<'a> {
     ns: String,
     rs_api: Api<ReplicaSet>,
     d_api: Api<Deployment>,
-    /// Available pods per ReplicaSet uid (from the pod store).
+    /// When this sync started.
     now: Timestamp,
 }
 
 impl Sync<'_> {
     fn view(&self, rs: &ReplicaSet) -> RsView {
-        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
-        let min_ready = self
-            .d
-            .spec
+        let available = rs
+            .status
             .as_ref()
-            .and_then(|s| s.min_ready_seconds)
+            .and_then(|s| s.available_replicas)
             .unwrap_or(0);
-        let available = self
-            .state
-            .pods
-            .state()
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(self.ns.as_str()))
-            .filter(|p| util::is_controlled_by(&p.metadata, uid))
-            .filter(|p| util::is_pod_active(p) && util::is_pod_available(p, min_ready, self.now))
-            .count();
-        let available = i32::try_from(available).unwrap_or(i32::MAX);
         RsView {
             name: rs.name_any(),
             spec_replicas: spec_replicas(rs),
+            // A scale-down already sent takes pods away: never count more than the spec.
             available: available.min(spec_replicas(rs)),
             revision: revision_of(rs),
         }
@@ -481,16 +434,6 @@ impl Sync<'_> {
 }
 
 async fn reconcile(obj: Arc<Deployment>, state: Arc<State>) -> Result<Action, Error> {
-    let ready = async {
-        let _ = state.pods.wait_until_ready().await;
-        let _ = state.rss.wait_until_ready().await;
-    };
-    if tokio::time::timeout(Duration::from_secs(10), ready)
-        .await
-        .is_err()
-    {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
     let ns = obj.namespace().unwrap_or_default();
     let d_api: Api<Deployment> = Api::namespaced(state.ctx.client.clone(), &ns);
     let rs_api: Api<ReplicaSet> = Api::namespaced(state.ctx.client.clone(), &ns);
@@ -626,18 +569,26 @@ async fn reconcile(obj: Arc<Deployment>, state: Arc<State>) -> Result<Action, Er
             scaled |= s.scale(rs, 0).await?;
         }
         let old_uids: Vec<String> = olds.iter().filter_map(|r| r.metadata.uid.clone()).collect();
-        let old_running = s.state.pods.state().iter().any(|p| {
-            p.namespace().as_deref() == Some(s.ns.as_str())
-                && old_uids
-                    .iter()
-                    .any(|u| util::is_controlled_by(&p.metadata, u))
-                && !util::is_pod_terminal(p)
-        });
+        // Old pods still there (also terminating ones): wait for them to be gone.
+        let old_running = !scaled && {
+            let pods: Api<Pod> = Api::namespaced(s.state.ctx.client.clone(), &s.ns);
+            pods.list(&ListParams::default().labels(&util::selector_string(&selector)))
+                .await?
+                .items
+                .iter()
+                .any(|p| {
+                    old_uids
+                        .iter()
+                        .any(|u| util::is_controlled_by(&p.metadata, u))
+                        && !util::is_pod_terminal(p)
+                })
+        };
         if scaled || old_running {
             let mut all = olds.clone();
             all.extend(new_rs.clone());
             s.sync_status(new_rs.as_ref(), &all).await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            // Pod deletions do not trigger this controller: look again soon.
+            return Ok(Action::requeue(Duration::from_secs(1)));
         }
         if new_rs.is_none() {
             new_rs = s.new_rs(None, &olds, true).await?;
