@@ -328,3 +328,43 @@ fn every_namespace_gets_a_default_service_account() {
     })
     .expect("default service account recreated");
 }
+
+#[test]
+fn terminated_pods_over_the_threshold_are_collected_oldest_first() {
+    let s = Server::start_with(&[
+        "--terminated-pod-gc-threshold=2",
+        "--node-monitor-grace-period=4",
+    ]);
+    for name in ["p1", "p2", "p3", "p4"] {
+        s.k_stdin(
+            &["create", "-f", "-"],
+            Some(&format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},
+"spec":{{"restartPolicy":"Never","containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+            )),
+        );
+        // creation timestamps have second resolution: keep them apart
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    for name in ["p1", "p2", "p3"] {
+        s.k(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ]);
+    }
+    eventually(WAIT, || {
+        let pods = jp(&s, &["get", "pods"], "{.items[*].metadata.name}");
+        (pods == "p2 p3 p4").then_some(())
+    })
+    .expect("the oldest terminated pod deleted, two terminated and the running one kept");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        jp(&s, &["get", "pods"], "{.items[*].metadata.name}"),
+        "p2 p3 p4"
+    );
+}
