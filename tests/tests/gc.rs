@@ -197,3 +197,47 @@ fn references_to_owners_that_never_existed_are_verified_and_collected() {
         "a dependent of a present owner stays"
     );
 }
+
+const CRD: &str = r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition",
+"metadata":{"name":"gadgets.example.com"},
+"spec":{"group":"example.com","scope":"Namespaced","names":{"plural":"gadgets","singular":"gadget","kind":"Gadget"},
+"versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}"#;
+
+#[test]
+fn custom_resources_take_part_as_owners_and_dependents() {
+    let s = Server::start();
+    s.k_stdin(&["create", "-f", "-"], Some(CRD));
+    eventually(WAIT, || {
+        s.kubectl(&["get", "gadgets"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("CRD served");
+    // a custom object owned by a ConfigMap, and a ConfigMap owned by a custom object
+    s.k(&["create", "configmap", "cm-owner"]);
+    let cm_owner = uid(&s, "cm", "cm-owner");
+    s.k_stdin(
+        &["create", "-f", "-"],
+        Some(&format!(
+            r#"{{"apiVersion":"example.com/v1","kind":"Gadget","metadata":{{"name":"g1",
+"ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"cm-owner","uid":"{cm_owner}"}}]}}}}"#
+        )),
+    );
+    let g1 = uid(&s, "gadget", "g1");
+    let yaml = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-dep",
+"ownerReferences":[{{"apiVersion":"example.com/v1","kind":"Gadget","name":"g1","uid":"{g1}"}}]}}}}"#
+    );
+    s.k_stdin(&["create", "-f", "-"], Some(&yaml));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        exists(&s, "cm", "cm-dep"),
+        "a dependent of a live custom object stays"
+    );
+    s.k(&["delete", "cm", "cm-owner"]);
+    eventually(WAIT, || {
+        (!exists(&s, "gadget", "g1") && !exists(&s, "cm", "cm-dep")).then_some(())
+    })
+    .expect("custom object and its dependent collected");
+}
