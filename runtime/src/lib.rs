@@ -1,1 +1,340 @@
 //! k8slite-runtime: container runtimes behind one trait.
+//!
+//! [`ContainerRuntime`] is shaped after the CRI v1 `RuntimeService` and `ImageService`: pod
+//! sandboxes, containers, their status and listing, `ExecSync` (the hook exec probes use), image
+//! pull and status. The agent drives pods only through this trait, so the CRI client over
+//! containerd (next issue) and [`FakeRuntime`] (simulated nodes, tests) are interchangeable.
+//!
+//! Times are Unix nanoseconds, as in CRI.
+
+mod fake;
+pub mod sim;
+
+use std::collections::BTreeMap;
+
+pub use fake::{FakeRuntime, RuntimeCall, normalize_image};
+
+/// What failed in a runtime call.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No pod sandbox with this id.
+    #[error("pod sandbox {0} not found")]
+    SandboxNotFound(String),
+    /// No container with this id.
+    #[error("container {0} not found")]
+    ContainerNotFound(String),
+    /// The image could not be pulled.
+    #[error("pulling image {image} failed: {reason}")]
+    ImagePull {
+        /// Image reference.
+        image: String,
+        /// Why.
+        reason: String,
+    },
+    /// The container could not be created or started.
+    #[error("container {name}: {reason}")]
+    Container {
+        /// Container name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The call is not valid in the object's current state (e.g. starting an exited container).
+    #[error("{0}")]
+    InvalidState(String),
+    /// Transport or runtime-internal failure.
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Result of runtime calls.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// CRI `PodSandboxMetadata`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSandboxMetadata {
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Attempt number of this sandbox for the pod.
+    pub attempt: u32,
+}
+
+/// CRI `PodSandboxConfig` (the parts k8slite uses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSandboxConfig {
+    /// Identity of the pod.
+    pub metadata: PodSandboxMetadata,
+    /// Hostname inside the sandbox.
+    pub hostname: String,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Pod annotations (the fake runtime reads its `sim.k8slite.io/*` settings here).
+    pub annotations: BTreeMap<String, String>,
+    /// Whether the sandbox shares the host network namespace.
+    pub host_network: bool,
+}
+
+/// CRI `PodSandboxState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    /// Running.
+    Ready,
+    /// Stopped.
+    NotReady,
+}
+
+/// CRI `PodSandboxStatus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSandboxStatus {
+    /// Sandbox id.
+    pub id: String,
+    /// Identity of the pod.
+    pub metadata: PodSandboxMetadata,
+    /// State.
+    pub state: SandboxState,
+    /// Creation time (Unix ns).
+    pub created_at: i64,
+    /// Pod IP (empty with host networking, where the node's address is used).
+    pub ip: String,
+    /// Labels the sandbox was created with.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// CRI `ContainerMetadata`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerMetadata {
+    /// Container name in the pod spec.
+    pub name: String,
+    /// Restart attempt (0 for the first run).
+    pub attempt: u32,
+}
+
+/// CRI `ContainerConfig` (the parts k8slite uses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerConfig {
+    /// Name and attempt.
+    pub metadata: ContainerMetadata,
+    /// Image reference (as pulled).
+    pub image: String,
+    /// Entrypoint (the pod spec's `command`).
+    pub command: Vec<String>,
+    /// Arguments (the pod spec's `args`).
+    pub args: Vec<String>,
+    /// Environment.
+    pub envs: Vec<(String, String)>,
+    /// Labels (k8slite sets `io.kubernetes.*` like the kubelet).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// CRI `ContainerState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited.
+    Exited,
+    /// Unknown.
+    Unknown,
+}
+
+/// CRI `ContainerStatus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    /// Container id.
+    pub id: String,
+    /// Sandbox the container belongs to.
+    pub pod_sandbox_id: String,
+    /// Name and attempt.
+    pub metadata: ContainerMetadata,
+    /// State.
+    pub state: ContainerState,
+    /// Creation time (Unix ns).
+    pub created_at: i64,
+    /// Start time (Unix ns; 0 if never started).
+    pub started_at: i64,
+    /// Exit time (Unix ns; 0 if not exited).
+    pub finished_at: i64,
+    /// Exit code (meaningful when exited).
+    pub exit_code: i32,
+    /// Image reference as requested.
+    pub image: String,
+    /// Resolved image reference (digest).
+    pub image_ref: String,
+    /// Short reason for the state (`Completed`, `Error`, `OOMKilled`, …).
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Labels the container was created with.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// CRI `ContainerFilter`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerFilter {
+    /// Only this container.
+    pub id: Option<String>,
+    /// Only containers of this sandbox.
+    pub pod_sandbox_id: Option<String>,
+    /// Only containers in this state.
+    pub state: Option<ContainerState>,
+}
+
+/// CRI `ExecSyncResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSyncResponse {
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+    /// Exit code.
+    pub exit_code: i32,
+}
+
+/// CRI `Image` (from `ImageStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Image id (`sha256:…`).
+    pub id: String,
+    /// Tags.
+    pub repo_tags: Vec<String>,
+    /// Digests (`repo@sha256:…`).
+    pub repo_digests: Vec<String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// CRI `VersionResponse`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeVersion {
+    /// Runtime name (`containerd`, `fake`).
+    pub runtime_name: String,
+    /// Runtime version.
+    pub runtime_version: String,
+    /// CRI API version.
+    pub runtime_api_version: String,
+}
+
+/// Which probe is asked for (the runtime does not care; the fake answers per kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// Readiness probe.
+    Readiness,
+    /// Liveness probe.
+    Liveness,
+    /// Startup probe.
+    Startup,
+}
+
+/// Outcome of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// Succeeded.
+    Success,
+    /// Failed, with the message the kubelet puts into its `Unhealthy` event.
+    Failure(String),
+}
+
+/// A container runtime, shaped after CRI v1 (`RuntimeService` + `ImageService`).
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// CRI `Version`.
+    async fn version(&self) -> Result<RuntimeVersion>;
+
+    /// CRI `UpdateRuntimeConfig`: the node's pod CIDR, once known.
+    async fn update_pod_cidr(&self, pod_cidr: &str) -> Result<()>;
+
+    /// CRI `RunPodSandbox`: create and start a sandbox; returns its id.
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String>;
+    /// CRI `StopPodSandbox`: stop the sandbox and every container in it.
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<()>;
+    /// CRI `RemovePodSandbox`: remove the sandbox and its containers (idempotent).
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<()>;
+    /// CRI `PodSandboxStatus`.
+    async fn pod_sandbox_status(&self, id: &str) -> Result<PodSandboxStatus>;
+    /// CRI `ListPodSandbox`.
+    async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxStatus>>;
+
+    /// CRI `CreateContainer` in `sandbox_id`; returns the container id.
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        sandbox_config: &PodSandboxConfig,
+    ) -> Result<String>;
+    /// CRI `StartContainer`.
+    async fn start_container(&self, id: &str) -> Result<()>;
+    /// CRI `StopContainer`: SIGTERM, then SIGKILL after `timeout_seconds`.
+    async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<()>;
+    /// CRI `RemoveContainer` (idempotent).
+    async fn remove_container(&self, id: &str) -> Result<()>;
+    /// CRI `ListContainers`.
+    async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>>;
+    /// CRI `ContainerStatus`.
+    async fn container_status(&self, id: &str) -> Result<ContainerStatus>;
+    /// CRI `ExecSync`: run `cmd` in the container (exec probes use it).
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout_seconds: i64,
+    ) -> Result<ExecSyncResponse>;
+
+    /// Run one probe of `kind` against the container. The agent calls this for every probe;
+    /// a CRI runtime runs exec probes through [`ContainerRuntime::exec_sync`] and HTTP/TCP
+    /// probes from the node (the agent passes what the probe names in `action`); the fake
+    /// answers from its simulation.
+    async fn probe(&self, id: &str, kind: ProbeKind, action: &ProbeAction) -> Result<ProbeResult>;
+
+    /// CRI `PullImage`; returns the image reference (digest) it resolved to.
+    async fn pull_image(&self, image: &str) -> Result<String>;
+    /// CRI `ImageStatus`: `None` when the image is not present.
+    async fn image_status(&self, image: &str) -> Result<Option<Image>>;
+}
+
+/// What a probe does, as the pod spec says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAction {
+    /// Run a command in the container; exit 0 succeeds.
+    Exec(Vec<String>),
+    /// HTTP GET; 200–399 succeeds.
+    HttpGet {
+        /// Host (the pod IP when empty).
+        host: String,
+        /// Port number.
+        port: u16,
+        /// Path.
+        path: String,
+        /// `HTTP` or `HTTPS`.
+        scheme: String,
+    },
+    /// TCP connect succeeds.
+    TcpSocket {
+        /// Host (the pod IP when empty).
+        host: String,
+        /// Port number.
+        port: u16,
+    },
+    /// gRPC health check.
+    Grpc {
+        /// Port number.
+        port: u16,
+        /// Service name.
+        service: String,
+    },
+}
+
+/// Current time as Unix nanoseconds.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -2,6 +2,8 @@
 //! the real kubectl. A missing prerequisite fails the test with a message naming it.
 #![allow(clippy::print_stderr)] // the harness prints the server log when a test fails
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -44,11 +44,16 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// The command line with the config file's settings inserted after the subcommand.
-pub fn args_with_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
-    let Some(sub_pos) = args.iter().position(|a| a == "server") else {
+/// The command line with the config file's settings inserted after the subcommand. One file
+/// serves both `server` and `agent`: keys that `known(subcommand, key)` rejects are skipped.
+pub fn args_with_config_file(
+    args: Vec<OsString>,
+    known: &dyn Fn(&str, &str) -> bool,
+) -> anyhow::Result<Vec<OsString>> {
+    let Some(sub_pos) = args.iter().position(|a| a == "server" || a == "agent") else {
         return Ok(args);
     };
+    let sub = args[sub_pos].to_string_lossy().into_owned();
     let (path, explicit) = config_path(&args);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -71,7 +76,7 @@ pub fn args_with_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString
     };
     let mut extra: Vec<OsString> = Vec::new();
     for (key, value) in map {
-        if key == "config" {
+        if key == "config" || !known(&sub, key) {
             continue;
         }
         if std::env::var_os(env_name(key)).is_some() {
@@ -125,7 +130,7 @@ mod tests {
             format!("--config={}", file.display()).into(),
             "--https-listen-port=8443".into(),
         ];
-        let out = args_with_config_file(args).expect("merged");
+        let out = args_with_config_file(args, &|_, _| true).expect("merged");
         let out: Vec<String> = out
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -154,6 +159,6 @@ mod tests {
             "server".into(),
             "--config=/nonexistent/k8slite.yaml".into(),
         ];
-        assert!(args_with_config_file(args).is_err());
+        assert!(args_with_config_file(args, &|_, _| true).is_err());
     }
 }

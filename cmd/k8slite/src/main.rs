@@ -1,6 +1,7 @@
 //! `k8slite`: a lightweight, single-binary Kubernetes distribution. Wiring only: CLI and config
-//! → `k8slite_server::run`.
+//! → `k8slite_server::run` / `k8slite_agent::run`.
 
+mod agent;
 mod config;
 
 use std::net::IpAddr;
@@ -26,6 +27,8 @@ enum Command {
     /// Run the control plane (API server, datastore, controllers) and, unless
     /// --disable-agent, a node agent on this machine.
     Server(ServerArgs),
+    /// Run a node agent that joins a server (`--runtime fake`: a simulated node).
+    Agent(agent::AgentArgs),
 }
 
 /// Flags of `k8slite server`. Every long flag can also be set in the config file (same name)
@@ -216,7 +219,13 @@ fn init_logging(filter: &str) {
 
 #[allow(clippy::print_stderr)] // before logging is set up, stderr is the only channel
 fn main() -> ExitCode {
-    let args = match config::args_with_config_file(std::env::args_os().collect()) {
+    let known = |sub: &str, key: &str| {
+        use clap::CommandFactory;
+        Cli::command()
+            .find_subcommand(sub)
+            .is_some_and(|c| c.get_arguments().any(|a| a.get_long() == Some(key)))
+    };
+    let args = match config::args_with_config_file(std::env::args_os().collect(), &known) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("k8slite: {e:#}");
@@ -224,9 +233,17 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
-    let Command::Server(s) = cli.command;
-    init_logging(&s.log);
-    match run_server(s) {
+    let result = match cli.command {
+        Command::Server(s) => {
+            init_logging(&s.log);
+            run_server(s)
+        }
+        Command::Agent(a) => {
+            init_logging(&a.log);
+            agent::run(a)
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -297,7 +314,8 @@ fn run_server(s: ServerArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGTERM or SIGINT.
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),

@@ -724,6 +724,16 @@ impl ApiServer {
             ));
         }
         pod["spec"]["nodeName"] = json!(node);
+        // As upstream's binding: the pod is now scheduled (PodScheduled=True).
+        let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
+        let conditions = &mut pod["status"]["conditions"];
+        match conditions.as_array_mut() {
+            Some(list) => {
+                list.retain(|c| c["type"] != "PodScheduled");
+                list.push(scheduled);
+            }
+            None => *conditions = json!([scheduled]),
+        }
         if r.query.dry_run()? {
             return Ok(crate::body::json_response(
                 StatusCode::CREATED,

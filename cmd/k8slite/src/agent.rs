@@ -1,0 +1,267 @@
+//! `k8slite agent`: flags → `k8slite_agent::AgentConfig` → `k8slite_agent::run` (or
+//! `run_fake_nodes` for several simulated nodes in one process).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// Container runtimes the agent can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// Simulated containers (kubemark-style nodes for tests and benchmarks).
+    Fake,
+    /// containerd over CRI (not part of this build yet).
+    Containerd,
+}
+
+/// Flags of `k8slite agent`. Like the server's, every long flag can also be set in the config
+/// file (same name) or as `K8SLITE_<FLAG_IN_CAPS>`.
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub struct AgentArgs {
+    /// Config file (YAML; keys are the long flag names).
+    #[arg(
+        long,
+        env = "K8SLITE_CONFIG",
+        default_value = "/etc/k8slite/config.yaml",
+        value_name = "FILE"
+    )]
+    config: PathBuf,
+    /// URL of the server to join (`https://host:6443`).
+    #[arg(long, env = "K8SLITE_JOIN", value_name = "URL")]
+    join: String,
+    /// Join token (`K10<ca hash>::server:<secret>`, from the server's data dir `server/token`).
+    #[arg(
+        long,
+        env = "K8SLITE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "K8SLITE_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Container runtime.
+    #[arg(
+        long,
+        env = "K8SLITE_RUNTIME",
+        value_enum,
+        default_value = "containerd"
+    )]
+    runtime: RuntimeKind,
+    /// Node name (default: the host name). With --fake-nodes, the prefix of the names.
+    #[arg(long, env = "K8SLITE_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// Address reported as the node's InternalIP. With --fake-nodes, the first node gets this
+    /// address plus one, the next plus two, and so on.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_IP",
+        default_value = "127.0.0.1",
+        value_name = "IP"
+    )]
+    node_ip: IpAddr,
+    /// Extra node label `key=value`; repeatable.
+    #[arg(
+        long = "node-label",
+        env = "K8SLITE_NODE_LABEL",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    node_label: Vec<String>,
+    /// Taint the node registers with, `key=value:Effect`; repeatable.
+    #[arg(
+        long = "node-taint",
+        env = "K8SLITE_NODE_TAINT",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE:EFFECT"
+    )]
+    node_taint: Vec<String>,
+    /// Run this many simulated nodes in one process, named `<node-name>-1` … (fake runtime).
+    #[arg(long, env = "K8SLITE_FAKE_NODES", value_name = "N")]
+    fake_nodes: Option<usize>,
+    /// CPU capacity of a fake node.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_CPU",
+        default_value = "4",
+        value_name = "QUANTITY"
+    )]
+    node_cpu: String,
+    /// Memory capacity of a fake node.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_MEMORY",
+        default_value = "8Gi",
+        value_name = "QUANTITY"
+    )]
+    node_memory: String,
+    /// Ephemeral-storage capacity of a fake node.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_EPHEMERAL_STORAGE",
+        default_value = "50Gi",
+        value_name = "QUANTITY"
+    )]
+    node_ephemeral_storage: String,
+    /// Maximum number of pods on the node.
+    #[arg(
+        long,
+        env = "K8SLITE_MAX_PODS",
+        default_value_t = 110,
+        value_name = "N"
+    )]
+    max_pods: u32,
+    /// Seconds between renewals of the node Lease.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_LEASE_RENEW_INTERVAL",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    node_lease_renew_interval: u64,
+    /// leaseDurationSeconds written into the node Lease.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_LEASE_DURATION",
+        default_value_t = 40,
+        value_name = "SECONDS"
+    )]
+    node_lease_duration: u64,
+    /// Seconds between node status computations (written when changed).
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_STATUS_UPDATE_FREQUENCY",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    node_status_update_frequency: u64,
+    /// Seconds after which node status is written even if unchanged.
+    #[arg(
+        long,
+        env = "K8SLITE_NODE_STATUS_REPORT_FREQUENCY",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    node_status_report_frequency: u64,
+    /// First CrashLoopBackOff delay in seconds (doubles per restart).
+    #[arg(
+        long,
+        env = "K8SLITE_RESTART_BACKOFF_INITIAL",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
+    restart_backoff_initial: f64,
+    /// Maximum CrashLoopBackOff delay in seconds.
+    #[arg(
+        long,
+        env = "K8SLITE_RESTART_BACKOFF_MAX",
+        default_value_t = 300.0,
+        value_name = "SECONDS"
+    )]
+    restart_backoff_max: f64,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(
+        long,
+        env = "K8SLITE_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}
+
+fn seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
+    if !v.is_finite() || v < 0.0 {
+        bail!("--{flag} must be a non-negative number of seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn config(a: &AgentArgs) -> anyhow::Result<k8slite_agent::AgentConfig> {
+    let name = match &a.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_ascii_lowercase())
+            .context("reading the host name (set --node-name)")?,
+    };
+    let mut cfg = k8slite_agent::AgentConfig::new(name);
+    cfg.node_ip = a.node_ip;
+    let mut labels = BTreeMap::new();
+    for l in &a.node_label {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--node-label {l:?}: expected key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    cfg.node_labels = labels;
+    cfg.node_taints = a
+        .node_taint
+        .iter()
+        .map(|t| k8slite_agent::parse_taint(t))
+        .collect::<Result<_, _>>()?;
+    cfg.resources = k8slite_agent::NodeResources {
+        cpu: a.node_cpu.clone(),
+        memory: a.node_memory.clone(),
+        pods: a.max_pods,
+        ephemeral_storage: a.node_ephemeral_storage.clone(),
+    };
+    cfg.lease_renew_interval = Duration::from_secs(a.node_lease_renew_interval.max(1));
+    cfg.lease_duration = Duration::from_secs(a.node_lease_duration.max(1));
+    cfg.node_status_update_frequency = Duration::from_secs(a.node_status_update_frequency.max(1));
+    cfg.node_status_report_frequency = Duration::from_secs(a.node_status_report_frequency.max(1));
+    cfg.pods.backoff_initial = seconds(a.restart_backoff_initial, "restart-backoff-initial")?;
+    cfg.pods.backoff_max = seconds(a.restart_backoff_max, "restart-backoff-max")?;
+    Ok(cfg)
+}
+
+/// Run `k8slite agent`.
+pub fn run(a: AgentArgs) -> anyhow::Result<()> {
+    if a.runtime != RuntimeKind::Fake {
+        bail!("--runtime containerd is not part of this build yet; use --runtime fake");
+    }
+    let token = match (&a.token, &a.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading --token-file {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => bail!("--token or --token-file is required to join"),
+    };
+    let cfg = config(&a)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("k8slite-agent")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            crate::wait_for_signal().await;
+            tracing::info!("shutting down");
+            signals.cancel();
+        });
+        let Some(client) = k8slite_agent::connect::connect_with_retry(&a.join, &token, &shutdown)
+            .await
+            .context("joining the cluster")?
+        else {
+            return Ok(());
+        };
+        match a.fake_nodes {
+            Some(n) => k8slite_agent::run_fake_nodes(client, cfg, n, shutdown).await,
+            None => {
+                let runtime: Arc<dyn k8slite_runtime::ContainerRuntime> =
+                    Arc::new(k8slite_runtime::FakeRuntime::new());
+                k8slite_agent::run(client, cfg, runtime, shutdown).await
+            }
+        }
+        .context("agent failed")
+    })
+}

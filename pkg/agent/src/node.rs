@@ -1,0 +1,447 @@
+//! The `Node` object: registration (labels, taints, capacity, addresses, conditions, node info)
+//! and the status loop (computed every `node_status_update_frequency`, written when it changed
+//! or `node_status_report_frequency` passed, like the kubelet).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use k8slite_runtime::ContainerRuntime;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use tokio_util::sync::CancellationToken;
+
+use crate::{AgentConfig, Error, KUBELET_VERSION, Result};
+
+/// `kubernetes.io/arch` value of this machine (Go's GOARCH names).
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+/// Seconds-precision now (what the API stores).
+pub(crate) fn now_secs() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// The node object an agent registers (metadata and spec; status from [`node_status`]).
+pub fn desired_node(cfg: &AgentConfig) -> Node {
+    let arch = go_arch();
+    let mut labels = BTreeMap::from([
+        ("beta.kubernetes.io/arch".to_string(), arch.to_string()),
+        ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), arch.to_string()),
+        ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+    ]);
+    labels.extend(cfg.node_labels.clone());
+    Node {
+        metadata: ObjectMeta {
+            name: Some(cfg.node_name.clone()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+                "true".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            taints: (!cfg.node_taints.is_empty()).then(|| cfg.node_taints.clone()),
+            ..NodeSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Facts about the node that do not change while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFacts {
+    /// Container runtime version (`fake://0.1.0`, `containerd://2.0.0`).
+    pub runtime_version: String,
+    /// Kernel version.
+    pub kernel_version: String,
+    /// OS image (PRETTY_NAME of /etc/os-release).
+    pub os_image: String,
+}
+
+impl NodeFacts {
+    /// Read them from this machine and `runtime`.
+    pub async fn gather(runtime: &dyn ContainerRuntime) -> Self {
+        let runtime_version = match runtime.version().await {
+            Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
+            Err(e) => {
+                tracing::warn!("runtime version: {e}");
+                String::new()
+            }
+        };
+        let kernel_version = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let os_image = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .unwrap_or_else(|| "Linux".into());
+        Self {
+            runtime_version,
+            kernel_version,
+            os_image,
+        }
+    }
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> NodeCondition {
+    NodeCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: None,
+        last_transition_time: None,
+    }
+}
+
+fn fake_id(name: &str, salt: u8) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut out = String::new();
+    for i in 0..2u8 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (name, salt, i).hash(&mut h);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// The node status the agent reports, given the status currently stored (for transition
+/// times) and `now` (heartbeat).
+pub fn node_status(
+    cfg: &AgentConfig,
+    facts: &NodeFacts,
+    current: Option<&NodeStatus>,
+    now: Timestamp,
+) -> NodeStatus {
+    let r = &cfg.resources;
+    let resources = BTreeMap::from([
+        ("cpu".to_string(), Quantity(r.cpu.clone())),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity(r.ephemeral_storage.clone()),
+        ),
+        ("hugepages-1Gi".to_string(), Quantity("0".into())),
+        ("hugepages-2Mi".to_string(), Quantity("0".into())),
+        ("memory".to_string(), Quantity(r.memory.clone())),
+        ("pods".to_string(), Quantity(r.pods.to_string())),
+    ]);
+    let mut conditions = vec![
+        condition(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        condition(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+        ),
+        condition(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        condition(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+    ];
+    let old = current.and_then(|s| s.conditions.as_ref());
+    for c in &mut conditions {
+        let prev = old.and_then(|o| o.iter().find(|p| p.type_ == c.type_));
+        c.last_heartbeat_time = Some(Time(now));
+        c.last_transition_time = match prev {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => None,
+        }
+        .or(Some(Time(now)));
+    }
+    let arch = go_arch();
+    NodeStatus {
+        capacity: Some(resources.clone()),
+        allocatable: Some(resources),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: cfg.node_ip.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: cfg.node_name.clone(),
+            },
+        ]),
+        conditions: Some(conditions),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: arch.into(),
+            boot_id: fake_id(&cfg.node_name, 1),
+            container_runtime_version: facts.runtime_version.clone(),
+            kernel_version: facts.kernel_version.clone(),
+            kube_proxy_version: KUBELET_VERSION.into(),
+            kubelet_version: KUBELET_VERSION.into(),
+            machine_id: fake_id(&cfg.node_name, 2),
+            operating_system: "linux".into(),
+            os_image: facts.os_image.clone(),
+            system_uuid: fake_id(&cfg.node_name, 3),
+            swap: None,
+        }),
+        ..NodeStatus::default()
+    }
+}
+
+/// Whether two statuses differ in anything but heartbeat times.
+pub fn status_changed(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &NodeStatus| {
+        let mut s = s.clone();
+        if let Some(cs) = s.conditions.as_mut() {
+            for c in cs.iter_mut() {
+                c.last_heartbeat_time = None;
+            }
+            cs.sort_by(|a, b| a.type_.cmp(&b.type_));
+        }
+        (
+            s.capacity,
+            s.allocatable,
+            s.addresses,
+            s.conditions,
+            s.node_info,
+            s.daemon_endpoints,
+        )
+    };
+    strip(old) != strip(new)
+}
+
+async fn patch_status(api: &Api<Node>, name: &str, status: &NodeStatus) -> Result<Node> {
+    let body = serde_json::json!({ "status": status });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .map_err(Error::kube(format!("updating the status of node {name}")))
+}
+
+/// Pod CIDR used until the server assigns one (`spec.podCIDR`): a /24 of 10.42.0.0/16 chosen by
+/// a hash of the node name, so simulated nodes rarely share pod IPs.
+pub fn fallback_pod_cidr(node_name: &str) -> String {
+    // FNV-1a: stable across processes and builds.
+    let h = node_name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("10.42.{}.0/24", h % 256)
+}
+
+/// Register the node (create it, or update labels of an existing one) and write its status.
+pub async fn register(
+    client: &kube::Client,
+    cfg: &AgentConfig,
+    runtime: &dyn ContainerRuntime,
+) -> Result<Node> {
+    let api: Api<Node> = Api::all(client.clone());
+    let facts = NodeFacts::gather(runtime).await;
+    let desired = desired_node(cfg);
+    let mut delay = Duration::from_millis(500);
+    let node = loop {
+        let attempt = match api.create(&PostParams::default(), &desired).await {
+            Ok(n) => Ok(n),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let body = serde_json::json!({ "metadata": {
+                    "labels": desired.metadata.labels,
+                    "annotations": desired.metadata.annotations,
+                }});
+                api.patch(
+                    &cfg.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&body),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok(n) => break n,
+            Err(e) => {
+                tracing::warn!(node = %cfg.node_name, "registering the node: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    let cidr = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.clone())
+        .unwrap_or_else(|| fallback_pod_cidr(&cfg.node_name));
+    if let Err(e) = runtime.update_pod_cidr(&cidr).await {
+        tracing::warn!("pod CIDR {cidr}: {e}");
+    }
+    let status = node_status(cfg, &facts, node.status.as_ref(), now_secs());
+    patch_status(&api, &cfg.node_name, &status).await
+}
+
+/// Keep the node status up to date until `shutdown`.
+pub async fn run_status(
+    client: kube::Client,
+    cfg: Arc<AgentConfig>,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let facts = NodeFacts::gather(runtime.as_ref()).await;
+    let mut last_report = Instant::now();
+    let mut pod_cidr: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.node_status_update_frequency) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        let node = match api.get(&cfg.node_name).await {
+            Ok(n) => n,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                tracing::warn!(node = %cfg.node_name, "node object deleted; registering again");
+                match register(&client, &cfg, runtime.as_ref()).await {
+                    Ok(_) => last_report = Instant::now(),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(node = %cfg.node_name, "reading the node: {e}");
+                continue;
+            }
+        };
+        let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+        if cidr.is_some() && cidr != pod_cidr {
+            if let Some(c) = cidr.as_deref()
+                && let Err(e) = runtime.update_pod_cidr(c).await
+            {
+                tracing::warn!("pod CIDR {c}: {e}");
+            }
+            pod_cidr = cidr;
+        }
+        let status = node_status(&cfg, &facts, node.status.as_ref(), now_secs());
+        if status_changed(node.status.as_ref(), &status)
+            || last_report.elapsed() >= cfg.node_status_report_frequency
+        {
+            match patch_status(&api, &cfg.node_name, &status).await {
+                Ok(_) => last_report = Instant::now(),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> NodeFacts {
+        NodeFacts {
+            runtime_version: "fake://0.1.0".into(),
+            kernel_version: "6.1.0".into(),
+            os_image: "Debian".into(),
+        }
+    }
+
+    #[test]
+    fn registered_node_has_kubelet_labels_and_status() {
+        let mut cfg = AgentConfig::new("node-1");
+        cfg.node_labels.insert("zone".into(), "a".into());
+        cfg.node_taints
+            .push(crate::parse_taint("k=v:NoSchedule").expect("taint"));
+        let n = desired_node(&cfg);
+        let labels = n.metadata.labels.expect("labels");
+        assert_eq!(labels["kubernetes.io/hostname"], "node-1");
+        assert_eq!(labels["kubernetes.io/os"], "linux");
+        assert_eq!(labels["kubernetes.io/arch"], go_arch());
+        assert_eq!(labels["zone"], "a");
+        assert!(!labels.keys().any(|k| k.starts_with("node-role")));
+        assert_eq!(n.spec.and_then(|s| s.taints).map(|t| t.len()), Some(1));
+
+        let now = now_secs();
+        let s = node_status(&cfg, &facts(), None, now);
+        let cap = s.capacity.as_ref().expect("capacity");
+        assert_eq!(cap["cpu"].0, "4");
+        assert_eq!(cap["memory"].0, "8Gi");
+        assert_eq!(cap["pods"].0, "110");
+        assert_eq!(s.allocatable, s.capacity);
+        let ready = s
+            .conditions
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("True", Some("KubeletReady"))
+        );
+        let info = s.node_info.as_ref().expect("nodeInfo");
+        assert_eq!(info.kubelet_version, "v1.33.0+k8slite");
+        let addrs: Vec<_> = s
+            .addresses
+            .as_ref()
+            .expect("addresses")
+            .iter()
+            .map(|a| (a.type_.as_str(), a.address.as_str()))
+            .collect();
+        assert_eq!(addrs, [("InternalIP", "127.0.0.1"), ("Hostname", "node-1")]);
+    }
+
+    #[test]
+    fn heartbeat_alone_is_no_change_and_transitions_keep_their_time() {
+        let cfg = AgentConfig::new("n");
+        let t0 = Timestamp::from_second(1_700_000_000).expect("ts");
+        let t1 = Timestamp::from_second(1_700_000_100).expect("ts");
+        let s0 = node_status(&cfg, &facts(), None, t0);
+        let s1 = node_status(&cfg, &facts(), Some(&s0), t1);
+        assert!(!status_changed(Some(&s0), &s1));
+        let ready = |s: &NodeStatus| {
+            s.conditions
+                .as_ref()
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready").cloned())
+                .expect("Ready")
+        };
+        assert_eq!(ready(&s1).last_transition_time, Some(Time(t0)));
+        assert_eq!(ready(&s1).last_heartbeat_time, Some(Time(t1)));
+        // The node lifecycle controller marked it Unknown: the agent's status differs.
+        let mut unknown = s1.clone();
+        for c in unknown.conditions.iter_mut().flatten() {
+            if c.type_ == "Ready" {
+                c.status = "Unknown".into();
+                c.reason = Some("NodeStatusUnknown".into());
+            }
+        }
+        let s2 = node_status(&cfg, &facts(), Some(&unknown), t1);
+        assert!(status_changed(Some(&unknown), &s2));
+        assert_eq!(ready(&s2).last_transition_time, Some(Time(t1)));
+    }
+}

@@ -1,0 +1,1 @@
+//! Worker tests over `FakeRuntime` and a recording API.
