@@ -241,3 +241,72 @@ fn custom_resources_take_part_as_owners_and_dependents() {
     })
     .expect("custom object and its dependent collected");
 }
+
+fn names(s: &Server, kind: &str) -> String {
+    s.k(&[
+        "get",
+        kind,
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn deleting_a_deployment_removes_its_replicasets_and_pods_unless_orphaned() {
+    let s = Server::start();
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    eventually(Duration::from_secs(60), || {
+        (names(&s, "pods").split_whitespace().count() == 2 && !names(&s, "rs").is_empty())
+            .then_some(())
+    })
+    .expect("deployment made a ReplicaSet and 2 pods");
+    s.k(&["delete", "deployment", "web"]);
+    eventually(WAIT, || {
+        (names(&s, "rs").is_empty() && names(&s, "pods").is_empty()).then_some(())
+    })
+    .expect("ReplicaSet and pods deleted with the deployment");
+
+    // --cascade=orphan: the ReplicaSet stays, without an owner reference, and keeps its pods
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    let rs = eventually(Duration::from_secs(60), || {
+        let rs = names(&s, "rs");
+        (names(&s, "pods").split_whitespace().count() == 2 && !rs.is_empty()).then_some(rs)
+    })
+    .expect("deployment made a ReplicaSet and 2 pods again");
+    s.k(&["delete", "deployment", "web", "--cascade=orphan"]);
+    eventually(WAIT, || {
+        let d = s.kubectl(&["get", "deployment", "web"]);
+        let refs = s.k(&[
+            "get",
+            "rs",
+            &rs,
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ]);
+        (!d.status.success() && refs.trim().is_empty()).then_some(())
+    })
+    .expect("deployment gone, ReplicaSet without owner reference");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(names(&s, "rs"), rs, "orphaned ReplicaSet stays");
+    assert_eq!(
+        names(&s, "pods").split_whitespace().count(),
+        2,
+        "its pods stay"
+    );
+}

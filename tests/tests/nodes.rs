@@ -368,3 +368,100 @@ fn terminated_pods_over_the_threshold_are_collected_oldest_first() {
         "p2 p3 p4"
     );
 }
+
+/// Pods of `app` as `name node phase deleting` lines.
+fn pod_lines(s: &Server) -> Vec<String> {
+    let out = s.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    ]);
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn self_healing_stopped_node_is_tainted_and_its_pods_move() {
+    let mut c = k8slite_tests::cluster::Cluster::start_with(
+        3,
+        &[
+            "--node-monitor-grace-period=6",
+            "--node-monitor-period=1",
+            "--default-unreachable-toleration-seconds=4",
+            "--default-not-ready-toleration-seconds=4",
+        ],
+        &[],
+    );
+    let s = &c.server;
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=6",
+    ]);
+    let lines = eventually(Duration::from_secs(60), || {
+        let l = pod_lines(s);
+        (l.len() == 6
+            && l.iter()
+                .all(|x| x.split_whitespace().nth(2) == Some("Running")))
+        .then_some(l)
+    })
+    .expect("6 pods Running");
+    // stop a node that runs at least one of them
+    let victim = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .next()
+        .expect("a node with a pod")
+        .to_string();
+    let on_victim = lines
+        .iter()
+        .filter(|l| l.split_whitespace().nth(1) == Some(victim.as_str()))
+        .count();
+    assert!(on_victim > 0);
+    let stopped = std::time::Instant::now();
+    c.stop_node(&victim);
+    let s = &c.server;
+    eventually(WAIT, || {
+        let st = jp(
+            s,
+            &["get", "node", &victim],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        );
+        let taints = jp(s, &["get", "node", &victim], "{.spec.taints[*].key}");
+        (st == "Unknown" && taints.contains("node.kubernetes.io/unreachable")).then_some(())
+    })
+    .expect("stopped node NotReady (Unknown) and tainted unreachable");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(4),
+        "not long before the grace period"
+    );
+    // after the 4 s toleration its pods are evicted and replaced on the other nodes
+    let healed = eventually(Duration::from_secs(90), || {
+        let l = pod_lines(s);
+        let live: Vec<&String> = l
+            .iter()
+            .filter(|x| x.split_whitespace().count() == 3)
+            .collect();
+        (live.len() == 6
+            && live.iter().all(|x| {
+                let f: Vec<&str> = x.split_whitespace().collect();
+                f[1] != victim && f[2] == "Running"
+            }))
+        .then_some(l)
+    })
+    .unwrap_or_else(|| panic!("pods not recreated on the other nodes: {:?}", pod_lines(s)));
+    let evicted = healed
+        .iter()
+        .filter(|l| l.split_whitespace().nth(1) == Some(victim.as_str()))
+        .count();
+    assert!(
+        evicted <= on_victim,
+        "only the stopped node's old pods remain there (terminating): {healed:?}"
+    );
+    let events = s.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("TaintManagerEviction"), "events: {events}");
+}
