@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8slite_tests::{Server, eventually};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn uid(s: &Server, kind: &str, name: &str) -> String {
     let u = s.k(&["get", kind, name, "-o", "jsonpath={.metadata.uid}"]);

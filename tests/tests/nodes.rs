@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8slite_tests::{Server, eventually};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn now_micro() -> String {
     // RFC 3339 with microseconds, as Lease renewTime (MicroTime) wants
