@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8slite_tests::{Server, eventually};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn create_pod(s: &Server, name: &str, port: u16) {
     let yaml = format!(
@@ -167,7 +167,13 @@ fn endpoints_and_slices_follow_readiness() {
         let ep = s.kubectl(&["get", "endpoints", "web"]);
         (!ep.status.success() && slice("{.items[*].metadata.name}").is_empty()).then_some(())
     })
-    .expect("endpoints and slices gone with the service");
+    .unwrap_or_else(|| {
+        panic!(
+            "endpoints and slices not gone with the service: endpoints {:?}, slices {:?}",
+            String::from_utf8_lossy(&s.kubectl(&["get", "endpoints", "web", "-o", "json"]).stdout),
+            slice("{.items[*].metadata.name}")
+        )
+    });
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8slite_tests::{Server, eventually};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn uid(s: &Server, kind: &str, name: &str) -> String {
     let u = s.k(&["get", kind, name, "-o", "jsonpath={.metadata.uid}"]);
@@ -195,5 +195,118 @@ fn references_to_owners_that_never_existed_are_verified_and_collected() {
     assert!(
         exists(&s, "cm", "fine"),
         "a dependent of a present owner stays"
+    );
+}
+
+const CRD: &str = r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition",
+"metadata":{"name":"gadgets.example.com"},
+"spec":{"group":"example.com","scope":"Namespaced","names":{"plural":"gadgets","singular":"gadget","kind":"Gadget"},
+"versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}"#;
+
+#[test]
+fn custom_resources_take_part_as_owners_and_dependents() {
+    let s = Server::start();
+    s.k_stdin(&["create", "-f", "-"], Some(CRD));
+    eventually(WAIT, || {
+        s.kubectl(&["get", "gadgets"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("CRD served");
+    // a custom object owned by a ConfigMap, and a ConfigMap owned by a custom object
+    s.k(&["create", "configmap", "cm-owner"]);
+    let cm_owner = uid(&s, "cm", "cm-owner");
+    s.k_stdin(
+        &["create", "-f", "-"],
+        Some(&format!(
+            r#"{{"apiVersion":"example.com/v1","kind":"Gadget","metadata":{{"name":"g1",
+"ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"cm-owner","uid":"{cm_owner}"}}]}}}}"#
+        )),
+    );
+    let g1 = uid(&s, "gadget", "g1");
+    let yaml = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-dep",
+"ownerReferences":[{{"apiVersion":"example.com/v1","kind":"Gadget","name":"g1","uid":"{g1}"}}]}}}}"#
+    );
+    s.k_stdin(&["create", "-f", "-"], Some(&yaml));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        exists(&s, "cm", "cm-dep"),
+        "a dependent of a live custom object stays"
+    );
+    s.k(&["delete", "cm", "cm-owner"]);
+    eventually(WAIT, || {
+        (!exists(&s, "gadget", "g1") && !exists(&s, "cm", "cm-dep")).then_some(())
+    })
+    .expect("custom object and its dependent collected");
+}
+
+fn names(s: &Server, kind: &str) -> String {
+    s.k(&[
+        "get",
+        kind,
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn deleting_a_deployment_removes_its_replicasets_and_pods_unless_orphaned() {
+    let s = Server::start();
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    eventually(Duration::from_secs(60), || {
+        (names(&s, "pods").split_whitespace().count() == 2 && !names(&s, "rs").is_empty())
+            .then_some(())
+    })
+    .expect("deployment made a ReplicaSet and 2 pods");
+    s.k(&["delete", "deployment", "web"]);
+    eventually(WAIT, || {
+        (names(&s, "rs").is_empty() && names(&s, "pods").is_empty()).then_some(())
+    })
+    .expect("ReplicaSet and pods deleted with the deployment");
+
+    // --cascade=orphan: the ReplicaSet stays, without an owner reference, and keeps its pods
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    let rs = eventually(Duration::from_secs(60), || {
+        let rs = names(&s, "rs");
+        (names(&s, "pods").split_whitespace().count() == 2 && !rs.is_empty()).then_some(rs)
+    })
+    .expect("deployment made a ReplicaSet and 2 pods again");
+    s.k(&["delete", "deployment", "web", "--cascade=orphan"]);
+    eventually(WAIT, || {
+        let d = s.kubectl(&["get", "deployment", "web"]);
+        let refs = s.k(&[
+            "get",
+            "rs",
+            &rs,
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ]);
+        (!d.status.success() && refs.trim().is_empty()).then_some(())
+    })
+    .expect("deployment gone, ReplicaSet without owner reference");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(names(&s, "rs"), rs, "orphaned ReplicaSet stays");
+    assert_eq!(
+        names(&s, "pods").split_whitespace().count(),
+        2,
+        "its pods stay"
     );
 }

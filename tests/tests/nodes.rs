@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8slite_tests::{Server, eventually};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn now_micro() -> String {
     // RFC 3339 with microseconds, as Lease renewTime (MicroTime) wants
@@ -327,4 +327,141 @@ fn every_namespace_gets_a_default_service_account() {
             .then_some(())
     })
     .expect("default service account recreated");
+}
+
+#[test]
+fn terminated_pods_over_the_threshold_are_collected_oldest_first() {
+    let s = Server::start_with(&[
+        "--terminated-pod-gc-threshold=2",
+        "--node-monitor-grace-period=4",
+    ]);
+    for name in ["p1", "p2", "p3", "p4"] {
+        s.k_stdin(
+            &["create", "-f", "-"],
+            Some(&format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},
+"spec":{{"restartPolicy":"Never","containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+            )),
+        );
+        // creation timestamps have second resolution: keep them apart
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    for name in ["p1", "p2", "p3"] {
+        s.k(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ]);
+    }
+    eventually(WAIT, || {
+        let pods = jp(&s, &["get", "pods"], "{.items[*].metadata.name}");
+        (pods == "p2 p3 p4").then_some(())
+    })
+    .expect("the oldest terminated pod deleted, two terminated and the running one kept");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        jp(&s, &["get", "pods"], "{.items[*].metadata.name}"),
+        "p2 p3 p4"
+    );
+}
+
+/// Pods of `app` as `name node phase deleting` lines.
+fn pod_lines(s: &Server) -> Vec<String> {
+    let out = s.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    ]);
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn self_healing_stopped_node_is_tainted_and_its_pods_move() {
+    let mut c = k8slite_tests::cluster::Cluster::start_with(
+        3,
+        &[
+            "--node-monitor-grace-period=6",
+            "--node-monitor-period=1",
+            "--default-unreachable-toleration-seconds=4",
+            "--default-not-ready-toleration-seconds=4",
+        ],
+        &[],
+    );
+    let s = &c.server;
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=6",
+    ]);
+    let lines = eventually(Duration::from_secs(60), || {
+        let l = pod_lines(s);
+        (l.len() == 6
+            && l.iter()
+                .all(|x| x.split_whitespace().nth(2) == Some("Running")))
+        .then_some(l)
+    })
+    .expect("6 pods Running");
+    // stop a node that runs at least one of them
+    let victim = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .next()
+        .expect("a node with a pod")
+        .to_string();
+    let on_victim = lines
+        .iter()
+        .filter(|l| l.split_whitespace().nth(1) == Some(victim.as_str()))
+        .count();
+    assert!(on_victim > 0);
+    let stopped = std::time::Instant::now();
+    c.stop_node(&victim);
+    let s = &c.server;
+    eventually(WAIT, || {
+        let st = jp(
+            s,
+            &["get", "node", &victim],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        );
+        let taints = jp(s, &["get", "node", &victim], "{.spec.taints[*].key}");
+        (st == "Unknown" && taints.contains("node.kubernetes.io/unreachable")).then_some(())
+    })
+    .expect("stopped node NotReady (Unknown) and tainted unreachable");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(4),
+        "not long before the grace period"
+    );
+    // after the 4 s toleration its pods are evicted and replaced on the other nodes
+    let healed = eventually(Duration::from_secs(90), || {
+        let l = pod_lines(s);
+        let live: Vec<&String> = l
+            .iter()
+            .filter(|x| x.split_whitespace().count() == 3)
+            .collect();
+        (live.len() == 6
+            && live.iter().all(|x| {
+                let f: Vec<&str> = x.split_whitespace().collect();
+                f[1] != victim && f[2] == "Running"
+            }))
+        .then_some(l)
+    })
+    .unwrap_or_else(|| panic!("pods not recreated on the other nodes: {:?}", pod_lines(s)));
+    let evicted = healed
+        .iter()
+        .filter(|l| l.split_whitespace().nth(1) == Some(victim.as_str()))
+        .count();
+    assert!(
+        evicted <= on_victim,
+        "only the stopped node's old pods remain there (terminating): {healed:?}"
+    );
+    let events = s.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("TaintManagerEviction"), "events: {events}");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8slite_tests::{Server, eventually};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn used(s: &Server, key: &str) -> String {
     let out = s.kubectl(&[

@@ -87,8 +87,16 @@ async fn force_delete(ctx: &Ctx, k: &PodKey, why: &str) {
 
 /// One pass; `missing` remembers nodes seen missing at the previous pass.
 async fn pass(ctx: &Ctx, missing: &mut HashMap<String, ()>) -> Result<(), Error> {
-    let pods = Api::<Pod>::all(ctx.client.clone())
-        .list(&ListParams::default())
+    let pods_api = Api::<Pod>::all(ctx.client.clone());
+    let terminated = pods_api
+        .list(
+            &ListParams::default()
+                .fields("status.phase!=Pending,status.phase!=Running,status.phase!=Unknown"),
+        )
+        .await?
+        .items;
+    let unscheduled = pods_api
+        .list(&ListParams::default().fields("spec.nodeName="))
         .await?
         .items;
     let nodes_api = Api::<Node>::all(ctx.client.clone());
@@ -99,11 +107,17 @@ async fn pass(ctx: &Ctx, missing: &mut HashMap<String, ()>) -> Result<(), Error>
         .iter()
         .map(|n| n.name_any())
         .collect();
-    for k in terminated_over_threshold(&pods, ctx.config.terminated_pod_gc_threshold) {
+    for k in terminated_over_threshold(&terminated, ctx.config.terminated_pod_gc_threshold) {
         force_delete(ctx, &k, "terminated pods over threshold").await;
     }
     let mut now_missing = HashMap::new();
-    for (k, node) in orphaned(&pods, &nodes) {
+    // bound pods: only their metadata and node name matter; the full list is the price of
+    // finding pods of nodes that are gone
+    let bound = pods_api
+        .list(&ListParams::default().fields("spec.nodeName!="))
+        .await?
+        .items;
+    for (k, node) in orphaned(&bound, &nodes) {
         // quarantine: missing at two passes in a row, and confirmed by a GET
         if missing.contains_key(&node) && nodes_api.get_opt(&node).await?.is_none() {
             force_delete(ctx, &k, "bound to a node that no longer exists").await;
@@ -111,7 +125,7 @@ async fn pass(ctx: &Ctx, missing: &mut HashMap<String, ()>) -> Result<(), Error>
         now_missing.insert(node, ());
     }
     *missing = now_missing;
-    for k in unscheduled_terminating(&pods) {
+    for k in unscheduled_terminating(&unscheduled) {
         force_delete(ctx, &k, "unscheduled and terminating").await;
     }
     Ok(())
@@ -119,8 +133,11 @@ async fn pass(ctx: &Ctx, missing: &mut HashMap<String, ()>) -> Result<(), Error>
 
 /// Run until `shutdown`.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
-    // A short period for clusters tuned for quick node monitoring (tests, edge), else upstream's.
-    let period = CHECK_PERIOD.min(ctx.config.node_monitor_period * 2);
+    // Upstream's period, shorter when the node grace period is tuned short (tests, edge): pods
+    // of a deleted node go within about one grace period.
+    let period = CHECK_PERIOD
+        .min(ctx.config.node_monitor_grace_period / 2)
+        .max(Duration::from_millis(500));
     let mut missing = HashMap::new();
     let mut tick = tokio::time::interval(period);
     loop {

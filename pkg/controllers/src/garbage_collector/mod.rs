@@ -40,6 +40,7 @@ const BATCH: usize = 64;
 enum Msg {
     Event(usize, Box<watcher::Event<PartialObjectMeta<DynamicObject>>>),
     Requeue(String),
+    Rediscover,
 }
 
 struct Resource {
@@ -88,9 +89,15 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break Ok(()) };
-                gc.handle(msg);
-                while let Ok(m) = rx.try_recv() {
-                    gc.handle(m);
+                let mut rediscover_now = false;
+                for m in std::iter::once(msg).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                    match m {
+                        Msg::Rediscover => rediscover_now = true,
+                        m => gc.handle(m),
+                    }
+                }
+                if rediscover_now && let Err(e) = gc.discover().await {
+                    tracing::warn!(error = %e, "garbage collector: discovery failed");
                 }
             }
             _ = std::future::ready(()), if !gc.queue.is_empty() => {
@@ -189,6 +196,7 @@ impl Gc {
     fn handle(&mut self, msg: Msg) {
         let dirty = match msg {
             Msg::Requeue(uid) => BTreeSet::from([uid]),
+            Msg::Rediscover => BTreeSet::new(),
             Msg::Event(idx, ev) => match *ev {
                 watcher::Event::Init => {
                     self.init_seen.insert(idx, HashSet::new());
@@ -210,7 +218,20 @@ impl Gc {
                     }
                     dirty
                 }
-                watcher::Event::Apply(o) => self.apply(idx, &o),
+                watcher::Event::Apply(o) => {
+                    if self.resources.get(idx).is_some_and(|r| {
+                        r.ar.group == "apiextensions.k8s.io"
+                            && r.ar.plural == "customresourcedefinitions"
+                    }) {
+                        // a CRD appeared or changed: read discovery again once it is served
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(RETRY).await;
+                            let _ = tx.send(Msg::Rediscover).await;
+                        });
+                    }
+                    self.apply(idx, &o)
+                }
                 watcher::Event::Delete(o) => match &o.metadata.uid {
                     Some(uid) => self.graph.remove(uid),
                     None => BTreeSet::new(),

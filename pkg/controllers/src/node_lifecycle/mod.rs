@@ -11,13 +11,17 @@
 pub mod logic;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
@@ -36,6 +40,8 @@ struct Probe {
 
 struct Lifecycle {
     ctx: Ctx,
+    nodes: Store<Node>,
+    leases: Store<Lease>,
     probes: HashMap<String, Probe>,
     node_events: Recorder,
     eviction_events: Recorder,
@@ -71,18 +77,14 @@ impl Lifecycle {
     }
 
     async fn pass(&mut self) -> Result<(), Error> {
-        let client = self.ctx.client.clone();
         let grace = self.ctx.config.node_monitor_grace_period;
-        let nodes_api: Api<Node> = Api::all(client.clone());
-        let nodes = nodes_api.list(&ListParams::default()).await?.items;
-        let leases: HashMap<String, Lease> =
-            Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE)
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .map(|l| (l.name_any(), l))
-                .collect();
+        let nodes = self.nodes.state();
+        let leases: HashMap<String, Arc<Lease>> = self
+            .leases
+            .state()
+            .into_iter()
+            .map(|l| (l.name_any(), l))
+            .collect();
         self.probes
             .retain(|name, _| nodes.iter().any(|n| &n.name_any() == name));
         for node in nodes {
@@ -278,9 +280,63 @@ impl Lifecycle {
     }
 }
 
+/// A store of `api`'s objects kept up to date by a reflector task.
+fn reflect<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+        .default_backoff();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                tracing::debug!(error = %e, "node-lifecycle: watch");
+            }
+        }
+    });
+    (store, task)
+}
+
 /// Run until `shutdown`.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
+    let (nodes, nodes_task) = reflect(Api::<Node>::all(ctx.client.clone()));
+    let (leases, leases_task) = reflect(Api::<Lease>::namespaced(
+        ctx.client.clone(),
+        LEASE_NAMESPACE,
+    ));
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        r = async {
+            nodes.wait_until_ready().await?;
+            leases.wait_until_ready().await?;
+            Ok::<_, reflector::store::WriterDropped>(())
+        } => match r {
+            Ok(()) => monitor(ctx, nodes, leases, shutdown).await,
+            Err(_) => Ok(()),
+        },
+    };
+    nodes_task.abort();
+    leases_task.abort();
+    result
+}
+
+async fn monitor(
+    ctx: Ctx,
+    nodes: Store<Node>,
+    leases: Store<Lease>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let mut lc = Lifecycle {
+        nodes,
+        leases,
         node_events: ctx.recorder("node-controller"),
         eviction_events: ctx.recorder("taint-eviction-controller"),
         probes: HashMap::new(),
