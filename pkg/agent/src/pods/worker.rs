@@ -108,6 +108,9 @@ fn pod_key(pod: &Pod) -> String {
 fn fmt_duration(d: Duration) -> String {
     // Go's time.Duration format for whole seconds: 10s, 1m20s, 5m0s.
     let s = d.as_secs();
+    if s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
     if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)
     } else {
@@ -377,8 +380,8 @@ impl Worker {
                     }
                     break;
                 }
-                Some(_) if sidecar => {
-                    if let Some(d) = self.run_probes(pod, c, &field).await {
+                Some(s) if sidecar => {
+                    if let Some(d) = self.run_probes(pod, c, &field, &s).await {
                         soon(d, &mut wake);
                     }
                     continue;
@@ -408,8 +411,8 @@ impl Worker {
                         tracing::warn!(container = %c.name, "starting: {e}");
                     }
                 }
-                Some(_) => {
-                    if let Some(d) = self.run_probes(pod, c, &field).await {
+                Some(s) => {
+                    if let Some(d) = self.run_probes(pod, c, &field, &s).await {
                         soon(d, &mut wake);
                     }
                 }
@@ -719,8 +722,20 @@ impl Worker {
     }
 
     /// Run due probes of a running container; kill it when liveness or startup fails.
-    async fn run_probes(&mut self, pod: &Pod, c: &Container, field: &str) -> Option<Duration> {
+    async fn run_probes(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        field: &str,
+        st: &k8slite_runtime::ContainerStatus,
+    ) -> Option<Duration> {
         let rec = self.records.get(&c.name)?.clone();
+        if st.id != rec.id {
+            return None;
+        }
+        let running_for = Duration::from_nanos(
+            u64::try_from((k8slite_runtime::now_nanos() - st.started_at).max(0)).unwrap_or(0),
+        );
         let pod_ip = self
             .sandbox
             .as_ref()
@@ -733,14 +748,16 @@ impl Worker {
                 container: rec.id.clone(),
                 ..Probes::default()
             };
-            // Probes start after initialDelaySeconds.
+            // Probes start initialDelaySeconds after the container started.
+            let started = now.checked_sub(running_for).unwrap_or(now);
             for (kind, probe) in [
                 (ProbeKind::Startup, &c.startup_probe),
                 (ProbeKind::Liveness, &c.liveness_probe),
                 (ProbeKind::Readiness, &c.readiness_probe),
             ] {
                 if let Some(pr) = probe {
-                    p.next.insert(kind, now + secs(pr.initial_delay_seconds, 0));
+                    p.next
+                        .insert(kind, started + secs(pr.initial_delay_seconds, 0));
                 }
             }
         }
