@@ -584,12 +584,15 @@ impl ApiServer {
                         .and_then(Value::as_i64)
                 })
                 .unwrap_or(30);
+            // Foreground/Orphan propagation: the garbage collector's finalizers.
+            let gc_changed = !is_namespace && apply_gc_finalizers(&mut obj, opts);
             let defer =
                 !meta::finalizers(&obj).is_empty() || is_namespace || (graceful_pod && grace > 0);
             if defer {
-                if meta::is_deleting(&obj) {
+                if meta::is_deleting(&obj) && !gc_changed {
                     return Ok(obj);
                 }
+                let already_deleting = meta::is_deleting(&obj);
                 let md = meta::metadata_mut(&mut obj);
                 let when = jiff::Timestamp::now()
                     .checked_add(jiff::SignedDuration::from_secs(if graceful_pod {
@@ -598,11 +601,13 @@ impl ApiServer {
                         0
                     }))
                     .unwrap_or_else(|_| jiff::Timestamp::now());
-                md.insert("deletionTimestamp".into(), json!(meta::format_time(when)));
-                md.insert(
-                    "deletionGracePeriodSeconds".into(),
-                    json!(if graceful_pod { grace } else { 0 }),
-                );
+                if !already_deleting {
+                    md.insert("deletionTimestamp".into(), json!(meta::format_time(when)));
+                    md.insert(
+                        "deletionGracePeriodSeconds".into(),
+                        json!(if graceful_pod { grace } else { 0 }),
+                    );
+                }
                 if is_namespace
                     && let Some(st) = obj.get_mut("status").and_then(Value::as_object_mut)
                 {
@@ -719,6 +724,16 @@ impl ApiServer {
             ));
         }
         pod["spec"]["nodeName"] = json!(node);
+        // As upstream's binding: the pod is now scheduled (PodScheduled=True).
+        let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
+        let conditions = &mut pod["status"]["conditions"];
+        match conditions.as_array_mut() {
+            Some(list) => {
+                list.retain(|c| c["type"] != "PodScheduled");
+                list.push(scheduled);
+            }
+            None => *conditions = json!([scheduled]),
+        }
         if r.query.dry_run()? {
             return Ok(crate::body::json_response(
                 StatusCode::CREATED,
@@ -776,6 +791,49 @@ impl ApiServer {
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ))
     }
+}
+
+/// The garbage collector's finalizers for a delete with `opts`, as upstream's registry sets
+/// them: `propagationPolicy=Foreground` adds `foregroundDeletion`, `Orphan` (or the deprecated
+/// `orphanDependents: true`) adds `orphan`, an explicit `Background` (or
+/// `orphanDependents: false`) removes both. Returns whether the finalizers changed.
+fn apply_gc_finalizers(obj: &mut Value, opts: &Value) -> bool {
+    const FG: &str = "foregroundDeletion";
+    const ORPHAN: &str = "orphan";
+    let policy = match opts.get("propagationPolicy").and_then(Value::as_str) {
+        Some(p) => Some(p),
+        None => match opts.get("orphanDependents").and_then(Value::as_bool) {
+            Some(true) => Some("Orphan"),
+            Some(false) => Some("Background"),
+            None => None,
+        },
+    };
+    let Some(policy) = policy else { return false };
+    let before = meta::finalizers(obj);
+    let mut after: Vec<String> = before
+        .iter()
+        .filter(|f| *f != FG && *f != ORPHAN)
+        .cloned()
+        .collect();
+    match policy {
+        "Foreground" => after.push(FG.to_string()),
+        "Orphan" => after.push(ORPHAN.to_string()),
+        _ => {}
+    }
+    let mut b = before.clone();
+    b.sort();
+    let mut a = after.clone();
+    a.sort();
+    if a == b {
+        return false;
+    }
+    let md = meta::metadata_mut(obj);
+    if after.is_empty() {
+        md.remove("finalizers");
+    } else {
+        md.insert("finalizers".into(), json!(after));
+    }
+    true
 }
 
 fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {

@@ -14,6 +14,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod history;
 pub mod util;
 
 pub mod cronjob;

@@ -135,6 +135,189 @@ pub fn pod_from_template(
     }
 }
 
+// ---- appended for the StatefulSet/DaemonSet/Job/CronJob controllers (h-wlb) ----
+
+/// Whether one `NodeSelectorRequirement` holds for `value` (the label or field value, if any).
+pub fn node_requirement_matches(
+    req: &k8s_openapi::api::core::v1::NodeSelectorRequirement,
+    value: Option<&str>,
+) -> bool {
+    let values = req.values.as_deref().unwrap_or_default();
+    match req.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if req.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a node matches a pod's `nodeSelector` and required node affinity (any term whose
+/// expressions and fields all match; `matchFields` knows `metadata.name`).
+pub fn node_matches_pod_placement(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    node: &k8s_openapi::api::core::v1::Node,
+) -> bool {
+    let node_labels = labels(&node.metadata);
+    if let Some(sel) = &spec.node_selector
+        && sel.iter().any(|(k, v)| node_labels.get(k) != Some(v))
+    {
+        return false;
+    }
+    let Some(required) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+    else {
+        return true;
+    };
+    let name = node.metadata.name.as_deref();
+    required.node_selector_terms.iter().any(|term| {
+        let exprs = term.match_expressions.as_deref().unwrap_or_default();
+        let fields = term.match_fields.as_deref().unwrap_or_default();
+        if exprs.is_empty() && fields.is_empty() {
+            return false;
+        }
+        exprs
+            .iter()
+            .all(|r| node_requirement_matches(r, node_labels.get(&r.key).map(String::as_str)))
+            && fields.iter().all(|r| {
+                let v = if r.key == "metadata.name" { name } else { None };
+                node_requirement_matches(r, v)
+            })
+    })
+}
+
+/// Whether `toleration` tolerates `taint` (upstream's `ToleratesTaint`).
+pub fn tolerates(
+    toleration: &k8s_openapi::api::core::v1::Toleration,
+    taint: &k8s_openapi::api::core::v1::Taint,
+) -> bool {
+    if let Some(e) = toleration.effect.as_deref()
+        && !e.is_empty()
+        && e != taint.effect
+    {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or_default();
+    let op = toleration.operator.as_deref().unwrap_or("Equal");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match op {
+        "Exists" => true,
+        "Equal" | "" => {
+            !key.is_empty()
+                && toleration.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default()
+        }
+        _ => false,
+    }
+}
+
+/// The first NoSchedule/NoExecute taint of `node` that no toleration tolerates.
+pub fn untolerated_taint<'a>(
+    tolerations: &[k8s_openapi::api::core::v1::Toleration],
+    node: &'a k8s_openapi::api::core::v1::Node,
+) -> Option<&'a k8s_openapi::api::core::v1::Taint> {
+    node.spec
+        .as_ref()?
+        .taints
+        .as_deref()?
+        .iter()
+        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+}
+
+/// Whether an API error is a 404.
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether an API error is a 409 (already exists / conflict).
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Publish an event about `obj` (with `related`, e.g. the pod it created, which also keeps
+/// events about different pods from merging into one series); failures are logged, never fatal.
+pub async fn publish_event<K: kube::Resource<DynamicType = ()>>(
+    recorder: &kube::runtime::events::Recorder,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) {
+    let ev = kube::runtime::events::Event {
+        type_: if warning {
+            kube::runtime::events::EventType::Warning
+        } else {
+            kube::runtime::events::EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: related,
+    };
+    // Without the resourceVersion, repeats about one object aggregate into one series.
+    let mut regarding = obj.object_ref(&());
+    regarding.resource_version = None;
+    if let Err(e) = recorder.publish(&ev, &regarding).await {
+        tracing::debug!(error = %e, reason, "publishing an event failed");
+    }
+}
+
+/// A reference to `obj` (for an event's `related` object).
+pub fn obj_ref<K: kube::Resource>(
+    api_version: &str,
+    kind: &str,
+    obj: &K,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(api_version.to_string()),
+        kind: Some(kind.to_string()),
+        name: obj.meta().name.clone(),
+        namespace: obj.meta().namespace.clone(),
+        uid: obj.meta().uid.clone(),
+        ..Default::default()
+    }
+}
+
+/// A reference to the object `kind` named `name` in `namespace`.
+pub fn named_ref(
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(api_version.to_string()),
+        kind: Some(kind.to_string()),
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,4 +368,57 @@ mod tests {
         }
         assert!(!is_pod_active(&pod));
     }
+}
+
+/// Resolve an int-or-percent value (`3` or `"25%"`) against `total`, rounding a percentage up
+/// or down like upstream's `GetScaledValueFromIntOrPercent`. `None` for a malformed string.
+pub fn scaled_int_or_percent(
+    v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+    total: i32,
+    round_up: bool,
+) -> Option<i32> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match v {
+        IntOrString::Int(i) => Some(*i),
+        IntOrString::String(s) => {
+            let pct: i64 = s.strip_suffix('%')?.trim().parse().ok()?;
+            let scaled = pct * i64::from(total);
+            let v = if round_up {
+                (scaled + 99).div_euclid(100)
+            } else {
+                scaled.div_euclid(100)
+            };
+            i32::try_from(v).ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod int_or_percent_tests {
+    use super::scaled_int_or_percent;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    #[test]
+    fn percent_rounding() {
+        let p = |s: &str| IntOrString::String(s.into());
+        assert_eq!(scaled_int_or_percent(&p("25%"), 10, true), Some(3));
+        assert_eq!(scaled_int_or_percent(&p("25%"), 10, false), Some(2));
+        assert_eq!(scaled_int_or_percent(&p("50%"), 3, true), Some(2));
+        assert_eq!(
+            scaled_int_or_percent(&IntOrString::Int(4), 10, true),
+            Some(4)
+        );
+        assert_eq!(scaled_int_or_percent(&p("abc"), 10, true), None);
+    }
+}
+
+/// How soon a controller retries after a failed sync: quickly after a write conflict (another
+/// writer got there first; the next sync reads the new version), else after 5 seconds.
+pub fn conflict_backoff(err: &crate::Error) -> kube::runtime::controller::Action {
+    let conflict = matches!(err, crate::Error::Kube(kube::Error::Api(s)) if s.code == 409);
+    kube::runtime::controller::Action::requeue(if conflict {
+        std::time::Duration::from_millis(200)
+    } else {
+        std::time::Duration::from_secs(5)
+    })
 }
