@@ -107,9 +107,10 @@ fn name(pod: &Pod) -> String {
 impl PodApi for KubePodApi {
     async fn patch_status(&self, pod: &Pod, status: &PodStatus) -> Result<Option<u64>> {
         let body = serde_json::json!({ "status": status });
-        let p = self
-            .api(pod)
-            .patch_status(&name(pod), &PatchParams::default(), &Patch::Merge(&body))
+        let api = self.api(pod);
+        let n = name(pod);
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&body));
+        let p = crate::retry_conflict(|| api.patch_status(&n, &pp, &patch))
             .await
             .map_err(Error::kube(format!(
                 "updating the status of pod {}",
