@@ -31,6 +31,7 @@ fn harness(spec: serde_json::Value) -> Harness {
     let api = Arc::new(RecordingPodApi::default());
     let cfg = PodConfig {
         sync_period: Duration::from_millis(50),
+        evented_relist_period: Duration::from_secs(30),
         backoff_initial: Duration::from_millis(300),
         backoff_max: Duration::from_millis(600),
         runtime_scheme: "fake".into(),

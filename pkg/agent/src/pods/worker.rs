@@ -87,6 +87,8 @@ pub struct Worker {
     written: Option<k8s_openapi::api::core::v1::PodStatus>,
     /// resourceVersion the last write produced.
     written_rv: Option<u64>,
+    /// Where container events of this pod's sandbox are routed to wake the worker.
+    waker: Option<(super::Wakers, Arc<tokio::sync::Notify>)>,
 }
 
 fn ns_time(ns: i64) -> Option<Time> {
@@ -188,6 +190,7 @@ impl Worker {
             finished: false,
             written: None,
             written_rv: None,
+            waker: None,
         }
     }
 
@@ -237,6 +240,28 @@ impl Worker {
         }
     }
 
+    /// Route container events of this pod's sandbox to `notify`.
+    pub fn set_waker(&mut self, wakers: super::Wakers, notify: Arc<tokio::sync::Notify>) {
+        self.waker = Some((wakers, notify));
+    }
+
+    fn register_sandbox(&self, id: &str, add: bool) {
+        if let Some((wakers, notify)) = &self.waker
+            && let Ok(mut m) = wakers.lock()
+        {
+            if add {
+                m.insert(id.to_string(), notify.clone());
+            } else {
+                m.remove(id);
+            }
+        }
+    }
+
+    /// Id of the pod's sandbox, once created.
+    pub fn sandbox_id(&self) -> Option<&str> {
+        self.sandbox.as_ref().map(|s| s.0.as_str())
+    }
+
     /// One pass over `pod`.
     pub async fn sync(&mut self, pod: &Pod) -> Next {
         if pod.metadata.deletion_timestamp.is_some() {
@@ -257,6 +282,7 @@ impl Worker {
                 let sc = Self::sandbox_config(pod);
                 match self.rt.run_pod_sandbox(&sc).await {
                     Ok(id) => {
+                        self.register_sandbox(&id, true);
                         let ip = match self.rt.pod_sandbox_status(&id).await {
                             Ok(s) if !s.ip.is_empty() => s.ip,
                             _ => self.host_ip.clone(),
@@ -1076,6 +1102,7 @@ impl Worker {
 
     async fn remove_sandbox(&mut self) {
         if let Some((id, _, _)) = self.sandbox.take() {
+            self.register_sandbox(&id, false);
             if let Err(e) = self.rt.stop_pod_sandbox(&id).await {
                 tracing::warn!("stopping the sandbox: {e}");
             }
