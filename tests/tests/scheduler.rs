@@ -491,22 +491,34 @@ fn replicas_spread_over_nodes_and_other_schedulers_pods_are_left_alone() {
             json!({"schedulerName": "my-scheduler"}),
         ),
     );
-    // Three pods of one ReplicaSet (owner reference by hand: no controller needed) spread.
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let mut p = pod(
-            &format!("rs-{i}"),
-            json!({"app": "rs"}),
-            Some("100m"),
-            json!({}),
-        );
-        p["metadata"]["ownerReferences"] = json!([{
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
-            "uid": "6f1c6f0e-0000-4000-8000-000000000001", "controller": true,
-        }]);
-        create(&s, &p);
-        nodes.push(wait_scheduled(&s, &format!("rs-{i}")));
-    }
+    // A ReplicaSet's three pods (no agent: they stay Pending, but bound) spread one per node.
+    let rs = json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "rs"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "rs"}},
+            "template": {
+                "metadata": {"labels": {"app": "rs"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                    "resources": {"requests": {"cpu": "100m"}}}]},
+            },
+        },
+    });
+    create(&s, &rs);
+    let mut nodes = eventually(WAIT, || {
+        let out = s.k(&["get", "pods", "-l", "app=rs", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).expect("pods json");
+        let n: Vec<String> = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
+            .collect();
+        (n.len() == 3).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("3 bound rs pods: {}", s.k(&["get", "pods", "-o", "wide"])));
     nodes.sort();
     assert_eq!(nodes, ["n1", "n2", "n3"], "one replica per node");
     // `mine` was created first and is older than every rs pod: had the scheduler taken it,
@@ -517,4 +529,114 @@ fn replicas_spread_over_nodes_and_other_schedulers_pods_are_left_alone() {
         "another scheduler's pod must be left alone"
     );
     assert!(failed_scheduling(&s, "mine").is_empty());
+}
+
+/// Names of the nodes of the Running pods of `selector`.
+fn running_nodes(s: &Server, selector: &str) -> Vec<String> {
+    let out = s.k(&["get", "pods", "-l", selector, "-o", "json"]);
+    let v: Value = serde_json::from_str(&out).expect("pods json");
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn deployment_replicas_run_spread_over_simulated_nodes_and_a_lost_node_is_avoided() {
+    let mut c = k8slite_tests::cluster::Cluster::start_with(
+        3,
+        &["--node-monitor-grace-period=4", "--node-monitor-period=1"],
+        &[],
+    );
+    let s = &c.server;
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image",
+        "nginx",
+        "--replicas",
+        "3",
+    ]);
+    let nodes = eventually(Duration::from_secs(60), || {
+        let mut n = running_nodes(s, "app=web");
+        n.sort();
+        (n.len() == 3).then_some(n)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "3 Running web pods: {}",
+            s.k(&["get", "pods", "-o", "wide"])
+        )
+    });
+    assert_eq!(
+        nodes,
+        ["node-1", "node-2", "node-3"],
+        "one replica per node"
+    );
+
+    // node-3 goes silent: the node-lifecycle controller taints it, and new pods keep away.
+    c.stop_node("node-3");
+    let s = &c.server;
+    let tainted = eventually(Duration::from_secs(60), || {
+        let t = s.k(&[
+            "get",
+            "node",
+            "node-3",
+            "-o",
+            "jsonpath={.spec.taints[*].key}",
+        ]);
+        t.contains("node.kubernetes.io/unreachable").then_some(t)
+    });
+    assert!(tainted.is_some(), "node-3 never got the unreachable taint");
+    for i in 0..4 {
+        let name = format!("after-{i}");
+        create(s, &pod(&name, json!({"app": "after"}), None, json!({})));
+        let node = wait_scheduled(s, &name);
+        assert_ne!(node, "node-3", "{name} placed on the unreachable node");
+    }
+}
+
+#[test]
+fn higher_priority_pods_are_scheduled_first() {
+    let s = start();
+    add_node(&s, "n1", "1", &[]);
+    s.k(&["cordon", "n1"]);
+    s.k(&["create", "priorityclass", "high", "--value=1000"]);
+    create(&s, &pod("low", json!({}), Some("800m"), json!({})));
+    create(
+        &s,
+        &pod(
+            "high",
+            json!({}),
+            Some("800m"),
+            json!({"priorityClassName": "high"}),
+        ),
+    );
+    assert_eq!(
+        s.k(&["get", "pod", "high", "-o", "jsonpath={.spec.priority}"])
+            .trim(),
+        "1000",
+        "admission resolves the priority class"
+    );
+    let unschedulable = "0/1 nodes are available: 1 node(s) were unschedulable. preemption: \
+                         0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+    wait_failed(&s, "low", unschedulable);
+    wait_failed(&s, "high", unschedulable);
+    // Let both pods' back-off (1 s after their failure) pass, so the change below makes both
+    // active at once and the queue order decides.
+    std::thread::sleep(Duration::from_secs(3));
+    s.k(&["uncordon", "n1"]);
+    assert_eq!(wait_scheduled(&s, "high"), "n1");
+    wait_failed(
+        &s,
+        "low",
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: \
+         1 No preemption victims found for incoming pod.",
+    );
 }

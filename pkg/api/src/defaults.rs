@@ -26,6 +26,14 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
         ("", "Pod") => {
             if let Some(spec) = obj.get_mut("spec") {
                 pod_spec(spec);
+                // SetDefaults_Pod: a container's requests default to its limits.
+                for key in ["containers", "initContainers"] {
+                    if let Some(cs) = spec.get_mut(key).and_then(Value::as_array_mut) {
+                        for c in cs {
+                            requests_from_limits(c);
+                        }
+                    }
+                }
                 // SetDefaults_Pod (not the shared PodSpec defaults): pods only.
                 if let Some(m) = spec.as_object_mut() {
                     set_default(m, "enableServiceLinks", json!(true));
@@ -286,6 +294,28 @@ fn container(c: &mut Value) {
                 set_default(h, "path", json!("/"));
                 set_default(h, "scheme", json!("HTTP"));
             }
+        }
+    }
+}
+
+fn requests_from_limits(c: &mut Value) {
+    let Some(limits) = c
+        .pointer("/resources/limits")
+        .and_then(Value::as_object)
+        .cloned()
+    else {
+        return;
+    };
+    if limits.is_empty() {
+        return;
+    }
+    let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let req = res.entry("requests").or_insert_with(|| json!({}));
+    if let Some(r) = req.as_object_mut() {
+        for (k, v) in limits {
+            r.entry(k).or_insert(v);
         }
     }
 }
@@ -701,6 +731,13 @@ mod tests {
         assert_eq!(p["status"]["qosClass"], "BestEffort");
         assert!(!image_is_latest("nginx:1.25"));
         assert!(image_is_latest("registry:5000/nginx"));
+        let mut p = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}}}]}});
+        apply("", "Pod", &mut p);
+        assert_eq!(
+            p["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "500m", "memory": "1Gi"})
+        );
+        assert_eq!(p["status"]["qosClass"], "Burstable");
     }
 
     #[test]

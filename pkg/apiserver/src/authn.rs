@@ -2,14 +2,21 @@
 //! requests without one may carry `Authorization: Bearer <token>`, which each registered
 //! [`TokenAuthenticator`] is asked about in turn (join token, service-account JWTs, …).
 
+use std::future::Future;
+use std::pin::Pin;
+
 use http::HeaderMap;
 
 use crate::authz::Identity;
 
+/// What [`TokenAuthenticator::authenticate`] returns: a boxed future, so authenticators can
+/// read the store (service-account tokens check their bound objects) and stay object-safe.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Option<Identity>> + Send + 'a>>;
+
 /// Maps a bearer token to an identity, or says it does not know it.
 pub trait TokenAuthenticator: Send + Sync + 'static {
     /// The identity `token` stands for, `None` when this authenticator does not accept it.
-    fn authenticate(&self, token: &str) -> Option<Identity>;
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;
 }
 
 /// The bearer token of a request, if it has one.

@@ -98,6 +98,20 @@ pub(crate) async fn ensure_defaults(server: &ApiServer) -> Result<(), ApiError> 
         "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": cfg.secure_port, "protocol": "TCP"}],
     }), true).await?;
+    for pc in crate::admission::priority::system_classes() {
+        ensure(
+            server,
+            "scheduling.k8s.io",
+            "v1",
+            "priorityclasses",
+            pc,
+            false,
+        )
+        .await?;
+    }
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        server.publish_root_ca(ns).await?;
+    }
     server.sync_crds().await;
     Ok(())
 }

@@ -182,9 +182,13 @@ impl ApiServer {
                 return ("get", String::new(), resp);
             }
         }
-        let identity = identity.or_else(|| {
-            crate::authn::bearer_token(req.headers()).and_then(|t| self.authenticate_token(t))
-        });
+        let identity = match identity {
+            Some(id) => Some(id),
+            None => match crate::authn::bearer_token(req.headers()).map(str::to_string) {
+                Some(t) => self.authenticate_token(&t).await,
+                None => None,
+            },
+        };
         let registry = self.registry();
         let route = match parse(req.uri().path(), |g, v, p| {
             registry.get(g, v, p).is_some_and(|r| r.namespaced)
@@ -334,6 +338,7 @@ impl ApiServer {
             ("create", None) => self.create(&r, body).await,
             ("create", Some("binding")) => self.bind(&r, body).await,
             ("create", Some("eviction")) => self.evict(&r, body).await,
+            ("create", Some("token")) => self.create_token(&r, body).await,
             ("update", None | Some("status" | "finalize")) => self.update(&r, body).await,
             ("update", Some("scale")) => self.update_scale(&r, body).await,
             ("patch", None | Some("status")) => self.patch(&r, body).await,

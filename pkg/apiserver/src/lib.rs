@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use k8slite_api::Registry;
 use k8slite_datastore::Store;
 
+mod admission;
 pub mod allocator;
 pub mod authn;
 pub mod authz;
@@ -20,6 +21,7 @@ mod bootstrap;
 mod codec;
 mod crd;
 mod discovery;
+mod eviction;
 mod handler;
 mod list;
 pub mod metrics;
@@ -32,12 +34,14 @@ pub mod route;
 mod scale;
 pub mod serve;
 mod strategy;
+pub mod tokens;
 mod typed;
 mod watch;
 
-pub use authn::TokenAuthenticator;
+pub use authn::{AuthFuture, TokenAuthenticator};
 pub use authz::{Authorizer, Identity};
 pub use serve::{ServeError, serve_tls};
+pub use tokens::TokenSigner;
 
 /// Settings of the API server.
 #[derive(Clone, Debug)]
@@ -93,6 +97,7 @@ pub struct ApiServer {
     config: ApiServerConfig,
     authorizer: Box<dyn Authorizer>,
     tokens: RwLock<Vec<Arc<dyn TokenAuthenticator>>>,
+    sa_signer: std::sync::OnceLock<Arc<tokens::TokenSigner>>,
     metrics: metrics::Metrics,
     allocator: allocator::Allocators,
     watches: Arc<tokio::sync::Semaphore>,
@@ -112,6 +117,7 @@ impl ApiServer {
             registry: RwLock::new(Arc::new(Registry::builtin())),
             authorizer: Box::new(authz::MastersOnly),
             tokens: RwLock::new(Vec::new()),
+            sa_signer: std::sync::OnceLock::new(),
             metrics: metrics::Metrics::new(),
             allocator: allocator::Allocators::default(),
             watches,
@@ -125,10 +131,12 @@ impl ApiServer {
         bootstrap::ensure_defaults(self).await
     }
 
-    /// Start background work: namespace finalization.
+    /// Start background work: namespace finalization, the root-CA publisher.
     pub fn spawn_background(self: &Arc<Self>, tracker: &tokio_util::task::TaskTracker) {
         let me = self.clone();
         tracker.spawn(async move { namespaces::run_finalizer(me).await });
+        let me = self.clone();
+        tracker.spawn(async move { me.run_root_ca_publisher().await });
     }
 
     /// Accept bearer tokens that `authn` knows (asked after the ones added before it).
@@ -140,12 +148,17 @@ impl ApiServer {
     }
 
     /// The identity of a bearer token, from the registered authenticators.
-    pub(crate) fn authenticate_token(&self, token: &str) -> Option<Identity> {
+    pub(crate) async fn authenticate_token(&self, token: &str) -> Option<Identity> {
         let list = match self.tokens.read() {
             Ok(t) => t.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        list.iter().find_map(|a| a.authenticate(token))
+        for a in &list {
+            if let Some(id) = a.authenticate(token).await {
+                return Some(id);
+            }
+        }
+        None
     }
 
     /// A snapshot of the registry.

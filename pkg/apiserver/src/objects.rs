@@ -256,6 +256,7 @@ impl ApiServer {
         let warnings = crate::typed::check_fields(r, &mut obj)?;
         let applied_fields = r.applying().then(|| managed::fields_of(&obj, false));
         strategy::prepare_create(&r.info, &mut obj, r.ns())?;
+        self.admit_create_mutating(&r.info, &mut obj).await?;
         strategy::validate(&r.info, &obj, None)?;
         match applied_fields {
             Some(fields) => {
@@ -291,6 +292,7 @@ impl ApiServer {
         if r.info.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut obj);
         }
+        self.admit_create_validating(&r.info, &obj, dry_run).await?;
         if dry_run {
             return Ok(self.respond_with_warnings(r, StatusCode::CREATED, &obj, &warnings));
         }
@@ -302,6 +304,12 @@ impl ApiServer {
         meta::set_resource_version(&mut obj, kv.mod_revision);
         if r.info.kind == "CustomResourceDefinition" {
             self.sync_crds().await;
+        }
+        if r.info.kind == "Namespace"
+            && r.info.group.is_empty()
+            && let Err(e) = self.publish_root_ca(&name).await
+        {
+            tracing::warn!(namespace = %name, error = %e, "publishing kube-root-ca.crt");
         }
         Ok(self.respond_with_warnings(r, StatusCode::CREATED, &obj, &warnings))
     }
@@ -466,7 +474,14 @@ impl ApiServer {
                     "metadata.name: Invalid value: the name of a patched object cannot change",
                 ));
             }
+            // A resourceVersion the patch itself sets is a precondition; the one carried over
+            // from the stored object is not (without this, patches lost every write race).
             let rv = meta::resource_version(&patched).to_string();
+            let rv = if rv == meta::resource_version(&old) {
+                String::new()
+            } else {
+                rv
+            };
             if !rv.is_empty() && rv != current.mod_revision.to_string() {
                 return Err(store_err(
                     r,
@@ -751,48 +766,6 @@ impl ApiServer {
     }
 }
 
-impl ApiServer {
-    /// POST pods/eviction: delete the pod with the eviction's DeleteOptions. (Disruption
-    /// budgets are checked once the PodDisruptionBudget controller exists.)
-    pub(crate) async fn evict(
-        self: &Arc<Self>,
-        r: &ResourceRequest,
-        body: Bytes,
-    ) -> Result<Response<Body>, ApiError> {
-        let ev = r.decode_body(&body)?;
-        let (group, kind) = meta::type_meta(&ev);
-        if !kind.is_empty()
-            && (kind != "Eviction" || !matches!(group, "policy/v1" | "policy/v1beta1"))
-        {
-            return Err(ApiError::bad_request(format!(
-                "the body must be a policy/v1 Eviction, not {group} {kind}"
-            )));
-        }
-        let name = meta::name(&ev);
-        if !name.is_empty() && name != r.name() {
-            return Err(ApiError::bad_request(format!(
-                "name in URL does not match name in Eviction object: {} != {name}",
-                r.name()
-            )));
-        }
-        let opts = ev
-            .get("deleteOptions")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let dry_run = r.query.dry_run()?
-            || opts
-                .get("dryRun")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-        let key = r.info.key(r.ns(), r.name());
-        self.delete_one(&r.info, &key, &opts, dry_run).await?;
-        Ok(crate::body::json_response(
-            StatusCode::CREATED,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-        ))
-    }
-}
-
 /// The garbage collector's finalizers for a delete with `opts`, as upstream's registry sets
 /// them: `propagationPolicy=Foreground` adds `foregroundDeletion`, `Orphan` (or the deprecated
 /// `orphanDependents: true`) adds `orphan`, an explicit `Background` (or
@@ -836,7 +809,7 @@ fn apply_gc_finalizers(obj: &mut Value, opts: &Value) -> bool {
     true
 }
 
-fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn delete_options(r: &ResourceRequest, body: &[u8]) -> Result<Value, ApiError> {
     let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {

@@ -12,6 +12,7 @@ mod der;
 mod files;
 mod identity;
 mod kubeconfig;
+mod sakey;
 mod tls;
 mod token;
 
@@ -19,6 +20,7 @@ pub use ca::CertAndKey;
 pub use cluster::{ClusterPki, PkiOptions};
 pub use identity::{Identity, identity_from_cert};
 pub use kubeconfig::write_kubeconfig;
+pub use sakey::{SERVICE_ACCOUNT_KEY_FILE, ServiceAccountKey};
 pub use tls::{client_tls_config, first_cert_der};
 pub use token::{JoinToken, ca_hash};
 

@@ -1,6 +1,8 @@
 //! The scheduling queue: pods waiting for a node, highest `spec.priority` first, then oldest.
 //! Pods that fit nowhere park in an unschedulable set until the cluster changes (or a slow
-//! periodic flush); a change seen while a pod was being tried sends it straight back.
+//! periodic flush); a change seen while a pod was being tried sends it straight back. As
+//! upstream, a pod that failed recently waits out a per-pod back-off (1 s doubling to 10 s)
+//! before a cluster change makes it active again, so a busy cluster does not spin on it.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
@@ -41,12 +43,28 @@ impl QueuedPod {
     }
 }
 
+/// First back-off after a failed attempt (upstream's podInitialBackoffDuration).
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest back-off (upstream's podMaxBackoffDuration).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Back-off after `attempts` failed attempts.
+pub fn backoff(attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(8);
+    (INITIAL_BACKOFF * 2u32.pow(exp)).min(MAX_BACKOFF)
+}
+
 /// The queue.
 #[derive(Debug, Default)]
 pub struct SchedulingQueue {
     active: BTreeSet<QueuedPod>,
     active_by_uid: HashMap<String, QueuedPod>,
     unschedulable: HashMap<String, (QueuedPod, Instant)>,
+    /// Pods due back once their back-off ends, by (ready time, uid).
+    backoff: BTreeSet<(Instant, String)>,
+    backoff_by_uid: HashMap<String, (Instant, QueuedPod)>,
+    /// Failed attempts per pod, and when the last one ended.
+    attempts: HashMap<String, (u32, Instant)>,
     /// Pods popped and being tried, with the move counter at pop time.
     in_flight: HashMap<String, u64>,
     moves: u64,
@@ -68,14 +86,20 @@ impl SchedulingQueue {
             }
             return;
         }
+        if let Some((at, _)) = self.backoff_by_uid.get(&uid) {
+            let at = *at;
+            self.backoff_by_uid.insert(uid, (at, entry));
+            return;
+        }
         if let Some((_, since)) = self.unschedulable.get(&uid) {
+            let since = *since;
             if activate {
                 self.unschedulable.remove(&uid);
+                self.activate_or_back_off(entry, Instant::now());
             } else {
-                let since = *since;
                 self.unschedulable.insert(uid, (entry, since));
-                return;
             }
+            return;
         }
         if let Some(old) = self.active_by_uid.remove(&uid) {
             self.active.remove(&old);
@@ -84,19 +108,61 @@ impl SchedulingQueue {
         self.active_by_uid.insert(uid, entry);
     }
 
+    /// Make a parked pod active, or put it in back-off until its back-off ends.
+    fn activate_or_back_off(&mut self, entry: QueuedPod, now: Instant) {
+        let ready = self
+            .attempts
+            .get(&entry.uid)
+            .map(|(n, last)| *last + backoff(*n));
+        match ready {
+            Some(at) if at > now => {
+                self.backoff.insert((at, entry.uid.clone()));
+                self.backoff_by_uid.insert(entry.uid.clone(), (at, entry));
+            }
+            _ => {
+                self.active_by_uid.insert(entry.uid.clone(), entry.clone());
+                self.active.insert(entry);
+            }
+        }
+    }
+
+    /// When the next back-off ends, if any pod is backing off.
+    pub fn next_backoff(&self) -> Option<Instant> {
+        self.backoff.first().map(|(at, _)| *at)
+    }
+
+    /// Move pods whose back-off has ended to the active queue.
+    pub fn flush_backoff(&mut self, now: Instant) {
+        while let Some((at, uid)) = self.backoff.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.backoff.pop_first();
+            if let Some((_, entry)) = self.backoff_by_uid.remove(&uid) {
+                self.active_by_uid.insert(uid, entry.clone());
+                self.active.insert(entry);
+            }
+        }
+    }
+
     /// Remove a pod wherever it is.
     pub fn remove(&mut self, uid: &str) {
         if let Some(old) = self.active_by_uid.remove(uid) {
             self.active.remove(&old);
         }
         self.unschedulable.remove(uid);
+        if let Some((at, _)) = self.backoff_by_uid.remove(uid) {
+            self.backoff.remove(&(at, uid.to_string()));
+        }
         self.in_flight.remove(uid);
+        self.attempts.remove(uid);
     }
 
     /// Whether a pod is anywhere in the queue (or being tried).
     pub fn contains(&self, uid: &str) -> bool {
         self.active_by_uid.contains_key(uid)
             || self.unschedulable.contains_key(uid)
+            || self.backoff_by_uid.contains_key(uid)
             || self.in_flight.contains_key(uid)
     }
 
@@ -116,6 +182,7 @@ impl SchedulingQueue {
     /// The attempt for `entry` is over (bound, or gone).
     pub fn done(&mut self, uid: &str) {
         self.in_flight.remove(uid);
+        self.attempts.remove(uid);
     }
 
     /// The attempt found no node: park the pod — unless the cluster changed meanwhile, then
@@ -124,9 +191,11 @@ impl SchedulingQueue {
         let Some(at) = self.in_flight.remove(&entry.uid) else {
             return;
         };
+        let now = Instant::now();
+        let n = self.attempts.get(&entry.uid).map_or(0, |(n, _)| *n);
+        self.attempts.insert(entry.uid.clone(), (n + 1, now));
         if self.moves > at {
-            self.active_by_uid.insert(entry.uid.clone(), entry.clone());
-            self.active.insert(entry);
+            self.activate_or_back_off(entry, now);
         } else {
             self.unschedulable
                 .insert(entry.uid.clone(), (entry, Instant::now()));
@@ -136,9 +205,10 @@ impl SchedulingQueue {
     /// The cluster changed in a way that may make parked pods fit: try them all again.
     pub fn move_all_to_active(&mut self) {
         self.moves += 1;
-        for (uid, (entry, _)) in self.unschedulable.drain() {
-            self.active.insert(entry.clone());
-            self.active_by_uid.insert(uid, entry);
+        let now = Instant::now();
+        let parked: Vec<QueuedPod> = self.unschedulable.drain().map(|(_, (e, _))| e).collect();
+        for entry in parked {
+            self.activate_or_back_off(entry, now);
         }
     }
 
@@ -202,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn parked_pods_wait_for_a_change() {
+    fn parked_pods_wait_for_a_change_then_their_back_off() {
         let mut q = SchedulingQueue::new();
         q.add_or_update(e("a", 0, 1), false);
         let a = q.pop().expect("a");
@@ -212,18 +282,54 @@ mod tests {
         // A status-only update keeps it parked.
         q.add_or_update(a.clone(), false);
         assert!(!q.has_active());
+        // A change right after the failure: the pod backs off first (1 s), then is active.
         q.move_all_to_active();
+        assert!(!q.has_active());
+        let at = q.next_backoff().expect("backing off");
+        q.flush_backoff(at - Duration::from_millis(1));
+        assert!(!q.has_active());
+        q.flush_backoff(at);
         assert_eq!(q.pop().map(|p| p.uid).as_deref(), Some("a"));
+        assert!(q.next_backoff().is_none());
     }
 
     #[test]
-    fn a_change_during_the_attempt_requeues_at_once() {
+    fn back_off_doubles_up_to_ten_seconds() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(5), MAX_BACKOFF);
+        assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_change_during_the_attempt_requeues_after_the_back_off() {
         let mut q = SchedulingQueue::new();
         q.add_or_update(e("a", 0, 1), false);
         let a = q.pop().expect("a");
         q.move_all_to_active(); // e.g. a node was added while `a` was being tried
         q.unschedulable(a);
+        assert_eq!(
+            q.unschedulable_len(),
+            0,
+            "not parked: the change may have helped"
+        );
+        assert!(q.next_backoff().is_some());
+        q.flush_backoff(Instant::now() + MAX_BACKOFF);
         assert!(q.has_active());
+    }
+
+    #[test]
+    fn removing_a_backing_off_pod_forgets_it() {
+        let mut q = SchedulingQueue::new();
+        q.add_or_update(e("a", 0, 1), false);
+        let a = q.pop().expect("a");
+        q.unschedulable(a);
+        q.move_all_to_active();
+        assert!(q.contains("a"));
+        q.remove("a");
+        assert!(!q.contains("a"));
+        assert!(q.next_backoff().is_none());
     }
 
     #[test]

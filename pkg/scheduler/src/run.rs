@@ -459,6 +459,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
     tracing::info!("scheduler started");
     loop {
         let ready = s.synced.iter().all(|b| *b) && s.queue.has_active();
+        let backoff_ends = s.queue.next_backoff();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
@@ -475,6 +476,9 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
                 Err(e) => tracing::warn!(error = %e, "watching pods"),
             },
             Some(out) = rx.recv() => s.on_outcome(out),
+            _ = tokio::time::sleep_until(backoff_ends.map_or_else(tokio::time::Instant::now, Into::into)), if backoff_ends.is_some() => {
+                s.queue.flush_backoff(std::time::Instant::now());
+            }
             _ = housekeeping.tick() => {
                 s.queue.flush_older_than(UNSCHEDULABLE_FLUSH);
                 s.cache.expire_assumed(ASSUME_TTL);

@@ -104,14 +104,16 @@ pub enum ServerError {
 struct JoinTokenAuth(k8slite_pki::JoinToken);
 
 impl k8slite_apiserver::TokenAuthenticator for JoinTokenAuth {
-    fn authenticate(&self, token: &str) -> Option<Identity> {
+    fn authenticate<'a>(&'a self, token: &'a str) -> k8slite_apiserver::AuthFuture<'a> {
         let secret = match k8slite_pki::JoinToken::parse(token) {
             Ok(t) => t.password,
             Err(_) => token.to_string(),
         };
-        self.0
+        let id = self
+            .0
             .secret_matches(&secret)
-            .then(|| Identity::new("system:k8slite-agent", vec!["system:nodes".to_string()]))
+            .then(|| Identity::new("system:k8slite-agent", vec!["system:nodes".to_string()]));
+        Box::pin(std::future::ready(id))
     }
 }
 
@@ -196,6 +198,13 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     };
     let api = ApiServer::new(store.clone(), api_cfg, shutdown.clone());
     api.add_token_authenticator(Arc::new(JoinTokenAuth(token.clone())));
+    let sa_key = k8slite_pki::ServiceAccountKey::load_or_create(
+        &tls_dir.join(k8slite_pki::SERVICE_ACCOUNT_KEY_FILE),
+    )?;
+    api.enable_service_account_tokens(Arc::new(k8slite_apiserver::TokenSigner::new(
+        &sa_key,
+        &format!("https://kubernetes.default.svc.{}", cfg.cluster_domain),
+    )));
     api.bootstrap().await.map_err(ServerError::Bootstrap)?;
     let tracker = TaskTracker::new();
     api.spawn_background(&tracker);
