@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use crate::sim::{self, Plan};
 use crate::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerRuntime, ContainerState,
-    ContainerStatus, ExecSyncResponse, Image, PodSandboxConfig, PodSandboxStatus, ProbeAction,
-    ProbeKind, ProbeResult, Result, RuntimeError, RuntimeVersion, SandboxState, now_nanos,
+    ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerMetadata,
+    ContainerRuntime, ContainerState, ContainerStatus, ExecSyncResponse, Image, PodSandboxConfig,
+    PodSandboxStatus, ProbeAction, ProbeKind, ProbeResult, Result, RuntimeError, RuntimeVersion,
+    SandboxState, now_nanos,
 };
 
 /// One call made to the fake, for assertions.
@@ -176,9 +177,19 @@ impl State {
 }
 
 /// The fake runtime. Cheap to clone (shared state).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FakeRuntime {
     state: Arc<Mutex<State>>,
+    events: tokio::sync::broadcast::Sender<ContainerEvent>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
 }
 
 /// `docker.io/library/nginx:latest` for `nginx`, as containerd names images.
@@ -232,6 +243,36 @@ impl FakeRuntime {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn emit(&self, container_id: &str, pod_sandbox_id: &str, kind: ContainerEventKind) {
+        // No receiver is fine: nobody listens.
+        let _ = self.events.send(ContainerEvent {
+            container_id: container_id.to_string(),
+            pod_sandbox_id: pod_sandbox_id.to_string(),
+            kind,
+        });
+    }
+
+    /// The planned exit of container `id` is due: make it happen even if the wall clock lags
+    /// the timer. Returns whether it exited now.
+    fn finish_planned(&self, id: &str) -> bool {
+        let mut st = self.lock();
+        let Some(c) = st.containers.get_mut(id) else {
+            return false;
+        };
+        match (c.state, c.plan) {
+            (ContainerState::Running, Plan::Exit { after, code }) => {
+                let at = c
+                    .started_at
+                    .saturating_add(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX));
+                c.exit(at, code);
+                true
+            }
+            // Already seen exiting on a read: still announce it once.
+            (ContainerState::Exited, Plan::Exit { .. }) => true,
+            _ => false,
+        }
+    }
+
     /// The calls recorded so far (empty unless built with [`FakeRuntime::recording`]).
     pub fn calls(&self) -> Vec<RuntimeCall> {
         self.lock().calls.clone().unwrap_or_default()
@@ -261,14 +302,18 @@ impl FakeRuntime {
 
     /// Make a running container exit now with `code`. Returns whether it was running.
     pub fn exit_container(&self, id: &str, code: i32) -> bool {
-        let mut st = self.lock();
-        match st.container_mut(id) {
-            Ok(c) if c.state == ContainerState::Running => {
-                c.exit(now_nanos(), code);
-                true
+        let sandbox = {
+            let mut st = self.lock();
+            match st.container_mut(id) {
+                Ok(c) if c.state == ContainerState::Running => {
+                    c.exit(now_nanos(), code);
+                    c.sandbox_id.clone()
+                }
+                _ => return false,
             }
-            _ => false,
-        }
+        };
+        self.emit(id, &sandbox, ContainerEventKind::Stopped);
+        true
     }
 
     /// Set the result of the container's `kind` probes from now on.
@@ -342,17 +387,24 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
-        let mut st = self.lock();
-        st.record(RuntimeCall::StopPodSandbox(id.to_string()));
-        let now = now_nanos();
-        for c in st.containers.values_mut().filter(|c| c.sandbox_id == id) {
-            c.refresh(now);
-            if c.state == ContainerState::Running {
-                c.exit(now, 137);
+        let mut stopped = Vec::new();
+        {
+            let mut st = self.lock();
+            st.record(RuntimeCall::StopPodSandbox(id.to_string()));
+            let now = now_nanos();
+            for (cid, c) in st.containers.iter_mut().filter(|(_, c)| c.sandbox_id == id) {
+                c.refresh(now);
+                if c.state == ContainerState::Running {
+                    c.exit(now, 137);
+                    stopped.push(cid.clone());
+                }
+            }
+            if let Some(s) = st.sandboxes.get_mut(id) {
+                s.state = SandboxState::NotReady;
             }
         }
-        if let Some(s) = st.sandboxes.get_mut(id) {
-            s.state = SandboxState::NotReady;
+        for cid in stopped {
+            self.emit(&cid, id, ContainerEventKind::Stopped);
         }
         Ok(())
     }
@@ -463,8 +515,25 @@ impl ContainerRuntime for FakeRuntime {
         c.state = ContainerState::Running;
         c.started_at = now_nanos();
         let name = c.metadata.name.clone();
+        let sandbox = c.sandbox_id.clone();
+        let plan = c.plan;
         c.refresh(c.started_at);
         st.record(RuntimeCall::StartContainer(name));
+        drop(st);
+        self.emit(id, &sandbox, ContainerEventKind::Started);
+        // A planned exit is announced when it happens (the state itself is computed lazily).
+        if let Plan::Exit { after, .. } = plan
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let me = self.clone();
+            let id = id.to_string();
+            handle.spawn(async move {
+                tokio::time::sleep(after).await;
+                if me.finish_planned(&id) {
+                    me.emit(&id, &sandbox, ContainerEventKind::Stopped);
+                }
+            });
+        }
         Ok(())
     }
 
@@ -499,11 +568,18 @@ impl ContainerRuntime for FakeRuntime {
         if !after.is_zero() {
             tokio::time::sleep(after).await;
         }
-        let mut st = self.lock();
-        if let Ok(c) = st.container_mut(id)
-            && c.state == ContainerState::Running
-        {
-            c.exit(now_nanos(), code);
+        let sandbox = {
+            let mut st = self.lock();
+            match st.container_mut(id) {
+                Ok(c) if c.state == ContainerState::Running => {
+                    c.exit(now_nanos(), code);
+                    Some(c.sandbox_id.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(sb) = sandbox {
+            self.emit(id, &sb, ContainerEventKind::Stopped);
         }
         Ok(())
     }
@@ -623,6 +699,10 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn image_status(&self, image: &str) -> Result<Option<Image>> {
         Ok(self.lock().images.get(&normalize_image(image)).cloned())
+    }
+
+    fn container_events(&self) -> Option<tokio::sync::broadcast::Receiver<ContainerEvent>> {
+        Some(self.events.subscribe())
     }
 }
 
@@ -751,6 +831,32 @@ mod tests {
         rt.start_container(&b).await.expect("start");
         rt.stop_container(&b, 30).await.expect("stop");
         let s = rt.container_status(&b).await.expect("status");
+        assert_eq!((s.state, s.exit_code), (ContainerState::Exited, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exits_are_announced_as_events() {
+        let rt = FakeRuntime::new();
+        let mut events = rt.container_events().expect("events");
+        let sc = sandbox("p", &[]);
+        let sb = rt.run_pod_sandbox(&sc).await.expect("sandbox");
+        let a = rt
+            .create_container(&sb, &container("a", &["sleep", "5"]), &sc)
+            .await
+            .expect("create");
+        rt.start_container(&a).await.expect("start");
+        let started = events.recv().await.expect("event");
+        assert_eq!(started.kind, ContainerEventKind::Started);
+        let stopped = events.recv().await.expect("event");
+        assert_eq!(
+            (
+                stopped.kind,
+                stopped.container_id.as_str(),
+                stopped.pod_sandbox_id.as_str()
+            ),
+            (ContainerEventKind::Stopped, a.as_str(), sb.as_str())
+        );
+        let s = rt.container_status(&a).await.expect("status");
         assert_eq!((s.state, s.exit_code), (ContainerState::Exited, 0));
     }
 

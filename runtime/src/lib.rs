@@ -297,6 +297,36 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn pull_image(&self, image: &str) -> Result<String>;
     /// CRI `ImageStatus`: `None` when the image is not present.
     async fn image_status(&self, image: &str) -> Result<Option<Image>>;
+
+    /// CRI `GetContainerEvents` (evented PLEG): a stream of container state changes, when the
+    /// runtime offers one. Without it the agent relists every second.
+    fn container_events(&self) -> Option<tokio::sync::broadcast::Receiver<ContainerEvent>> {
+        None
+    }
+}
+
+/// CRI `ContainerEventType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerEventKind {
+    /// Created.
+    Created,
+    /// Started.
+    Started,
+    /// Stopped (exited).
+    Stopped,
+    /// Deleted.
+    Deleted,
+}
+
+/// CRI `ContainerEventResponse`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// Container id.
+    pub container_id: String,
+    /// Sandbox the container belongs to.
+    pub pod_sandbox_id: String,
+    /// What happened.
+    pub kind: ContainerEventKind,
 }
 
 /// What a probe does, as the pod spec says.

@@ -133,6 +133,28 @@ impl Cluster {
         let _ = child.wait();
     }
 
+    /// SIGTERM node `name`'s agent and wait up to `timeout` for it to exit; returns whether it
+    /// exited cleanly (status 0).
+    pub fn terminate_node(&mut self, name: &str, timeout: Duration) -> bool {
+        let mut child = self
+            .nodes
+            .remove(name)
+            .unwrap_or_else(|| panic!("no running node {name}"));
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let done = eventually(timeout, || child.try_wait().ok().flatten());
+        match done {
+            Some(status) => status.success(),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                false
+            }
+        }
+    }
+
     /// Names of the nodes whose agents run.
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.keys().cloned().collect()

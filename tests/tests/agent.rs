@@ -320,3 +320,103 @@ fn deletion_honours_the_grace_period_then_removes_the_pod() {
         t1.elapsed()
     );
 }
+
+#[test]
+fn annotations_make_containers_exit_and_probes_fail() {
+    let c = Cluster::start(1);
+    let s = &c.server;
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: job\n  annotations:\n    sim.k8slite.io/exit-code: \"5\"\n    sim.k8slite.io/run-seconds: \"1\"\nspec:\n  nodeName: node-1\n  restartPolicy: Never\n  containers:\n  - name: work\n    image: busybox\n";
+    s.k_stdin(&["create", "-f", "-"], Some(yaml));
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unready\n  annotations:\n    sim.k8slite.io/ready: \"false\"\nspec:\n  nodeName: node-1\n  containers:\n  - name: web\n    image: nginx\n    readinessProbe:\n      httpGet: {path: /healthz, port: 80}\n      periodSeconds: 1\n      failureThreshold: 1\n";
+    s.k_stdin(&["create", "-f", "-"], Some(yaml));
+    wait_pod_field(s, "job", "{.status.phase}", "Failed");
+    assert_eq!(
+        pod_field(
+            s,
+            "job",
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "5"
+    );
+    wait_pod_field(s, "unready", "{.status.phase}", "Running");
+    let events = eventually(WAIT, || {
+        let e = s.k(&["describe", "pod", "unready"]);
+        e.contains("Readiness probe failed").then_some(e)
+    });
+    assert!(events.is_some(), "Unhealthy event in describe");
+    assert_eq!(
+        pod_field(
+            s,
+            "unready",
+            "{.status.conditions[?(@.type==\"Ready\")].reason}"
+        ),
+        "ContainersNotReady"
+    );
+    let row = s.k(&["get", "pod", "unready", "--no-headers"]);
+    assert!(row.contains("0/1") && row.contains("Running"), "{row}");
+}
+
+#[test]
+fn init_containers_complete_before_the_app_starts() {
+    let c = Cluster::start(1);
+    let s = &c.server;
+    create_pod(
+        s,
+        "init",
+        "node-1",
+        "  initContainers:\n  - name: setup\n    image: busybox\n    command: [sh, -c, 'sleep 1']\n",
+        "  - name: app\n    image: nginx\n",
+    );
+    wait_pod_field(s, "init", "{.status.phase}", "Running");
+    let t = "{.status.initContainerStatuses[0].state.terminated";
+    assert_eq!(pod_field(s, "init", &format!("{t}.reason}}")), "Completed");
+    let init_done = pod_field(s, "init", &format!("{t}.finishedAt}}"));
+    let app_started = pod_field(
+        s,
+        "init",
+        "{.status.containerStatuses[0].state.running.startedAt}",
+    );
+    assert!(
+        !init_done.is_empty() && app_started >= init_done,
+        "app started {app_started} before init finished {init_done}"
+    );
+    assert_eq!(
+        pod_field(
+            s,
+            "init",
+            "{.status.conditions[?(@.type==\"Initialized\")].status}"
+        ),
+        "True"
+    );
+}
+
+#[test]
+fn several_fake_nodes_run_in_one_process() {
+    let mut c = Cluster::start(0);
+    c.spawn_node("sim", &["--fake-nodes=3"]);
+    for n in ["sim-1", "sim-2", "sim-3"] {
+        c.wait_node_ready(n, WAIT);
+    }
+    let s = &c.server;
+    // Each simulated node runs its own pods.
+    create_pod(s, "on-2", "sim-2", "", "  - name: c\n    image: nginx\n");
+    wait_pod_field(s, "on-2", "{.status.phase}", "Running");
+    assert_eq!(pod_field(s, "on-2", "{.status.hostIP}"), "10.0.0.3");
+}
+
+#[test]
+fn sigterm_stops_the_agent_cleanly() {
+    let mut c = Cluster::start(1);
+    create_pod(
+        &c.server,
+        "web",
+        "node-1",
+        "",
+        "  - name: c\n    image: nginx\n",
+    );
+    wait_pod_field(&c.server, "web", "{.status.phase}", "Running");
+    assert!(
+        c.terminate_node("node-1", Duration::from_secs(10)),
+        "agent did not exit cleanly on SIGTERM"
+    );
+}

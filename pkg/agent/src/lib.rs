@@ -81,6 +81,25 @@ impl Error {
     }
 }
 
+/// Run `f` again (up to 5 tries) while it fails with 409 Conflict: merge patches carry no
+/// resourceVersion, so a conflict only means another writer got in between.
+pub(crate) async fn retry_conflict<T, F, Fut>(mut f: F) -> std::result::Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, kube::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match f().await {
+            Err(kube::Error::Api(s)) if s.code == 409 && tries < 4 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Result of agent operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

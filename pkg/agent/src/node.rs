@@ -246,7 +246,8 @@ pub fn status_changed(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
 
 async fn patch_status(api: &Api<Node>, name: &str, status: &NodeStatus) -> Result<Node> {
     let body = serde_json::json!({ "status": status });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(&body));
+    crate::retry_conflict(|| api.patch_status(name, &pp, &patch))
         .await
         .map_err(Error::kube(format!("updating the status of node {name}")))
 }
@@ -305,8 +306,26 @@ pub async fn register(
     if let Err(e) = runtime.update_pod_cidr(&cidr).await {
         tracing::warn!("pod CIDR {cidr}: {e}");
     }
-    let status = node_status(cfg, &facts, node.status.as_ref(), now_secs());
-    patch_status(&api, &cfg.node_name, &status).await
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let status = node_status(cfg, &facts, node.status.as_ref(), now_secs());
+        match patch_status(&api, &cfg.node_name, &status).await {
+            Ok(n) => {
+                // The server's node IPAM may have assigned a pod CIDR meanwhile.
+                if let Some(c) = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref())
+                    && let Err(e) = runtime.update_pod_cidr(c).await
+                {
+                    tracing::warn!("pod CIDR {c}: {e}");
+                }
+                return Ok(n);
+            }
+            Err(e) => {
+                tracing::warn!(node = %cfg.node_name, "{e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// Keep the node status up to date until `shutdown`.

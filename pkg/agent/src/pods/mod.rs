@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -28,6 +28,9 @@ pub use worker::{Next, Worker};
 pub struct PodConfig {
     /// How often a worker looks at its containers (the kubelet's PLEG relists every 1 s).
     pub sync_period: Duration,
+    /// How often it looks when the runtime reports container events (evented PLEG): a safety
+    /// net only, changes arrive as events.
+    pub evented_relist_period: Duration,
     /// First CrashLoopBackOff delay (upstream: 10 s).
     pub backoff_initial: Duration,
     /// Maximum CrashLoopBackOff delay (upstream: 5 min).
@@ -40,6 +43,7 @@ impl Default for PodConfig {
     fn default() -> Self {
         Self {
             sync_period: Duration::from_secs(1),
+            evented_relist_period: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             runtime_scheme: "fake".into(),
@@ -107,9 +111,10 @@ fn name(pod: &Pod) -> String {
 impl PodApi for KubePodApi {
     async fn patch_status(&self, pod: &Pod, status: &PodStatus) -> Result<Option<u64>> {
         let body = serde_json::json!({ "status": status });
-        let p = self
-            .api(pod)
-            .patch_status(&name(pod), &PatchParams::default(), &Patch::Merge(&body))
+        let api = self.api(pod);
+        let n = name(pod);
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&body));
+        let p = crate::retry_conflict(|| api.patch_status(&n, &pp, &patch))
             .await
             .map_err(Error::kube(format!(
                 "updating the status of pod {}",
@@ -217,12 +222,19 @@ impl PodApi for RecordingPodApi {
     }
 }
 
-/// Drive one worker: sync on every pod change and when the worker asks to look again.
+/// Sandbox id → the waker of the worker that owns it (container events wake it).
+pub type Wakers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+
+/// Drive one worker: sync on every pod change, on container events of its sandbox, and when
+/// the worker asks to look again.
 pub async fn run_worker(
     mut w: Worker,
     mut rx: watch::Receiver<Option<Pod>>,
+    wakers: Wakers,
     shutdown: CancellationToken,
 ) {
+    let wake = Arc::new(Notify::new());
+    w.set_waker(wakers, wake.clone());
     let mut last: Option<Pod> = None;
     loop {
         let pod = rx.borrow_and_update().clone();
@@ -250,6 +262,7 @@ pub async fn run_worker(
                     return;
                 }
             }
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -270,7 +283,36 @@ pub async fn run(
     let pods: Api<Pod> = Api::all(client);
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let mut stream = watcher::watcher(pods, wc).default_backoff().boxed();
-    let pod_cfg = Arc::new(cfg.pods.clone());
+    let wakers: Wakers = Arc::default();
+    let mut pod_cfg = cfg.pods.clone();
+    if let Some(mut events) = runtime.container_events() {
+        // Evented PLEG: container changes wake their pod's worker.
+        pod_cfg.sync_period = pod_cfg.evented_relist_period;
+        let wakers = wakers.clone();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = token.cancelled() => return,
+                    ev = events.recv() => ev,
+                };
+                let Ok(map) = wakers.lock() else { return };
+                match ev {
+                    Ok(ev) => {
+                        if let Some(n) = map.get(&ev.pod_sandbox_id) {
+                            n.notify_one();
+                        }
+                    }
+                    // Missed some: wake everyone to look.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        map.values().for_each(|n| n.notify_one());
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+    let pod_cfg = Arc::new(pod_cfg);
     let host_ip = cfg.node_ip.to_string();
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut finished: HashSet<String> = HashSet::new();
@@ -303,9 +345,10 @@ pub async fn run(
         let token = shutdown.clone();
         let done = done_tx.clone();
         let id2 = id.clone();
+        let wk = wakers.clone();
         tokio::spawn(
             async move {
-                run_worker(w, rx, token).await;
+                run_worker(w, rx, wk, token).await;
                 let _ = done.send(id2);
             }
             .instrument(span),

@@ -2,8 +2,6 @@
 //! their transition times, and whether a status differs from what is stored (so it is written
 //! only on change).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodSpec, PodStatus,
 };
@@ -320,26 +318,10 @@ pub fn overlay(current: Option<&PodStatus>, desired: &PodStatus) -> PodStatus {
 
 /// Whether writing `desired` would change `current`.
 pub fn differs(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
-    let norm = |s: &PodStatus| {
-        let mut s = s.clone();
-        if let Some(c) = s.conditions.as_mut() {
-            c.sort_by(|a, b| a.type_.cmp(&b.type_));
-        }
-        serde_json::to_value(&s).unwrap_or_default()
-    };
-    let cur = current.cloned().unwrap_or_default();
-    norm(&overlay(Some(&cur), desired)) != norm(&cur)
-}
-
-/// Names of containers by spec order, for stable status lists.
-pub fn order_by_spec(names: &[String], mut statuses: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
-    let idx: BTreeMap<&str, usize> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
-    statuses.sort_by_key(|s| idx.get(s.name.as_str()).copied().unwrap_or(usize::MAX));
-    statuses
+    match current {
+        Some(cur) => overlay(Some(cur), desired) != *cur,
+        None => true,
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,8 @@ pub struct Worker {
     written: Option<k8s_openapi::api::core::v1::PodStatus>,
     /// resourceVersion the last write produced.
     written_rv: Option<u64>,
+    /// Where container events of this pod's sandbox are routed to wake the worker.
+    waker: Option<(super::Wakers, Arc<tokio::sync::Notify>)>,
 }
 
 fn ns_time(ns: i64) -> Option<Time> {
@@ -108,6 +110,9 @@ fn pod_key(pod: &Pod) -> String {
 fn fmt_duration(d: Duration) -> String {
     // Go's time.Duration format for whole seconds: 10s, 1m20s, 5m0s.
     let s = d.as_secs();
+    if s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
     if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)
     } else {
@@ -185,6 +190,7 @@ impl Worker {
             finished: false,
             written: None,
             written_rv: None,
+            waker: None,
         }
     }
 
@@ -234,6 +240,28 @@ impl Worker {
         }
     }
 
+    /// Route container events of this pod's sandbox to `notify`.
+    pub fn set_waker(&mut self, wakers: super::Wakers, notify: Arc<tokio::sync::Notify>) {
+        self.waker = Some((wakers, notify));
+    }
+
+    fn register_sandbox(&self, id: &str, add: bool) {
+        if let Some((wakers, notify)) = &self.waker
+            && let Ok(mut m) = wakers.lock()
+        {
+            if add {
+                m.insert(id.to_string(), notify.clone());
+            } else {
+                m.remove(id);
+            }
+        }
+    }
+
+    /// Id of the pod's sandbox, once created.
+    pub fn sandbox_id(&self) -> Option<&str> {
+        self.sandbox.as_ref().map(|s| s.0.as_str())
+    }
+
     /// One pass over `pod`.
     pub async fn sync(&mut self, pod: &Pod) -> Next {
         if pod.metadata.deletion_timestamp.is_some() {
@@ -254,6 +282,7 @@ impl Worker {
                 let sc = Self::sandbox_config(pod);
                 match self.rt.run_pod_sandbox(&sc).await {
                     Ok(id) => {
+                        self.register_sandbox(&id, true);
                         let ip = match self.rt.pod_sandbox_status(&id).await {
                             Ok(s) if !s.ip.is_empty() => s.ip,
                             _ => self.host_ip.clone(),
@@ -377,8 +406,8 @@ impl Worker {
                     }
                     break;
                 }
-                Some(_) if sidecar => {
-                    if let Some(d) = self.run_probes(pod, c, &field).await {
+                Some(s) if sidecar => {
+                    if let Some(d) = self.run_probes(pod, c, &field, &s).await {
                         soon(d, &mut wake);
                     }
                     continue;
@@ -408,8 +437,8 @@ impl Worker {
                         tracing::warn!(container = %c.name, "starting: {e}");
                     }
                 }
-                Some(_) => {
-                    if let Some(d) = self.run_probes(pod, c, &field).await {
+                Some(s) => {
+                    if let Some(d) = self.run_probes(pod, c, &field, &s).await {
                         soon(d, &mut wake);
                     }
                 }
@@ -719,8 +748,20 @@ impl Worker {
     }
 
     /// Run due probes of a running container; kill it when liveness or startup fails.
-    async fn run_probes(&mut self, pod: &Pod, c: &Container, field: &str) -> Option<Duration> {
+    async fn run_probes(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        field: &str,
+        st: &k8slite_runtime::ContainerStatus,
+    ) -> Option<Duration> {
         let rec = self.records.get(&c.name)?.clone();
+        if st.id != rec.id {
+            return None;
+        }
+        let running_for = Duration::from_nanos(
+            u64::try_from((k8slite_runtime::now_nanos() - st.started_at).max(0)).unwrap_or(0),
+        );
         let pod_ip = self
             .sandbox
             .as_ref()
@@ -733,14 +774,16 @@ impl Worker {
                 container: rec.id.clone(),
                 ..Probes::default()
             };
-            // Probes start after initialDelaySeconds.
+            // Probes start initialDelaySeconds after the container started.
+            let started = now.checked_sub(running_for).unwrap_or(now);
             for (kind, probe) in [
                 (ProbeKind::Startup, &c.startup_probe),
                 (ProbeKind::Liveness, &c.liveness_probe),
                 (ProbeKind::Readiness, &c.readiness_probe),
             ] {
                 if let Some(pr) = probe {
-                    p.next.insert(kind, now + secs(pr.initial_delay_seconds, 0));
+                    p.next
+                        .insert(kind, started + secs(pr.initial_delay_seconds, 0));
                 }
             }
         }
@@ -1059,6 +1102,7 @@ impl Worker {
 
     async fn remove_sandbox(&mut self) {
         if let Some((id, _, _)) = self.sandbox.take() {
+            self.register_sandbox(&id, false);
             if let Err(e) = self.rt.stop_pod_sandbox(&id).await {
                 tracing::warn!("stopping the sandbox: {e}");
             }
