@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -256,11 +255,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
         };
         match a.fake_nodes {
             Some(n) => k8slite_agent::run_fake_nodes(client, cfg, n, shutdown).await,
-            None => {
-                let runtime: Arc<dyn k8slite_runtime::ContainerRuntime> =
-                    Arc::new(k8slite_runtime::FakeRuntime::new());
-                k8slite_agent::run(client, cfg, runtime, shutdown).await
-            }
+            None => k8slite_agent::run_fake_node(client, cfg, shutdown).await,
         }
         .context("agent failed")
     })

@@ -222,6 +222,15 @@ pub async fn run(
     l.and(s).and(p)
 }
 
+/// Run one simulated node on a [`FakeRuntime`] until `shutdown`.
+pub async fn run_fake_node(
+    client: kube::Client,
+    cfg: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    run(client, cfg, Arc::new(FakeRuntime::new()), shutdown).await
+}
+
 /// Run `count` simulated nodes on fake runtimes in this process, named `<prefix>-1` …
 /// `<prefix>-<count>`, all from `template` (node name and IP are replaced per node: the IP is
 /// the template's with its last octet raised by the node's index).
