@@ -3,19 +3,14 @@
 
 use std::time::Duration;
 
+use k8slite_tests::objects::json;
 use k8slite_tests::{Server, eventually};
-use serde_json::Value;
 
 fn pod(name: &str, resources: &str) -> String {
     format!(
         r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},
 "spec":{{"containers":[{{"name":"c","image":"nginx","resources":{resources}}}]}}}}"#
     )
-}
-
-fn json(s: &Server, args: &[&str]) -> Value {
-    let out = s.k(args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?}: not JSON ({e}): {out}"))
 }
 
 #[test]

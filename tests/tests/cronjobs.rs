@@ -10,17 +10,8 @@
 use std::time::Duration;
 
 use k8slite_tests::cluster::Cluster;
-use k8slite_tests::{Server, eventually};
-use serde_json::Value;
-
-/// kubectl's JSON output (`Null` when `--ignore-not-found` found nothing).
-fn json(s: &Server, args: &[&str]) -> Value {
-    let out = s.k(args);
-    if out.trim().is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_str(&out).expect("kubectl json")
-}
+use k8slite_tests::eventually;
+use k8slite_tests::objects::json;
 
 const CJ: &str = r#"
 apiVersion: batch/v1

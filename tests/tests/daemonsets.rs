@@ -10,17 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8slite_tests::cluster::Cluster;
+use k8slite_tests::objects::json;
 use k8slite_tests::{Server, eventually};
 use serde_json::Value;
-
-/// kubectl's JSON output (`Null` when `--ignore-not-found` found nothing).
-fn json(s: &Server, args: &[&str]) -> Value {
-    let out = s.k(args);
-    if out.trim().is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_str(&out).expect("kubectl json")
-}
 
 /// Live daemon pods by the node their affinity (or nodeName) names.
 fn pods_by_node(s: &Server) -> BTreeMap<String, Vec<Value>> {

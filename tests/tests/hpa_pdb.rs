@@ -3,68 +3,10 @@
 //! still enforces minReplicas. Each test runs a server with three simulated
 //! nodes (`Cluster::start(3)`).
 
-use std::time::Duration;
-
 use k8slite_tests::cluster::Cluster;
-use k8slite_tests::{Server, eventually};
+use k8slite_tests::eventually;
+use k8slite_tests::objects::{WAIT, events_of, json_of, wait_pods_ready};
 use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn json_of(s: &Server, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&s.k(&a)).expect("kubectl json")
-}
-
-fn pods_of(s: &Server, selector: &str) -> Vec<Value> {
-    json_of(s, &["get", "pods", "-l", selector])["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn running_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        && p["metadata"]["deletionTimestamp"].is_null()
-}
-
-/// Wait for exactly `n` live pods of `selector`, all Running and Ready.
-fn wait_pods_ready(s: &Server, selector: &str, n: usize) -> Vec<Value> {
-    eventually(WAIT, || {
-        let pods: Vec<Value> = pods_of(s, selector)
-            .into_iter()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .collect();
-        (pods.len() == n && pods.iter().all(running_ready)).then_some(pods)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "{n} Running+Ready pods of {selector}; have:\n{}",
-            s.k(&["get", "pods", "-l", selector, "-o", "wide"])
-        )
-    })
-}
-
-fn events_of(s: &Server, kind: &str, name: &str) -> Vec<(String, String)> {
-    let ev = json_of(s, &["get", "events.events.k8s.io"]);
-    ev["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["regarding"]["kind"] == kind && e["regarding"]["name"] == name)
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["note"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
 
 fn condition(obj: &Value, t: &str) -> Option<Value> {
     obj["status"]["conditions"]

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use k8slite_tests::cluster::Cluster;
+use k8slite_tests::objects::json;
 use k8slite_tests::{Server, eventually};
 use serde_json::Value;
 
@@ -53,15 +54,6 @@ spec:
         requests:
           storage: 1Gi
 "#;
-
-/// kubectl's JSON output (`Null` when `--ignore-not-found` found nothing).
-fn json(s: &Server, args: &[&str]) -> Value {
-    let out = s.k(args);
-    if out.trim().is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_str(&out).expect("kubectl json")
-}
 
 fn pod_names(s: &Server) -> Vec<String> {
     let v = json(s, &["get", "pods", "-l", "app=web", "-o", "json"]);
