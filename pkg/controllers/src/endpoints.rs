@@ -309,6 +309,13 @@ impl PodToServices {
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = svc.namespace().unwrap_or_default();
     let name = svc.name_any();
+    // The store may still hold a service the API has deleted (its delete event can reach the
+    // trigger stream first): decide from the API's copy, and clean up when it is gone.
+    let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(svc) = svcs.get_opt(&name).await? else {
+        delete_orphaned(&ctx, &name, Some(&ns)).await;
+        return Ok(Action::await_change());
+    };
     if service_selector(&svc).is_none() {
         return Ok(Action::await_change());
     }
