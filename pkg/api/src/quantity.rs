@@ -25,6 +25,7 @@
 //! upstream's canonical form that quota status and admission messages show.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -187,7 +188,9 @@ impl Quantity {
         let scale = exp10.saturating_sub(frac_len).saturating_add(3);
         let base = mantissa.checked_mul(mul).ok_or_else(overflow)?;
         let milli = if scale >= 0 {
-            let p = 10i128.checked_pow(scale.unsigned_abs()).ok_or_else(overflow)?;
+            let p = 10i128
+                .checked_pow(scale.unsigned_abs())
+                .ok_or_else(overflow)?;
             base.checked_mul(p).ok_or_else(overflow)?
         } else {
             match 10i128.checked_pow(scale.unsigned_abs()) {
@@ -247,25 +250,6 @@ impl Quantity {
         self.milli as f64 / 1000.0
     }
 
-    /// Sum (saturating); printed in the left format, or the right one when the left is zero
-    /// (upstream's `Add`).
-    #[must_use]
-    pub fn add(self, o: Self) -> Self {
-        Self {
-            milli: self.milli.saturating_add(o.milli),
-            format: if self.milli == 0 { o.format } else { self.format },
-        }
-    }
-
-    /// Difference (saturating), printed in the left format (upstream's `Sub`).
-    #[must_use]
-    pub fn sub(self, o: Self) -> Self {
-        Self {
-            milli: self.milli.saturating_sub(o.milli),
-            format: if self.milli == 0 { o.format } else { self.format },
-        }
-    }
-
     /// The canonical form upstream prints (see the module doc).
     pub fn canonical(&self) -> String {
         let m = self.milli;
@@ -275,10 +259,10 @@ impl Quantity {
         let sign = if m < 0 { "-" } else { "" };
         let a = m.unsigned_abs();
         // binary form only for whole values of at least 1024, like upstream
-        if self.format == Format::BinarySi && a % 1000 == 0 && a / 1000 >= 1024 {
+        if self.format == Format::BinarySi && a.is_multiple_of(1000) && a / 1000 >= 1024 {
             let mut units = a / 1000;
             let mut i = 0;
-            while i < 6 && units % 1024 == 0 {
+            while i < 6 && units.is_multiple_of(1024) {
                 units /= 1024;
                 i += 1;
             }
@@ -288,7 +272,7 @@ impl Quantity {
         // mantissa * 10^exp with exp a multiple of three, starting at milli
         let mut mantissa = a;
         let mut exp: i32 = -3;
-        while exp < 18 && mantissa % 1000 == 0 {
+        while exp < 18 && mantissa.is_multiple_of(1000) {
             mantissa /= 1000;
             exp += 3;
         }
@@ -318,6 +302,57 @@ impl fmt::Display for Quantity {
     }
 }
 
+/// Sum (saturating); printed in the left format, or the right one when the left is zero
+/// (upstream's `Add`).
+impl std::ops::Add for Quantity {
+    type Output = Self;
+
+    fn add(self, o: Self) -> Self {
+        Self {
+            milli: self.milli.saturating_add(o.milli),
+            format: if self.milli == 0 {
+                o.format
+            } else {
+                self.format
+            },
+        }
+    }
+}
+
+/// Difference (saturating), printed like [`Add`](std::ops::Add) does (upstream's `Sub`).
+impl std::ops::Sub for Quantity {
+    type Output = Self;
+
+    fn sub(self, o: Self) -> Self {
+        Self {
+            milli: self.milli.saturating_sub(o.milli),
+            format: if self.milli == 0 {
+                o.format
+            } else {
+                self.format
+            },
+        }
+    }
+}
+
+impl std::ops::AddAssign for Quantity {
+    fn add_assign(&mut self, o: Self) {
+        *self = *self + o;
+    }
+}
+
+impl std::ops::SubAssign for Quantity {
+    fn sub_assign(&mut self, o: Self) {
+        *self = *self - o;
+    }
+}
+
+impl std::iter::Sum for Quantity {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |a, b| a + b)
+    }
+}
+
 impl FromStr for Quantity {
     type Err = QuantityError;
 
@@ -330,6 +365,58 @@ impl From<Quantity> for k8s_openapi::apimachinery::pkg::api::resource::Quantity 
     fn from(q: Quantity) -> Self {
         q.to_k8s()
     }
+}
+
+/// A resource list (`requests`, `limits`, `overhead`) with parsed quantities.
+pub type ResourceList = BTreeMap<String, Quantity>;
+
+/// A pod's effective requests or limits as upstream computes them: the containers summed, each
+/// init container as a floor per resource (it runs alone), plus the pod overhead.
+pub fn pod_effective<'a>(
+    containers: impl IntoIterator<Item = &'a ResourceList>,
+    init_containers: impl IntoIterator<Item = &'a ResourceList>,
+    overhead: Option<&ResourceList>,
+) -> ResourceList {
+    let mut total = ResourceList::new();
+    for c in containers {
+        for (k, v) in c {
+            *total.entry(k.clone()).or_default() += *v;
+        }
+    }
+    for c in init_containers {
+        for (k, v) in c {
+            let e = total.entry(k.clone()).or_default();
+            if *v > *e {
+                *e = *v;
+            }
+        }
+    }
+    for (k, v) in overhead.into_iter().flatten() {
+        *total.entry(k.clone()).or_default() += *v;
+    }
+    total
+}
+
+/// What a pod's effective `requests` and `limits` charge against a ResourceQuota (upstream's
+/// pod evaluator): `requests.<name>` for every requested resource, the bare `cpu`, `memory`
+/// and `ephemeral-storage`, and `limits.<name>` for those three. The API server's quota
+/// admission charges this and the quota controller recomputes `status.used` from it, so both
+/// count with the same rules.
+pub fn pod_quota_usage(requests: &ResourceList, limits: &ResourceList) -> ResourceList {
+    const STANDARD: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+    let mut u = ResourceList::new();
+    for (k, v) in requests {
+        if STANDARD.contains(&k.as_str()) {
+            u.insert(k.clone(), *v);
+        }
+        u.insert(format!("requests.{k}"), *v);
+    }
+    for (k, v) in limits {
+        if STANDARD.contains(&k.as_str()) {
+            u.insert(format!("limits.{k}"), *v);
+        }
+    }
+    u
 }
 
 #[cfg(test)]
@@ -397,8 +484,8 @@ mod tests {
         assert_eq!(q("1000m").canonical(), "1");
         assert_eq!(q("1500m").canonical(), "1500m");
         assert_eq!(q("2000").canonical(), "2k");
-        assert_eq!(q("128Mi").add(q("128Mi")).canonical(), "256Mi");
-        assert_eq!(q("500m").add(q("500m")).canonical(), "1");
+        assert_eq!((q("128Mi") + q("128Mi")).canonical(), "256Mi");
+        assert_eq!((q("500m") + q("500m")).canonical(), "1");
         assert!(q("2") > q("1900m"));
         assert_eq!(q("-1").canonical(), "-1");
         for bad in ["", "abc", "1.2.3", "5Xi", "m", ".", "1e", "1K", "e3"] {
@@ -431,13 +518,49 @@ mod tests {
             Err(QuantityError::Overflow(_))
         ));
         // zero takes the other operand's format
-        assert_eq!(Quantity::default().add(q("1Gi")).canonical(), "1Gi");
-        assert_eq!(q("3Gi").sub(q("1Gi")).canonical(), "2Gi");
+        assert_eq!((Quantity::default() + q("1Gi")).canonical(), "1Gi");
+        assert_eq!((q("3Gi") - q("1Gi")).canonical(), "2Gi");
         assert_eq!(q("8Ei").value(), i64::MAX, "saturates");
         assert_eq!(
             Quantity::from_json(&serde_json::json!(2)).map(|q| q.milli()),
             Some(2000)
         );
+    }
+
+    #[test]
+    fn pod_effective_and_quota_usage() {
+        let list = |items: &[(&str, &str)]| -> ResourceList {
+            items.iter().map(|(k, v)| (k.to_string(), q(v))).collect()
+        };
+        let containers = [
+            list(&[("cpu", "250m"), ("memory", "64Mi")]),
+            list(&[("cpu", "250m"), ("nvidia.com/gpu", "1")]),
+        ];
+        let init = [list(&[("cpu", "1")]), list(&[("memory", "32Mi")])];
+        let overhead = list(&[("cpu", "10m")]);
+        let eff = pod_effective(&containers, &init, Some(&overhead));
+        assert_eq!(
+            eff["cpu"],
+            q("1010m"),
+            "init container floor, then overhead"
+        );
+        assert_eq!(eff["memory"].canonical(), "64Mi");
+        assert_eq!(eff["nvidia.com/gpu"], q("1"));
+        let limits = list(&[("cpu", "2"), ("nvidia.com/gpu", "1")]);
+        let u = pod_quota_usage(&eff, &limits);
+        let keys: Vec<&str> = u.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "cpu",
+                "limits.cpu",
+                "memory",
+                "requests.cpu",
+                "requests.memory",
+                "requests.nvidia.com/gpu"
+            ]
+        );
+        assert_eq!(u["limits.cpu"], q("2"));
     }
 
     fn any_format() -> impl Strategy<Value = Format> {
@@ -471,8 +594,9 @@ mod tests {
         #[test]
         fn add_sub_are_exact(a in -(1i128 << 80)..(1i128 << 80), b in -(1i128 << 80)..(1i128 << 80)) {
             let (x, y) = (Quantity::from_milli(a), Quantity::from_milli(b));
-            prop_assert_eq!(x.add(y).sub(y), x);
-            prop_assert_eq!(x.add(y).milli(), a + b);
+            prop_assert_eq!(x + y - y, x);
+            prop_assert_eq!((x + y).milli(), a + b);
+            prop_assert_eq!([x, y].into_iter().sum::<Quantity>(), x + y);
             prop_assert_eq!(x.cmp(&y), a.cmp(&b));
         }
     }
