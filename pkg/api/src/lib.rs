@@ -3,7 +3,8 @@
 //! The [`registry`] holds one row per served resource; everything that needs to know about
 //! resources (routing, discovery, OpenAPI, tables, storage keys) reads it. [`status`] builds
 //! upstream-shaped `Status` errors, [`selector`] parses label and field selectors, [`meta`] and
-//! [`validation`] work on object metadata.
+//! [`validation`] work on object metadata; [`quantity`] parses, prints and adds resource
+//! quantities for every crate.
 
 pub mod convert;
 pub mod defaults;
@@ -11,6 +12,7 @@ pub mod managed;
 pub mod meta;
 pub mod openapi;
 pub mod proto;
+pub mod quantity;
 pub mod registry;
 pub mod schema;
 pub mod selector;

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8slite_api::quantity::{self, ResourceList};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::discovery::Discovery;
@@ -27,7 +28,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use kube_quantity::ParsedQuantity;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -53,64 +53,57 @@ pub struct Inputs {
     pub counts: HashMap<String, usize>,
 }
 
-fn parse(q: &Quantity) -> Option<ParsedQuantity> {
-    ParsedQuantity::try_from(q).ok()
+fn parse(q: &Quantity) -> Option<quantity::Quantity> {
+    quantity::Quantity::from_k8s(q)
 }
 
-fn sum(items: impl IntoIterator<Item = ParsedQuantity>) -> Quantity {
-    items
-        .into_iter()
-        .reduce(|a, b| a + b)
-        .map(Quantity::from)
-        .unwrap_or_else(|| Quantity("0".into()))
+/// Sum in the canonical form (the same arithmetic and printing as quota admission).
+fn sum(items: impl IntoIterator<Item = quantity::Quantity>) -> Quantity {
+    items.into_iter().sum::<quantity::Quantity>().to_k8s()
 }
 
 fn count(n: usize) -> Quantity {
-    Quantity(n.to_string())
+    quantity::Quantity::from_units(i64::try_from(n).unwrap_or(i64::MAX)).to_k8s()
 }
 
-/// One resource of a pod's requests or limits: max(sum of containers, max of init
-/// containers) plus the pod overhead, as upstream computes pod requests.
-pub fn pod_resource(pod: &Pod, limits: bool, name: &str) -> Option<ParsedQuantity> {
-    let spec = pod.spec.as_ref()?;
-    let get = |r: &Option<ResourceRequirements>| {
-        r.as_ref()
-            .and_then(|r| {
-                if limits {
-                    r.limits.as_ref()
-                } else {
-                    r.requests.as_ref()
-                }
-            })
-            .and_then(|m| m.get(name))
-            .and_then(parse)
+fn resource_list(m: Option<&BTreeMap<String, Quantity>>) -> ResourceList {
+    m.into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), parse(v)?)))
+        .collect()
+}
+
+/// A pod's effective requests (`limits == false`) or limits: max(sum of containers, max of
+/// init containers) plus the pod overhead, by the rule shared with quota admission.
+pub fn pod_effective(pod: &Pod, limits: bool) -> ResourceList {
+    let Some(spec) = pod.spec.as_ref() else {
+        return ResourceList::new();
     };
-    let containers: Vec<ParsedQuantity> = spec
-        .containers
+    let list = |r: &Option<ResourceRequirements>| {
+        resource_list(r.as_ref().and_then(|r| {
+            if limits {
+                r.limits.as_ref()
+            } else {
+                r.requests.as_ref()
+            }
+        }))
+    };
+    let containers: Vec<ResourceList> =
+        spec.containers.iter().map(|c| list(&c.resources)).collect();
+    let init: Vec<ResourceList> = spec
+        .init_containers
         .iter()
-        .filter_map(|c| get(&c.resources))
+        .flatten()
+        .map(|c| list(&c.resources))
         .collect();
-    let mut total = containers.into_iter().reduce(|a, b| a + b);
-    for init in spec.init_containers.iter().flatten() {
-        if let Some(q) = get(&init.resources) {
-            total = Some(match total {
-                Some(t) if t >= q => t,
-                _ => q,
-            });
-        }
-    }
-    if let Some(o) = spec
-        .overhead
-        .as_ref()
-        .and_then(|o| o.get(name))
-        .and_then(parse)
-    {
-        total = Some(match total {
-            Some(t) => t + o,
-            None => o,
-        });
-    }
-    total
+    let overhead = resource_list(spec.overhead.as_ref());
+    quantity::pod_effective(&containers, &init, Some(&overhead))
+}
+
+/// What a pod charges against quotas (`requests.cpu`, `limits.memory`, …), exactly as the
+/// API server's quota admission computes it ([`quantity::pod_quota_usage`]).
+pub fn pod_usage(pod: &Pod) -> ResourceList {
+    quantity::pod_quota_usage(&pod_effective(pod, false), &pod_effective(pod, true))
 }
 
 fn is_best_effort(pod: &Pod) -> bool {
@@ -157,8 +150,8 @@ pub fn compute_usage(
         .iter()
         .filter(|p| !is_pod_terminal(p) && pod_in_scopes(p, scopes))
         .collect();
-    let pod_sum =
-        |limits: bool, name: &str| sum(pods.iter().filter_map(|p| pod_resource(p, limits, name)));
+    let pod_usage: Vec<ResourceList> = pods.iter().map(|p| pod_usage(p)).collect();
+    let pod_sum = |key: &str| sum(pod_usage.iter().filter_map(|u| u.get(key).copied()));
     let node_ports = |svc: &&Service| {
         let spec = svc.spec.as_ref();
         let t = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
@@ -195,11 +188,7 @@ pub fn compute_usage(
     for key in hard.keys() {
         let value = match key.as_str() {
             "pods" | "count/pods" => Some(count(pods.len())),
-            "cpu" | "requests.cpu" => Some(pod_sum(false, "cpu")),
-            "memory" | "requests.memory" => Some(pod_sum(false, "memory")),
-            "ephemeral-storage" | "requests.ephemeral-storage" => {
-                Some(pod_sum(false, "ephemeral-storage"))
-            }
+            "cpu" | "memory" | "ephemeral-storage" => Some(pod_sum(key)),
             "services" | "count/services" => Some(count(inputs.services.len())),
             "services.nodeports" => {
                 Some(count(inputs.services.iter().map(|s| node_ports(&s)).sum()))
@@ -221,8 +210,7 @@ pub fn compute_usage(
             "secrets" => counted("secrets"),
             "replicationcontrollers" => counted("replicationcontrollers"),
             "resourcequotas" => counted("resourcequotas"),
-            k if k.starts_with("requests.") => Some(pod_sum(false, &k["requests.".len()..])),
-            k if k.starts_with("limits.") => Some(pod_sum(true, &k["limits.".len()..])),
+            k if k.starts_with("requests.") || k.starts_with("limits.") => Some(pod_sum(k)),
             k if k.starts_with("count/") => counted(&k["count/".len()..]),
             k if k.contains(STORAGE_CLASS_SUFFIX) => {
                 let (class, what) = k.split_once(STORAGE_CLASS_SUFFIX).unwrap_or_default();
@@ -517,10 +505,8 @@ mod tests {
             }]);
             spec.overhead = Some(BTreeMap::from([("cpu".to_string(), q("10m"))]));
         }
-        assert_eq!(
-            pod_resource(&p, false, "cpu").map(Quantity::from),
-            Some(q("510m"))
-        );
+        assert_eq!(pod_usage(&p)["requests.cpu"].to_k8s(), q("510m"));
+        assert_eq!(pod_usage(&p)["cpu"].to_k8s(), q("510m"));
     }
 
     #[test]

@@ -29,7 +29,6 @@ pub mod filters;
 pub mod framework;
 pub mod interpod;
 pub mod matching;
-pub mod quantity;
 pub mod queue;
 pub mod resources;
 mod run;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::quantity;
+use k8slite_api::quantity::Quantity as Parsed;
 
 /// cpu assumed for a container without a cpu request when scoring (upstream: 100m).
 pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
@@ -66,14 +66,15 @@ impl Resources {
     pub fn from_list(list: &BTreeMap<String, Quantity>) -> Self {
         let mut r = Self::default();
         for (name, q) in list {
+            // unparsable quantities count as zero (the API server validates them on write)
+            let parsed = Parsed::from_k8s(q).unwrap_or_default();
             match name.as_str() {
-                "cpu" => r.milli_cpu = quantity::milli_value(q).unwrap_or(0),
-                "memory" => r.memory = quantity::value(q).unwrap_or(0),
-                "ephemeral-storage" => r.ephemeral_storage = quantity::value(q).unwrap_or(0),
-                "pods" => r.pods = quantity::value(q).unwrap_or(0),
+                "cpu" => r.milli_cpu = parsed.milli_i64(),
+                "memory" => r.memory = parsed.value(),
+                "ephemeral-storage" => r.ephemeral_storage = parsed.value(),
+                "pods" => r.pods = parsed.value(),
                 other => {
-                    r.scalar
-                        .insert(other.to_string(), quantity::value(q).unwrap_or(0));
+                    r.scalar.insert(other.to_string(), parsed.value());
                 }
             }
         }

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use k8slite_api::quantity::Quantity;
 use k8slite_api::{ApiError, ResourceInfo, meta};
 use serde_json::{Map, Value, json};
 
 use super::forbidden;
-use super::quantity::{Quantity, from_json};
 
 /// Annotation recording which defaults were applied.
 pub const ANNOTATION: &str = "kubernetes.io/limit-ranger";
@@ -137,7 +137,7 @@ pub fn default_pod(pod: &mut Value, ranges: &[Value]) {
 }
 
 fn q(v: &Value) -> Option<Quantity> {
-    from_json(v)
+    Quantity::from_json(v)
 }
 
 fn min_constraint(
@@ -216,7 +216,7 @@ fn ratio_constraint(
             "{r} max limit to request ratio per {kind} is {e}, but no limit is specified or limit is 0"
         ));
     };
-    let observed = l.nanos as f64 / rq.nanos as f64;
+    let observed = l.milli() as f64 / rq.milli() as f64;
     (observed > e.as_f64() + 1e-9).then(|| {
         format!(
             "{r} max limit to request ratio per {kind} is {e}, but provided ratio is {observed:.6}"
@@ -239,8 +239,7 @@ fn check(kind: &str, item: &Value, req: &Resources, lim: &Resources, errs: &mut 
 fn sum_into(total: &mut BTreeMap<String, Quantity>, r: &Resources) {
     for (k, v) in r {
         if let Some(x) = q(v) {
-            let e = total.entry(k.clone()).or_default();
-            *e = e.add(x);
+            *total.entry(k.clone()).or_default() += x;
         }
     }
 }

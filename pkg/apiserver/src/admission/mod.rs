@@ -13,7 +13,6 @@ use crate::objects::from_stored;
 
 pub(crate) mod limitrange;
 pub(crate) mod priority;
-pub(crate) mod quantity;
 pub(crate) mod quota;
 pub(crate) mod serviceaccount;
 pub(crate) mod tolerations;

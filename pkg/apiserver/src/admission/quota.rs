@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8slite_api::quantity::{Quantity, ResourceList, pod_effective, pod_quota_usage};
 use k8slite_api::{ApiError, ResourceInfo, meta};
 use k8slite_datastore::StoreError;
 use serde_json::{Value, json};
 
 use super::forbidden;
-use super::quantity::{Quantity, from_json};
 use crate::ApiServer;
 use crate::objects::{from_stored, to_stored};
 
@@ -48,54 +48,25 @@ fn is_terminal(pod: &Value) -> bool {
     )
 }
 
-/// The effective requests or limits of a pod: containers summed, each init container as a
-/// floor (it runs alone), plus overhead.
+fn from_json(v: &Value) -> Option<Quantity> {
+    Quantity::from_json(v)
+}
+
+/// The effective requests or limits of a pod (`field`), by the rule shared with the quota
+/// controller ([`pod_effective`]).
 fn pod_resources(pod: &Value, field: &str) -> Usage {
-    let mut total = Usage::new();
-    let get = |c: &Value| -> Usage {
-        c.pointer(&format!("/resources/{field}"))
-            .and_then(Value::as_object)
+    let list =
+        |c: &Value| -> ResourceList { resource_list(c.pointer(&format!("/resources/{field}"))) };
+    let of = |key: &str| -> Vec<ResourceList> {
+        pod.pointer(&format!("/spec/{key}"))
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|(k, v)| from_json(v).map(|q| (k.clone(), q)))
+            .map(list)
             .collect()
     };
-    for c in pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        for (k, v) in get(c) {
-            let e = total.entry(k).or_default();
-            *e = e.add(v);
-        }
-    }
-    for c in pod
-        .pointer("/spec/initContainers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        for (k, v) in get(c) {
-            let e = total.entry(k).or_default();
-            if v > *e {
-                *e = v;
-            }
-        }
-    }
-    for (k, v) in pod
-        .pointer("/spec/overhead")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(q) = from_json(v) {
-            let e = total.entry(k.clone()).or_default();
-            *e = e.add(q);
-        }
-    }
-    total
+    let overhead = resource_list(pod.pointer("/spec/overhead"));
+    pod_effective(&of("containers"), &of("initContainers"), Some(&overhead))
 }
 
 /// What one object counts against quotas.
@@ -109,17 +80,10 @@ pub fn usage(info: &ResourceInfo, obj: &Value) -> Usage {
     match (core, info.kind.as_str()) {
         (true, "Pod") => {
             u.insert("pods".into(), one());
-            for (k, v) in pod_resources(obj, "requests") {
-                if matches!(k.as_str(), "cpu" | "memory" | "ephemeral-storage") {
-                    u.insert(k.clone(), v);
-                }
-                u.insert(format!("requests.{k}"), v);
-            }
-            for (k, v) in pod_resources(obj, "limits") {
-                if matches!(k.as_str(), "cpu" | "memory" | "ephemeral-storage") {
-                    u.insert(format!("limits.{k}"), v);
-                }
-            }
+            u.extend(pod_quota_usage(
+                &pod_resources(obj, "requests"),
+                &pod_resources(obj, "limits"),
+            ));
         }
         (true, "Service") => {
             u.insert("services".into(), one());
@@ -278,15 +242,7 @@ pub fn growth(new: &Usage, old: &Usage) -> Usage {
     new.iter()
         .filter_map(|(k, v)| {
             let before = old.get(k).copied().unwrap_or_default();
-            (v.nanos > before.nanos).then(|| {
-                (
-                    k.clone(),
-                    Quantity {
-                        nanos: v.nanos - before.nanos,
-                        binary: v.binary,
-                    },
-                )
-            })
+            (*v > before).then(|| (k.clone(), *v - before))
         })
         .collect()
 }
@@ -345,7 +301,7 @@ pub fn check(name: &str, hard: &Usage, used: &Usage, requested: &Usage) -> Resul
     for (k, r) in requested {
         let Some(h) = hard.get(k) else { continue };
         let u = used.get(k).copied().unwrap_or_default();
-        let n = u.add(*r);
+        let n = u + *r;
         if n > *h {
             exceeded.push(k.clone());
         }
@@ -383,8 +339,7 @@ impl ApiServer {
         {
             if matches(quota, info, &o) {
                 for (k, v) in usage(info, &o) {
-                    let e = total.entry(k).or_default();
-                    *e = e.add(v);
+                    *total.entry(k).or_default() += v;
                 }
             }
         }
