@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
@@ -508,33 +508,7 @@ async fn reconcile(ds: Arc<DaemonSet>, st: Arc<State>) -> Result<Action, Error> 
     for node in &plan.create {
         let pod = new_pod(&ds, node, &hash)
             .ok_or(Error::Invalid(key.clone(), "has no owner reference"))?;
-        match pods_api.create(&PostParams::default(), &pod).await {
-            Ok(p) => {
-                util::publish_event(
-                    &st.recorder,
-                    ds.as_ref(),
-                    false,
-                    "SuccessfulCreate",
-                    "Create",
-                    format!("Created pod: {}", p.name_any()),
-                    Some(util::obj_ref("v1", "Pod", &p)),
-                )
-                .await;
-            }
-            Err(e) => {
-                util::publish_event(
-                    &st.recorder,
-                    ds.as_ref(),
-                    true,
-                    "FailedCreate",
-                    "Create",
-                    format!("Error creating: {e}"),
-                    None,
-                )
-                .await;
-                return Err(e.into());
-            }
-        }
+        util::create_pod_recorded(&pods_api, &st.recorder, ds.as_ref(), &pod).await?;
     }
     let mut live: HashSet<String> = pods
         .iter()

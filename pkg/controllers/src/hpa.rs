@@ -24,7 +24,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::replicaset::core::emit;
+use crate::util::emit;
 use crate::{Ctx, Error, util};
 
 /// Upstream's tolerance: no rescale while the usage ratio is within 10% of 1.

@@ -19,7 +19,7 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTermina
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
@@ -829,33 +829,7 @@ async fn reconcile(job: Arc<Job>, st: Arc<State>) -> Result<Action, Error> {
                 what: "has no spec or uid".into(),
             });
         };
-        match pods.create(&PostParams::default(), &pod).await {
-            Ok(p) => {
-                util::publish_event(
-                    &st.recorder,
-                    job.as_ref(),
-                    false,
-                    "SuccessfulCreate",
-                    "Create",
-                    format!("Created pod: {}", p.name_any()),
-                    Some(util::obj_ref("v1", "Pod", &p)),
-                )
-                .await;
-            }
-            Err(e) => {
-                util::publish_event(
-                    &st.recorder,
-                    job.as_ref(),
-                    true,
-                    "FailedCreate",
-                    "Create",
-                    format!("Error creating: {e}"),
-                    None,
-                )
-                .await;
-                return Err(e.into());
-            }
-        }
+        util::create_pod_recorded(&pods, &st.recorder, job.as_ref(), &pod).await?;
     }
     for (warning, reason, msg) in d.events {
         util::publish_event(

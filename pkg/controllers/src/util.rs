@@ -267,22 +267,73 @@ pub async fn publish_event<K: kube::Resource<DynamicType = ()>>(
     note: String,
     related: Option<k8s_openapi::api::core::v1::ObjectReference>,
 ) {
+    // Without the resourceVersion, repeats about one object aggregate into one series.
+    let mut regarding = obj.object_ref(&());
+    regarding.resource_version = None;
+    let type_ = if warning {
+        kube::runtime::events::EventType::Warning
+    } else {
+        kube::runtime::events::EventType::Normal
+    };
+    emit(recorder, &regarding, related, type_, reason, action, note).await;
+}
+
+/// Publish an event about `reference`, logging (not failing) when that does not work.
+///
+/// kube-runtime's recorder folds events with the same reason and object into one series
+/// whatever their message, so events that name another object (a pod created or deleted)
+/// carry it as `related` to stay distinct.
+pub async fn emit(
+    recorder: &kube::runtime::events::Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let ev = kube::runtime::events::Event {
-        type_: if warning {
-            kube::runtime::events::EventType::Warning
-        } else {
-            kube::runtime::events::EventType::Normal
-        },
+        type_,
         reason: reason.to_string(),
         note: Some(note),
         action: action.to_string(),
         secondary: related,
     };
-    // Without the resourceVersion, repeats about one object aggregate into one series.
-    let mut regarding = obj.object_ref(&());
-    regarding.resource_version = None;
-    if let Err(e) = recorder.publish(&ev, &regarding).await {
+    if let Err(e) = recorder.publish(&ev, reference).await {
         tracing::debug!(error = %e, reason, "publishing an event failed");
+    }
+}
+
+/// Create `pod` for `owner` and record upstream's `SuccessfulCreate` ("Created pod: NAME") or
+/// `FailedCreate` ("Error creating: …") event about the owner.
+pub async fn create_pod_recorded<K: kube::Resource<DynamicType = ()>>(
+    api: &kube::Api<Pod>,
+    recorder: &kube::runtime::events::Recorder,
+    owner: &K,
+    pod: &Pod,
+) -> Result<Pod, kube::Error> {
+    use kube::ResourceExt;
+    match api.create(&kube::api::PostParams::default(), pod).await {
+        Ok(p) => {
+            let note = format!("Created pod: {}", p.name_any());
+            let related = Some(obj_ref("v1", "Pod", &p));
+            publish_event(
+                recorder,
+                owner,
+                false,
+                "SuccessfulCreate",
+                "Create",
+                note,
+                related,
+            )
+            .await;
+            Ok(p)
+        }
+        Err(e) => {
+            let note = format!("Error creating: {e}");
+            publish_event(recorder, owner, true, "FailedCreate", "Create", note, None).await;
+            Err(e)
+        }
     }
 }
 

@@ -21,7 +21,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::replicaset::core::{adopt_patch, emit, owner_ref};
+use crate::replicaset::core::{adopt_patch, owner_ref};
+use crate::util::emit;
 use crate::{Ctx, Error, util};
 
 pub mod logic;

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -225,32 +225,6 @@ pub fn release_patch(meta: &ObjectMeta, owner_uid: &str) -> Patch<serde_json::Va
     }))
 }
 
-/// Publish an event, logging (not failing) when that does not work.
-///
-/// kube-runtime's recorder folds events with the same reason and object into one series
-/// whatever their message, so events that name another object (a pod created or deleted)
-/// carry it as `related` to stay distinct.
-pub async fn emit(
-    recorder: &Recorder,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let ev = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: action.to_string(),
-        secondary: related,
-    };
-    if let Err(e) = recorder.publish(&ev, reference).await {
-        tracing::debug!(error = %e, reason, "publishing event");
-    }
-}
-
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
@@ -359,7 +333,7 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
                             if let Ok(mut e) = state.expectations.lock() {
                                 e.expect_add(&key, pname.clone());
                             }
-                            emit(
+                            util::emit(
                                 &state.recorder,
                                 &reference,
                                 Some(pod.object_ref(&())),
@@ -376,7 +350,7 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
                                 kube::Error::Api(s) => s.message.clone(),
                                 other => other.to_string(),
                             };
-                            emit(
+                            util::emit(
                                 &state.recorder,
                                 &reference,
                                 None,
@@ -423,7 +397,7 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
             for (pname, pref, r) in futures::future::join_all(futs).await {
                 match r {
                     Ok(_) => {
-                        emit(
+                        util::emit(
                             &state.recorder,
                             &reference,
                             Some(pref),
@@ -440,7 +414,7 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
                             kube::Error::Api(s) => s.message.clone(),
                             other => other.to_string(),
                         };
-                        emit(
+                        util::emit(
                             &state.recorder,
                             &reference,
                             Some(pref),
