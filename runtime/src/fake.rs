@@ -113,6 +113,8 @@ impl Container {
             reason: self.reason.clone(),
             message: String::new(),
             labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            log_path: String::new(),
         }
     }
 }

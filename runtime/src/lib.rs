@@ -7,7 +7,11 @@
 //!
 //! Times are Unix nanoseconds, as in CRI.
 
+pub mod containerd;
+pub mod cri;
 mod fake;
+pub mod images;
+pub mod logs;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -45,6 +49,9 @@ pub enum RuntimeError {
     /// Transport or runtime-internal failure.
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
+    /// This runtime does not offer the call (the fake runtime has no streaming server).
+    #[error("not supported by this runtime: {0}")]
+    Unsupported(String),
 }
 
 /// Result of runtime calls.
@@ -76,6 +83,133 @@ pub struct PodSandboxConfig {
     pub annotations: BTreeMap<String, String>,
     /// Whether the sandbox shares the host network namespace.
     pub host_network: bool,
+    /// Whether it shares the host PID namespace.
+    pub host_pid: bool,
+    /// Whether it shares the host IPC namespace.
+    pub host_ipc: bool,
+    /// Directory (absolute) under which container logs are written
+    /// (`/var/log/pods/<ns>_<name>_<uid>`); the agent creates it.
+    pub log_directory: String,
+    /// The pod's resolv.conf; `None` keeps the runtime's default (the host's).
+    pub dns_config: Option<DnsConfig>,
+    /// hostPort mappings (CNI portmap).
+    pub port_mappings: Vec<PortMapping>,
+    /// Parent cgroup of the sandbox (`/k8slite-<node>/pod<uid>`); empty: the runtime's default.
+    pub cgroup_parent: String,
+    /// Pod-level sysctls.
+    pub sysctls: BTreeMap<String, String>,
+    /// Whether any container of the pod is privileged (CRI requires a privileged sandbox then).
+    pub privileged: bool,
+    /// Pod-level user for the sandbox process, if set.
+    pub run_as_user: Option<i64>,
+    /// Supplemental groups of the pod.
+    pub supplemental_groups: Vec<i64>,
+}
+
+/// CRI `DNSConfig`: what goes into the pod's `/etc/resolv.conf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Name servers.
+    pub servers: Vec<String>,
+    /// Search domains.
+    pub searches: Vec<String>,
+    /// Options (`ndots:5`).
+    pub options: Vec<String>,
+}
+
+/// CRI `Protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+/// CRI `PortMapping`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortMapping {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port in the pod.
+    pub container_port: i32,
+    /// Port on the node.
+    pub host_port: i32,
+    /// Node address to bind (empty: all).
+    pub host_ip: String,
+}
+
+/// CRI `MountPropagation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountPropagation {
+    /// No propagation (`rprivate`).
+    #[default]
+    Private,
+    /// Host mounts appear in the container (`rslave`).
+    HostToContainer,
+    /// Both ways (`rshared`).
+    Bidirectional,
+}
+
+/// CRI `Mount`: a host path bind-mounted into a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mount {
+    /// Path in the container.
+    pub container_path: String,
+    /// Path on the host.
+    pub host_path: String,
+    /// Read-only mount.
+    pub readonly: bool,
+    /// Propagation.
+    pub propagation: MountPropagation,
+}
+
+/// CRI `LinuxContainerResources` (cgroup settings of a container).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinuxResources {
+    /// CFS period in µs (0: default).
+    pub cpu_period: i64,
+    /// CFS quota in µs (0: none).
+    pub cpu_quota: i64,
+    /// CPU shares (relative weight).
+    pub cpu_shares: i64,
+    /// Memory limit in bytes (0: none).
+    pub memory_limit_in_bytes: i64,
+    /// OOM score adjustment.
+    pub oom_score_adj: i64,
+}
+
+/// CRI `Capability`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Added capabilities (`NET_ADMIN`, without `CAP_`).
+    pub add: Vec<String>,
+    /// Dropped capabilities (`ALL` drops every one).
+    pub drop: Vec<String>,
+}
+
+/// CRI `LinuxContainerSecurityContext` (the parts k8slite maps).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityContext {
+    /// Privileged container.
+    pub privileged: bool,
+    /// Capabilities.
+    pub capabilities: Capabilities,
+    /// UID to run as (`None`: the image's user).
+    pub run_as_user: Option<i64>,
+    /// GID to run as.
+    pub run_as_group: Option<i64>,
+    /// User name to run as (when the image names a user and no UID is set).
+    pub run_as_username: String,
+    /// Read-only root filesystem.
+    pub readonly_rootfs: bool,
+    /// Supplemental groups.
+    pub supplemental_groups: Vec<i64>,
+    /// `no_new_privs` (allowPrivilegeEscalation false).
+    pub no_new_privs: bool,
 }
 
 /// CRI `PodSandboxState`.
@@ -130,6 +264,22 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     /// Annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Working directory (empty: the image's).
+    pub working_dir: String,
+    /// Bind mounts (volumes, /etc/hosts, termination log).
+    pub mounts: Vec<Mount>,
+    /// Log file, relative to the sandbox's `log_directory` (`<name>/<attempt>.log`).
+    pub log_path: String,
+    /// Keep stdin open.
+    pub stdin: bool,
+    /// Close stdin after the first attach ends.
+    pub stdin_once: bool,
+    /// Allocate a TTY.
+    pub tty: bool,
+    /// cgroup settings.
+    pub resources: Option<LinuxResources>,
+    /// Security settings.
+    pub security: SecurityContext,
 }
 
 /// CRI `ContainerState`.
@@ -174,6 +324,27 @@ pub struct ContainerStatus {
     pub message: String,
     /// Labels the container was created with.
     pub labels: BTreeMap<String, String>,
+    /// Annotations the container was created with.
+    pub annotations: BTreeMap<String, String>,
+    /// Absolute path of its log file (empty if none).
+    pub log_path: String,
+}
+
+/// CRI `ExecRequest` / `AttachRequest`: what a streaming session asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// Container id.
+    pub container_id: String,
+    /// Command (exec only; empty for attach).
+    pub cmd: Vec<String>,
+    /// Allocate a TTY.
+    pub tty: bool,
+    /// Stream stdin.
+    pub stdin: bool,
+    /// Stream stdout.
+    pub stdout: bool,
+    /// Stream stderr (ignored with a TTY).
+    pub stderr: bool,
 }
 
 /// CRI `ContainerFilter`.
@@ -292,6 +463,38 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// probes from the node (the agent passes what the probe names in `action`); the fake
     /// answers from its simulation.
     async fn probe(&self, id: &str, kind: ProbeKind, action: &ProbeAction) -> Result<ProbeResult>;
+
+    /// CRI `Exec`: a one-shot URL of the runtime's streaming server for this session
+    /// (WebSocket, `v4.channel.k8s.io`).
+    async fn exec(&self, req: &StreamRequest) -> Result<String> {
+        Err(RuntimeError::Unsupported(format!(
+            "exec in container {}",
+            req.container_id
+        )))
+    }
+    /// CRI `Attach`: as [`ContainerRuntime::exec`], to the container's main process.
+    async fn attach(&self, req: &StreamRequest) -> Result<String> {
+        Err(RuntimeError::Unsupported(format!(
+            "attach to container {}",
+            req.container_id
+        )))
+    }
+    /// CRI `PortForward`: a URL to forward connections into the sandbox's network namespace.
+    async fn port_forward(&self, sandbox_id: &str, ports: &[i32]) -> Result<String> {
+        let _ = ports;
+        Err(RuntimeError::Unsupported(format!(
+            "port-forward into sandbox {sandbox_id}"
+        )))
+    }
+    /// CRI `ReopenContainerLog` (after log rotation).
+    async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let _ = id;
+        Ok(())
+    }
+    /// CRI `ListImages`.
+    async fn list_images(&self) -> Result<Vec<Image>> {
+        Ok(Vec::new())
+    }
 
     /// CRI `PullImage`; returns the image reference (digest) it resolved to.
     async fn pull_image(&self, image: &str) -> Result<String>;

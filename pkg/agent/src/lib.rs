@@ -6,10 +6,14 @@
 //! one worker per pod bound to it ([`pods`]) over a [`ContainerRuntime`]. With the fake runtime
 //! several simulated nodes can share one process ([`run_fake_nodes`]).
 
+pub mod certs;
 pub mod connect;
+pub mod host;
+pub mod kubelet;
 pub mod lease;
 pub mod node;
 pub mod pods;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

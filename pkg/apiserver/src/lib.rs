@@ -36,6 +36,7 @@ pub mod route;
 mod scale;
 pub mod serve;
 mod strategy;
+pub mod streaming;
 pub mod tokens;
 mod typed;
 mod watch;

@@ -237,6 +237,7 @@ impl Worker {
                 .as_ref()
                 .and_then(|s| s.host_network)
                 .unwrap_or(false),
+            ..PodSandboxConfig::default()
         }
     }
 
@@ -680,6 +681,7 @@ impl Worker {
                 .collect(),
             labels,
             annotations: BTreeMap::new(),
+            ..ContainerConfig::default()
         };
         let id = match self
             .rt
