@@ -120,6 +120,8 @@ pub(crate) struct LeafInfo {
     pub(crate) sans: BTreeSet<San>,
     /// End of validity, unix seconds.
     pub(crate) not_after: i64,
+    /// Serial number, colon-separated hex.
+    pub(crate) serial: String,
 }
 
 /// A certificate authority: its certificate and key.
@@ -275,8 +277,30 @@ impl Ca {
         if cn.is_empty() {
             return Err(PkiError::invalid("certificate common name", "empty"));
         }
-        let what = || format!("certificate for {cn:?}");
         let key = KeyPair::generate().map_err(PkiError::cert(format!("key for {cn:?}")))?;
+        let cert_pem = self.sign(&key, cn, groups, sans, usage)?;
+        Ok(CertAndKey {
+            cert_pem,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Sign a leaf certificate for `public_key` (e.g. from a verified CSR: the private key
+    /// never leaves its owner): subject `O=<group>…, CN=<cn>`, the given SANs and usage,
+    /// valid [`LEAF_VALIDITY_DAYS`], a random serial. Returns the chain (leaf, then this CA)
+    /// as PEM.
+    pub(crate) fn sign(
+        &self,
+        public_key: &impl PublicKeyData,
+        cn: &str,
+        groups: &[String],
+        sans: &BTreeSet<San>,
+        usage: Usage,
+    ) -> Result<String> {
+        if cn.is_empty() {
+            return Err(PkiError::invalid("certificate common name", "empty"));
+        }
+        let what = || format!("certificate for {cn:?}");
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         if let [group] = groups {
@@ -294,11 +318,12 @@ impl Ca {
             Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
         params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
         set_validity(&mut params, LEAF_VALIDITY_DAYS)?;
         let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), &self.key)
             .map_err(PkiError::cert(format!("{} issuer", self.name)))?;
         let cert = params
-            .signed_by(&key, &issuer)
+            .signed_by(public_key, &issuer)
             .map_err(PkiError::cert(what()))?;
         let leaf_pem = if groups.len() > 1 {
             // Several O attributes: rcgen keeps one per type, so set the subject ourselves.
@@ -312,37 +337,53 @@ impl Ca {
         } else {
             cert.pem()
         };
-        Ok(CertAndKey {
-            cert_pem: format!("{leaf_pem}{}", self.cert_pem),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(format!("{leaf_pem}{}", self.cert_pem))
     }
 
     /// Check that `pair` is a certificate issued by this CA with the matching key, and say
     /// what it contains. The error is the reason it is not usable.
     pub(crate) fn check_leaf(&self, pair: &CertAndKey) -> std::result::Result<LeafInfo, String> {
-        let der = first_der(&pair.cert_pem, "certificate").map_err(|e| e.to_string())?;
-        let (_, x509) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| format!("unparsable certificate: {e}"))?;
-        let key = KeyPair::from_pem(&pair.key_pem).map_err(|e| format!("unparsable key: {e}"))?;
-        if x509.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
-            return Err("key does not match the certificate".into());
-        }
-        let (_, ca) = x509_parser::parse_x509_certificate(&self.cert_der)
-            .map_err(|e| format!("unparsable CA certificate: {e}"))?;
-        if x509.issuer() != ca.subject() || x509.verify_signature(Some(ca.public_key())).is_err() {
-            return Err(format!("not issued by the current {}", self.name));
-        }
-        let identity = identity_of(&x509).map_err(|e| e.to_string())?;
-        Ok(LeafInfo {
-            identity,
-            sans: sans_of(&x509),
-            not_after: x509.validity().not_after.timestamp(),
-        })
+        check_leaf_against(&self.cert_der, self.name, pair)
     }
 }
 
-fn pem_certificate(der: &[u8]) -> String {
+/// Check that `pair` is a certificate issued by the CA `ca_der` (called `ca_name` in
+/// messages) with the matching key, and say what it contains. The error is the reason it is
+/// not usable.
+pub(crate) fn check_leaf_against(
+    ca_der: &[u8],
+    ca_name: &str,
+    pair: &CertAndKey,
+) -> std::result::Result<LeafInfo, String> {
+    let der = first_der(&pair.cert_pem, "certificate").map_err(|e| e.to_string())?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| format!("unparsable certificate: {e}"))?;
+    let key = KeyPair::from_pem(&pair.key_pem).map_err(|e| format!("unparsable key: {e}"))?;
+    if x509.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+        return Err("key does not match the certificate".into());
+    }
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der)
+        .map_err(|e| format!("unparsable CA certificate: {e}"))?;
+    if x509.issuer() != ca.subject() || x509.verify_signature(Some(ca.public_key())).is_err() {
+        return Err(format!("not issued by the current {ca_name}"));
+    }
+    let identity = identity_of(&x509).map_err(|e| e.to_string())?;
+    Ok(LeafInfo {
+        identity,
+        sans: sans_of(&x509),
+        not_after: x509.validity().not_after.timestamp(),
+        serial: x509.raw_serial_as_string(),
+    })
+}
+
+/// A random positive 16-byte serial number (RFC 5280: unique per CA, at most 20 bytes).
+fn random_serial() -> rcgen::SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    rcgen::SerialNumber::from_slice(&bytes)
+}
+
+pub(crate) fn pem_certificate(der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");

@@ -66,8 +66,8 @@ impl PkiOptions {
 /// The cluster's CAs and the API server's own certificates.
 pub struct ClusterPki {
     dir: PathBuf,
-    server_ca: Ca,
-    client_ca: Ca,
+    pub(crate) server_ca: Ca,
+    pub(crate) client_ca: Ca,
     request_header_ca: Ca,
     serving: CertAndKey,
     serving_not_after: i64,

@@ -12,6 +12,7 @@ mod der;
 mod files;
 mod identity;
 mod kubeconfig;
+mod node;
 mod sakey;
 mod tls;
 mod token;
@@ -20,6 +21,10 @@ pub use ca::CertAndKey;
 pub use cluster::{ClusterPki, PkiOptions};
 pub use identity::{Identity, identity_from_cert};
 pub use kubeconfig::write_kubeconfig;
+pub use node::{
+    LeafSummary, NODE_CERTS_PATH, NODES_GROUP, NodeCertRequest, NodeCertResponse, NodeKeys,
+    inspect_leaf, node_cert_request, node_user, normalize_san, validate_node_name,
+};
 pub use sakey::{SERVICE_ACCOUNT_KEY_FILE, ServiceAccountKey};
 pub use tls::{client_tls_config, first_cert_der};
 pub use token::{JoinToken, ca_hash};
