@@ -76,6 +76,29 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Preparing, checking or storing the node's certificates failed.
+    #[error("{what}: {source}")]
+    Pki {
+        /// What was being done.
+        what: String,
+        /// The PKI error.
+        #[source]
+        source: k8slite_pki::PkiError,
+    },
+    /// A file or directory could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The path.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server's answer to the join request is unusable.
+    #[error("joining: {0}")]
+    Join(String),
 }
 
 impl Error {

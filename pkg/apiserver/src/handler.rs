@@ -182,6 +182,17 @@ impl ApiServer {
                 return ("get", String::new(), resp);
             }
         }
+        // Agents trade the join token for node certificates (token checked by the signer).
+        if req.uri().path() == k8slite_pki::NODE_CERTS_PATH
+            && let Some(signer) = self.node_certs.get()
+        {
+            let signer = signer.clone();
+            return (
+                "create",
+                "node-certs".to_string(),
+                crate::join::serve(signer.as_ref(), req).await,
+            );
+        }
         let identity = match identity {
             Some(id) => Some(id),
             None => match crate::authn::bearer_token(req.headers()).map(str::to_string) {

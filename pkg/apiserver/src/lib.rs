@@ -25,6 +25,7 @@ mod crd;
 mod discovery;
 mod eviction;
 mod handler;
+pub mod join;
 mod list;
 pub mod metrics;
 mod namespaces;
@@ -43,6 +44,7 @@ mod watch;
 
 pub use authn::{AuthFuture, TokenAuthenticator};
 pub use authz::{Authorizer, Identity};
+pub use join::NodeCertSigner;
 pub use serve::{ServeError, serve_tls};
 pub use tokens::TokenSigner;
 
@@ -101,6 +103,7 @@ pub struct ApiServer {
     authorizer: Box<dyn Authorizer>,
     tokens: RwLock<Vec<Arc<dyn TokenAuthenticator>>>,
     sa_signer: std::sync::OnceLock<Arc<tokens::TokenSigner>>,
+    node_certs: std::sync::OnceLock<Arc<dyn NodeCertSigner>>,
     metrics: metrics::Metrics,
     allocator: allocator::Allocators,
     watches: Arc<tokio::sync::Semaphore>,
@@ -121,6 +124,7 @@ impl ApiServer {
             authorizer: Box::new(authz::MastersOnly),
             tokens: RwLock::new(Vec::new()),
             sa_signer: std::sync::OnceLock::new(),
+            node_certs: std::sync::OnceLock::new(),
             metrics: metrics::Metrics::new(),
             allocator: allocator::Allocators::default(),
             watches,
@@ -147,6 +151,14 @@ impl ApiServer {
         match self.tokens.write() {
             Ok(mut t) => t.push(authn),
             Err(p) => p.into_inner().push(authn),
+        }
+    }
+
+    /// Serve `POST /v1-k8slite/node-certs` (agents trade the join token and CSRs for their node
+    /// certificates) with `signer`. Only the first call takes effect.
+    pub fn enable_node_certs(&self, signer: Arc<dyn NodeCertSigner>) {
+        if self.node_certs.set(signer).is_err() {
+            tracing::warn!("node certificate signer already installed; ignoring another");
         }
     }
 

@@ -27,7 +27,7 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Write `data` to `path` atomically with permission bits `mode` (applied whatever the umask,
 /// and whatever the mode of a file being replaced), creating parent directories.
-pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -10,6 +10,7 @@ mod ca;
 mod cluster;
 mod der;
 mod files;
+pub use files::write_atomic;
 mod identity;
 mod kubeconfig;
 mod node;

@@ -100,7 +100,9 @@ pub enum ServerError {
 }
 
 /// Bearer tokens equal to the join token (or its secret) authenticate agents, in the
-/// `system:nodes` group. Per-node certificates replace this with the join flow of the agent.
+/// `system:nodes` group. Joined agents use their node client certificates instead
+/// (`POST /v1-k8slite/node-certs`); this remains for `k8slite agent --fake-nodes N`, where one
+/// client serves many simulated nodes. Remove it once that mode issues per-node certificates.
 struct JoinTokenAuth(k8slite_pki::JoinToken);
 
 impl k8slite_apiserver::TokenAuthenticator for JoinTokenAuth {
@@ -114,6 +116,37 @@ impl k8slite_apiserver::TokenAuthenticator for JoinTokenAuth {
             .secret_matches(&secret)
             .then(|| Identity::new("system:k8slite-agent", vec!["system:nodes".to_string()]));
         Box::pin(std::future::ready(id))
+    }
+}
+
+/// The join endpoint's signer: the join token (full form or bare secret) authorizes signing
+/// node certificates from the cluster PKI.
+pub struct JoinSigner {
+    pki: Arc<k8slite_pki::ClusterPki>,
+    token: k8slite_pki::JoinToken,
+}
+
+impl JoinSigner {
+    /// A signer over `pki` accepting `token`.
+    pub fn new(pki: Arc<k8slite_pki::ClusterPki>, token: k8slite_pki::JoinToken) -> Self {
+        Self { pki, token }
+    }
+}
+
+impl k8slite_apiserver::NodeCertSigner for JoinSigner {
+    fn token_valid(&self, token: &str) -> bool {
+        let secret = match k8slite_pki::JoinToken::parse(token) {
+            Ok(t) => t.password,
+            Err(_) => token.to_string(),
+        };
+        self.token.secret_matches(&secret)
+    }
+
+    fn sign(
+        &self,
+        req: &k8slite_pki::NodeCertRequest,
+    ) -> Result<k8slite_pki::NodeCertResponse, String> {
+        self.pki.sign_node_certs(req).map_err(|e| e.to_string())
     }
 }
 
@@ -167,7 +200,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    let pki = k8slite_pki::ClusterPki::load_or_create(
+    let pki = Arc::new(k8slite_pki::ClusterPki::load_or_create(
         &tls_dir,
         &k8slite_pki::PkiOptions {
             cluster_domain: cfg.cluster_domain.clone(),
@@ -175,7 +208,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             sans,
             hostname,
         },
-    )?;
+    )?);
     let token_path = server_dir.join("token");
     let token = k8slite_pki::JoinToken::load_or_create(&token_path, pki.server_ca_pem())?;
 
@@ -198,6 +231,7 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     };
     let api = ApiServer::new(store.clone(), api_cfg, shutdown.clone());
     api.add_token_authenticator(Arc::new(JoinTokenAuth(token.clone())));
+    api.enable_node_certs(Arc::new(JoinSigner::new(pki.clone(), token.clone())));
     let sa_key = k8slite_pki::ServiceAccountKey::load_or_create(
         &tls_dir.join(k8slite_pki::SERVICE_ACCOUNT_KEY_FILE),
     )?;
