@@ -170,8 +170,7 @@ pub fn load_reusable(
     let client = inspect_leaf(&client_cert_pem, &client_key_pem, &client_ca_pem)
         .map_err(|e| format!("{CLIENT_CERT}: {e}"))?;
     let user = k8slite_pki::node_user(&spec.node_name);
-    if client.identity.user != user || !client.identity.groups.iter().any(|g| g == NODES_GROUP)
-    {
+    if client.identity.user != user || !client.identity.groups.iter().any(|g| g == NODES_GROUP) {
         return Err(format!(
             "{CLIENT_CERT} is for {:?} in {:?}, not {user:?} in {NODES_GROUP}",
             client.identity.user, client.identity.groups
@@ -210,11 +209,9 @@ pub fn load_reusable(
 }
 
 fn write(dir: &Path, file: &str, data: &str, mode: u32) -> Result<()> {
-    k8slite_pki::write_atomic(&dir.join(file), data.as_bytes(), mode).map_err(|source| {
-        Error::Pki {
-            what: format!("storing node certificate {file}"),
-            source,
-        }
+    k8slite_pki::write_atomic(&dir.join(file), data.as_bytes(), mode).map_err(|source| Error::Pki {
+        what: format!("storing node certificate {file}"),
+        source,
     })
 }
 
@@ -225,8 +222,10 @@ pub async fn issue_and_store(
     issuer: &dyn CertIssuer,
 ) -> Result<NodeCerts> {
     let pki_err = |what: String| move |source| Error::Pki { what, source };
-    let (req, keys) = k8slite_pki::node_cert_request(&spec.node_name, &spec.addresses)
-        .map_err(pki_err(format!("preparing certificate requests for {}", spec.node_name)))?;
+    let (req, keys) =
+        k8slite_pki::node_cert_request(&spec.node_name, &spec.addresses).map_err(pki_err(
+            format!("preparing certificate requests for {}", spec.node_name),
+        ))?;
     let resp = issuer.issue(&req).await?;
     // Check what came back before storing it.
     let client = inspect_leaf(&resp.client_cert, &keys.client_key_pem, &resp.client_ca)

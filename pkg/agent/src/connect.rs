@@ -139,7 +139,10 @@ impl CertIssuer for JoinIssuer {
         let body = serde_json::to_vec(req)
             .map_err(|e| Error::Join(format!("encoding the certificate request: {e}")))?;
         let http_req = http::Request::post(k8slite_pki::NODE_CERTS_PATH)
-            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)
             .map_err(|e| Error::Join(format!("building the certificate request: {e}")))?;
@@ -220,8 +223,15 @@ pub async fn join(opts: &JoinOptions, renew: bool) -> Result<Joined> {
 }
 
 fn is_refusal(e: &Error) -> bool {
-    matches!(e, Error::Token(_) | Error::CaMismatch(_) | Error::ServerUrl { .. } | Error::Pki { .. } | Error::Io { .. } | Error::Join(_))
-        || matches!(e, Error::Kube { source: kube::Error::Api(s), .. } if matches!(s.code, 400 | 401 | 403))
+    matches!(
+        e,
+        Error::Token(_)
+            | Error::CaMismatch(_)
+            | Error::ServerUrl { .. }
+            | Error::Pki { .. }
+            | Error::Io { .. }
+            | Error::Join(_)
+    ) || matches!(e, Error::Kube { source: kube::Error::Api(s), .. } if matches!(s.code, 400 | 401 | 403))
 }
 
 /// [`join`], retried with back-off (1 s doubling to 30 s) while the server is unreachable, and
@@ -250,7 +260,10 @@ pub async fn join_with_retry(
                 }
                 Err(kube::Error::Api(s)) if s.code == 401 => {
                     return Err(Error::Kube {
-                        what: format!("authenticating to {} with the new node certificate", opts.server),
+                        what: format!(
+                            "authenticating to {} with the new node certificate",
+                            opts.server
+                        ),
                         source: kube::Error::Api(s),
                     });
                 }
@@ -258,7 +271,9 @@ pub async fn join_with_retry(
                     tracing::warn!(server = %opts.server, "API server not answering ({e}); continuing with the stored node certificates");
                     return Ok(Some(j));
                 }
-                Err(e) => tracing::warn!(server = %opts.server, "API server not answering yet: {e}"),
+                Err(e) => {
+                    tracing::warn!(server = %opts.server, "API server not answering yet: {e}")
+                }
             },
             Err(e) if is_refusal(&e) => return Err(e),
             Err(e) => tracing::warn!(server = %opts.server, "joining: {e}; retrying in {delay:?}"),
