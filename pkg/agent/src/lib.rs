@@ -177,6 +177,11 @@ pub struct AgentConfig {
     pub node_status_report_frequency: Duration,
     /// Pod worker settings.
     pub pods: pods::PodConfig,
+    /// Report the real host's capacity, facts, pressure and images (`None`: a simulated node
+    /// reporting [`Self::resources`] and made-up ids, as with `--runtime fake`).
+    pub host: Option<host::HostConfig>,
+    /// Port of the kubelet API (`status.daemonEndpoints.kubeletEndpoint.Port`).
+    pub kubelet_port: u16,
 }
 
 impl AgentConfig {
@@ -193,6 +198,8 @@ impl AgentConfig {
             node_status_update_frequency: Duration::from_secs(10),
             node_status_report_frequency: Duration::from_secs(300),
             pods: pods::PodConfig::default(),
+            host: None,
+            kubelet_port: 10250,
         }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeSpec, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -71,17 +71,23 @@ pub fn desired_node(cfg: &AgentConfig) -> Node {
 /// Facts about the node that do not change while it runs.
 #[derive(Debug, Clone, Default)]
 pub struct NodeFacts {
-    /// Container runtime version (`fake://0.1.0`, `containerd://2.0.0`).
+    /// Container runtime version (`fake://0.1.0`, `containerd://1.6.20`).
     pub runtime_version: String,
     /// Kernel version.
     pub kernel_version: String,
     /// OS image (PRETTY_NAME of /etc/os-release).
     pub os_image: String,
+    /// Machine id (empty: one made up from the node name, for simulated nodes).
+    pub machine_id: String,
+    /// System UUID (empty: made up from the node name).
+    pub system_uuid: String,
+    /// Boot id (empty: made up from the node name).
+    pub boot_id: String,
 }
 
 impl NodeFacts {
-    /// Read them from this machine and `runtime`.
-    pub async fn gather(runtime: &dyn ContainerRuntime) -> Self {
+    /// Read them from this machine (through `cfg.host` when set) and `runtime`.
+    pub async fn gather(cfg: &AgentConfig, runtime: &dyn ContainerRuntime) -> Self {
         let runtime_version = match runtime.version().await {
             Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
             Err(e) => {
@@ -89,22 +95,74 @@ impl NodeFacts {
                 String::new()
             }
         };
-        let kernel_version = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
-        let os_image = std::fs::read_to_string("/etc/os-release")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-            .unwrap_or_else(|| "Linux".into());
+        let reader: &dyn crate::host::HostReader = match &cfg.host {
+            Some(h) => h.reader.as_ref(),
+            None => &crate::host::RealHost,
+        };
+        let f = crate::host::facts(reader);
+        let (machine_id, system_uuid, boot_id) = match cfg.host {
+            Some(_) => (f.machine_id, f.system_uuid, f.boot_id),
+            None => Default::default(),
+        };
         Self {
             runtime_version,
-            kernel_version,
-            os_image,
+            kernel_version: f.kernel_version,
+            os_image: f.os_image,
+            machine_id,
+            system_uuid,
+            boot_id,
         }
+    }
+}
+
+/// Most images reported in `status.images` (the kubelet's default).
+pub const MAX_STATUS_IMAGES: usize = 50;
+
+/// What the status loop observed this round on a real host: capacity and pressure, and the
+/// runtime's images. Empty for simulated nodes.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Capacity, allocatable and pressure from the host.
+    pub host: Option<crate::host::HostSample>,
+    /// `status.images`.
+    pub images: Option<Vec<ContainerImage>>,
+}
+
+/// `status.images` from the runtime's images: the largest [`MAX_STATUS_IMAGES`] (as the
+/// kubelet orders them), names = digests then tags.
+pub fn status_images(mut images: Vec<k8slite_runtime::Image>) -> Vec<ContainerImage> {
+    images.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
+    images
+        .into_iter()
+        .take(MAX_STATUS_IMAGES)
+        .map(|i| {
+            let mut names: Vec<String> = i.repo_digests.into_iter().chain(i.repo_tags).collect();
+            if names.is_empty() {
+                names.push(i.id);
+            }
+            ContainerImage {
+                names: Some(names),
+                size_bytes: i64::try_from(i.size).ok(),
+            }
+        })
+        .collect()
+}
+
+/// Observe the host and the runtime's images when `cfg.host` is set (nothing otherwise).
+pub async fn observe(cfg: &AgentConfig, runtime: &dyn ContainerRuntime) -> Observed {
+    let Some(host) = &cfg.host else {
+        return Observed::default();
+    };
+    let images = match runtime.list_images().await {
+        Ok(i) => Some(status_images(i)),
+        Err(e) => {
+            tracing::warn!("listing images for the node status: {e}");
+            None
+        }
+    };
+    Observed {
+        host: Some(crate::host::sample(host, cfg.resources.pods)),
+        images,
     }
 }
 
@@ -131,44 +189,88 @@ fn fake_id(name: &str, salt: u8) -> String {
 }
 
 /// The node status the agent reports, given the status currently stored (for transition
-/// times) and `now` (heartbeat).
+/// times) and `now` (heartbeat). A simulated node's: nothing observed.
 pub fn node_status(
     cfg: &AgentConfig,
     facts: &NodeFacts,
     current: Option<&NodeStatus>,
     now: Timestamp,
 ) -> NodeStatus {
-    let r = &cfg.resources;
-    let resources = BTreeMap::from([
-        ("cpu".to_string(), Quantity(r.cpu.clone())),
-        (
-            "ephemeral-storage".to_string(),
-            Quantity(r.ephemeral_storage.clone()),
-        ),
-        ("hugepages-1Gi".to_string(), Quantity("0".into())),
-        ("hugepages-2Mi".to_string(), Quantity("0".into())),
-        ("memory".to_string(), Quantity(r.memory.clone())),
-        ("pods".to_string(), Quantity(r.pods.to_string())),
-    ]);
-    let mut conditions = vec![
-        condition(
-            "MemoryPressure",
+    node_status_observed(cfg, facts, &Observed::default(), current, now)
+}
+
+fn pressure(type_: &str, on: bool) -> NodeCondition {
+    let (status, reason, message) = match (type_, on) {
+        ("MemoryPressure", false) => (
             "False",
             "KubeletHasSufficientMemory",
             "kubelet has sufficient memory available",
         ),
-        condition(
-            "DiskPressure",
+        ("MemoryPressure", true) => (
+            "True",
+            "KubeletHasInsufficientMemory",
+            "kubelet has insufficient memory available",
+        ),
+        ("DiskPressure", false) => (
             "False",
             "KubeletHasNoDiskPressure",
             "kubelet has no disk pressure",
         ),
-        condition(
-            "PIDPressure",
+        ("DiskPressure", true) => (
+            "True",
+            "KubeletHasDiskPressure",
+            "kubelet has disk pressure",
+        ),
+        (_, false) => (
             "False",
             "KubeletHasSufficientPID",
             "kubelet has sufficient PID available",
         ),
+        (_, true) => (
+            "True",
+            "KubeletHasInsufficientPID",
+            "kubelet has insufficient PID available",
+        ),
+    };
+    condition(type_, status, reason, message)
+}
+
+/// [`node_status`] with what was `observed` on a real host (capacity, pressure, images).
+pub fn node_status_observed(
+    cfg: &AgentConfig,
+    facts: &NodeFacts,
+    observed: &Observed,
+    current: Option<&NodeStatus>,
+    now: Timestamp,
+) -> NodeStatus {
+    let r = &cfg.resources;
+    let (capacity, allocatable, mem_p, disk_p, pid_p) = match &observed.host {
+        Some(h) => (
+            h.capacity.clone(),
+            h.allocatable.clone(),
+            h.memory_pressure,
+            h.disk_pressure,
+            h.pid_pressure,
+        ),
+        None => {
+            let resources = BTreeMap::from([
+                ("cpu".to_string(), Quantity(r.cpu.clone())),
+                (
+                    "ephemeral-storage".to_string(),
+                    Quantity(r.ephemeral_storage.clone()),
+                ),
+                ("hugepages-1Gi".to_string(), Quantity("0".into())),
+                ("hugepages-2Mi".to_string(), Quantity("0".into())),
+                ("memory".to_string(), Quantity(r.memory.clone())),
+                ("pods".to_string(), Quantity(r.pods.to_string())),
+            ]);
+            (resources.clone(), resources, false, false, false)
+        }
+    };
+    let mut conditions = vec![
+        pressure("MemoryPressure", mem_p),
+        pressure("DiskPressure", disk_p),
+        pressure("PIDPressure", pid_p),
         condition(
             "Ready",
             "True",
@@ -187,9 +289,16 @@ pub fn node_status(
         .or(Some(Time(now)));
     }
     let arch = go_arch();
+    let id = |v: &str, salt: u8| {
+        if v.is_empty() {
+            fake_id(&cfg.node_name, salt)
+        } else {
+            v.to_string()
+        }
+    };
     NodeStatus {
-        capacity: Some(resources.clone()),
-        allocatable: Some(resources),
+        capacity: Some(capacity),
+        allocatable: Some(allocatable),
         addresses: Some(vec![
             NodeAddress {
                 type_: "InternalIP".into(),
@@ -202,21 +311,24 @@ pub fn node_status(
         ]),
         conditions: Some(conditions),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(cfg.kubelet_port),
+            }),
         }),
         node_info: Some(NodeSystemInfo {
             architecture: arch.into(),
-            boot_id: fake_id(&cfg.node_name, 1),
+            boot_id: id(&facts.boot_id, 1),
             container_runtime_version: facts.runtime_version.clone(),
             kernel_version: facts.kernel_version.clone(),
             kube_proxy_version: KUBELET_VERSION.into(),
             kubelet_version: KUBELET_VERSION.into(),
-            machine_id: fake_id(&cfg.node_name, 2),
+            machine_id: id(&facts.machine_id, 2),
             operating_system: "linux".into(),
             os_image: facts.os_image.clone(),
-            system_uuid: fake_id(&cfg.node_name, 3),
+            system_uuid: id(&facts.system_uuid, 3),
             swap: None,
         }),
+        images: observed.images.clone(),
         ..NodeStatus::default()
     }
 }
@@ -239,6 +351,7 @@ pub fn status_changed(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
             s.conditions,
             s.node_info,
             s.daemon_endpoints,
+            s.images,
         )
     };
     strip(old) != strip(new)
@@ -269,7 +382,7 @@ pub async fn register(
     runtime: &dyn ContainerRuntime,
 ) -> Result<Node> {
     let api: Api<Node> = Api::all(client.clone());
-    let facts = NodeFacts::gather(runtime).await;
+    let facts = NodeFacts::gather(cfg, runtime).await;
     let desired = desired_node(cfg);
     let mut delay = Duration::from_millis(500);
     let node = loop {
@@ -308,7 +421,8 @@ pub async fn register(
     }
     let mut delay = Duration::from_millis(500);
     loop {
-        let status = node_status(cfg, &facts, node.status.as_ref(), now_secs());
+        let observed = observe(cfg, runtime).await;
+        let status = node_status_observed(cfg, &facts, &observed, node.status.as_ref(), now_secs());
         match patch_status(&api, &cfg.node_name, &status).await {
             Ok(n) => {
                 // The server's node IPAM may have assigned a pod CIDR meanwhile.
@@ -336,7 +450,7 @@ pub async fn run_status(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
-    let facts = NodeFacts::gather(runtime.as_ref()).await;
+    let facts = NodeFacts::gather(&cfg, runtime.as_ref()).await;
     let mut last_report = Instant::now();
     let mut pod_cidr: Option<String> = None;
     loop {
@@ -368,7 +482,9 @@ pub async fn run_status(
             }
             pod_cidr = cidr;
         }
-        let status = node_status(&cfg, &facts, node.status.as_ref(), now_secs());
+        let observed = observe(&cfg, runtime.as_ref()).await;
+        let status =
+            node_status_observed(&cfg, &facts, &observed, node.status.as_ref(), now_secs());
         if status_changed(node.status.as_ref(), &status)
             || last_report.elapsed() >= cfg.node_status_report_frequency
         {
@@ -389,6 +505,7 @@ mod tests {
             runtime_version: "fake://0.1.0".into(),
             kernel_version: "6.1.0".into(),
             os_image: "Debian".into(),
+            ..NodeFacts::default()
         }
     }
 
@@ -462,5 +579,115 @@ mod tests {
         let s2 = node_status(&cfg, &facts(), Some(&unknown), t1);
         assert!(status_changed(Some(&unknown), &s2));
         assert_eq!(ready(&s2).last_transition_time, Some(Time(t1)));
+    }
+
+    #[test]
+    fn host_status_reports_capacity_pressure_ids_and_images() {
+        use crate::host::{FakeHost, FsStats, HostConfig};
+        let host = FakeHost {
+            fs: Some(FsStats {
+                total_bytes: 10 << 30,
+                available_bytes: 1 << 28,
+            }),
+            ..FakeHost::default()
+        }
+        .with("/sys/devices/system/cpu/online", "0-1")
+        .with(
+            "/proc/meminfo",
+            "MemTotal: 2048000 kB\nMemAvailable: 50000 kB\n",
+        );
+        let mut cfg = AgentConfig::new("edge");
+        cfg.kubelet_port = 10251;
+        cfg.host = Some(HostConfig {
+            reader: Arc::new(host),
+            data_dir: "/data".into(),
+            cpu: None,
+            memory: None,
+            ephemeral_storage: None,
+        });
+        let f = NodeFacts {
+            machine_id: "m-1".into(),
+            boot_id: "b-1".into(),
+            system_uuid: "u-1".into(),
+            ..facts()
+        };
+        let images: Vec<k8slite_runtime::Image> = (0..60u64)
+            .map(|i| k8slite_runtime::Image {
+                id: format!("sha256:{i:02}"),
+                repo_tags: vec![format!("docker.io/library/img{i}:latest")],
+                repo_digests: vec![format!("docker.io/library/img{i}@sha256:{i:02}")],
+                size: i * 1000,
+            })
+            .collect();
+        let observed = Observed {
+            host: Some(crate::host::sample(cfg.host.as_ref().expect("host"), 110)),
+            images: Some(status_images(images)),
+        };
+        let s = node_status_observed(&cfg, &f, &observed, None, now_secs());
+        let cap = s.capacity.as_ref().expect("capacity");
+        assert_eq!(cap["cpu"].0, "2");
+        assert_eq!(cap["memory"].0, "2048000Ki");
+        assert_eq!(
+            s.allocatable.as_ref().expect("alloc")["memory"].0,
+            "1945600Ki"
+        );
+        let cond = |t: &str| {
+            s.conditions
+                .as_ref()
+                .and_then(|c| c.iter().find(|c| c.type_ == t).cloned())
+                .expect("condition")
+        };
+        let m = cond("MemoryPressure");
+        assert_eq!(
+            (m.status.as_str(), m.reason.as_deref()),
+            ("True", Some("KubeletHasInsufficientMemory"))
+        );
+        let d = cond("DiskPressure");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_deref()),
+            ("True", Some("KubeletHasDiskPressure"))
+        );
+        assert_eq!(cond("PIDPressure").status, "False");
+        assert_eq!(cond("Ready").reason.as_deref(), Some("KubeletReady"));
+        let info = s.node_info.as_ref().expect("info");
+        assert_eq!(
+            (
+                info.machine_id.as_str(),
+                info.boot_id.as_str(),
+                info.system_uuid.as_str()
+            ),
+            ("m-1", "b-1", "u-1")
+        );
+        assert_eq!(
+            s.daemon_endpoints
+                .as_ref()
+                .and_then(|d| d.kubelet_endpoint.as_ref())
+                .map(|e| e.port),
+            Some(10251)
+        );
+        let imgs = s.images.as_ref().expect("images");
+        assert_eq!(imgs.len(), MAX_STATUS_IMAGES);
+        assert_eq!(imgs[0].size_bytes, Some(59_000));
+        assert_eq!(
+            imgs[0].names.as_deref(),
+            Some(
+                &[
+                    "docker.io/library/img59@sha256:59".to_string(),
+                    "docker.io/library/img59:latest".to_string()
+                ][..]
+            )
+        );
+        // A new image is a change worth writing.
+        let mut fewer = observed.clone();
+        fewer.images = Some(Vec::new());
+        let s2 = node_status_observed(&cfg, &f, &fewer, Some(&s), now_secs());
+        assert!(status_changed(Some(&s), &s2));
+        // Simulated nodes report no images and made-up ids.
+        let plain = node_status(&AgentConfig::new("edge"), &facts(), None, now_secs());
+        assert!(plain.images.is_none());
+        assert_eq!(
+            plain.node_info.expect("info").machine_id,
+            fake_id("edge", 2)
+        );
     }
 }
