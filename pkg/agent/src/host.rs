@@ -47,6 +47,8 @@ impl HostReader for RealHost {
         std::fs::read_to_string(path).ok()
     }
 
+    // c_ulong and fsblkcnt_t are u32 on 32-bit targets (armv7 boards).
+    #[allow(clippy::useless_conversion)]
     fn statvfs(&self, path: &Path) -> Option<FsStats> {
         let s = nix::sys::statvfs::statvfs(path).ok()?;
         let unit = u64::from(s.fragment_size()).max(1);

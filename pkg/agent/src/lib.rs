@@ -99,6 +99,9 @@ pub enum Error {
     /// The server's answer to the join request is unusable.
     #[error("joining: {0}")]
     Join(String),
+    /// Setting up the pod network (CNI conflist) failed.
+    #[error("pod network: {0}")]
+    Network(#[source] k8slite_network::NetworkError),
 }
 
 impl Error {
@@ -182,6 +185,48 @@ pub struct AgentConfig {
     pub host: Option<host::HostConfig>,
     /// Port of the kubelet API (`status.daemonEndpoints.kubeletEndpoint.Port`).
     pub kubelet_port: u16,
+    /// Write the CNI conflist when the node learns its pod CIDR (`None`: simulated node).
+    pub pod_network: Option<PodNetwork>,
+}
+
+/// Where and how the agent writes the node's CNI conflist once `Node.spec.podCIDR` is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// The agent's data dir (IPAM state under `<data-dir>/agent/cni/networks`).
+    pub data_dir: std::path::PathBuf,
+    /// containerd's CNI conf dir (`<data-dir>/agent/cni/net.d`).
+    pub conf_dir: std::path::PathBuf,
+    /// Bridge name (`k8slite0`).
+    pub bridge: String,
+    /// CNI network name (`k8slite`).
+    pub network_name: String,
+    /// Masquerade traffic leaving the pod CIDR.
+    pub ip_masq: bool,
+}
+
+impl PodNetwork {
+    /// Defaults for `data_dir`: conf dir `<data-dir>/agent/cni/net.d`, bridge `k8slite0`,
+    /// network `k8slite`, ipMasq on.
+    pub fn new(data_dir: impl Into<std::path::PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            conf_dir: k8slite_network::cni::conf_dir(&data_dir),
+            data_dir,
+            bridge: k8slite_network::cni::DEFAULT_BRIDGE.into(),
+            network_name: k8slite_network::cni::DEFAULT_NETWORK_NAME.into(),
+            ip_masq: true,
+        }
+    }
+
+    /// Write the conflist for `pod_cidr`; returns its path.
+    pub fn write_conflist(&self, pod_cidr: &str) -> Result<std::path::PathBuf> {
+        let net = k8slite_network::cni::parse_pod_cidr(pod_cidr).map_err(Error::Network)?;
+        let mut s = k8slite_network::CniSettings::new(&self.data_dir, net);
+        s.bridge = self.bridge.clone();
+        s.network_name = self.network_name.clone();
+        s.ip_masq = self.ip_masq;
+        k8slite_network::write_conflist(&self.conf_dir, &s).map_err(Error::Network)
+    }
 }
 
 impl AgentConfig {
@@ -200,6 +245,7 @@ impl AgentConfig {
             pods: pods::PodConfig::default(),
             host: None,
             kubelet_port: 10250,
+            pod_network: None,
         }
     }
 }

@@ -375,6 +375,25 @@ pub fn fallback_pod_cidr(node_name: &str) -> String {
     format!("10.42.{}.0/24", h % 256)
 }
 
+/// Hand the node's pod CIDR to the runtime and, when it was assigned by the server and
+/// `cfg.pod_network` is set, write the CNI conflist for it (before the runtime is told, so
+/// containerd finds the network when it reloads).
+pub async fn apply_pod_cidr(
+    cfg: &AgentConfig,
+    runtime: &dyn ContainerRuntime,
+    cidr: &str,
+    assigned: bool,
+) {
+    if let (true, Some(net)) = (assigned, &cfg.pod_network)
+        && let Err(e) = net.write_conflist(cidr)
+    {
+        tracing::warn!(node = %cfg.node_name, "pod CIDR {cidr}: {e}");
+    }
+    if let Err(e) = runtime.update_pod_cidr(cidr).await {
+        tracing::warn!("pod CIDR {cidr}: {e}");
+    }
+}
+
 /// Register the node (create it, or update labels of an existing one) and write its status.
 pub async fn register(
     client: &kube::Client,
@@ -416,9 +435,12 @@ pub async fn register(
         .as_ref()
         .and_then(|s| s.pod_cidr.clone())
         .unwrap_or_else(|| fallback_pod_cidr(&cfg.node_name));
-    if let Err(e) = runtime.update_pod_cidr(&cidr).await {
-        tracing::warn!("pod CIDR {cidr}: {e}");
-    }
+    let assigned = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .is_some();
+    apply_pod_cidr(cfg, runtime, &cidr, assigned).await;
     let mut delay = Duration::from_millis(500);
     loop {
         let observed = observe(cfg, runtime).await;
@@ -426,10 +448,8 @@ pub async fn register(
         match patch_status(&api, &cfg.node_name, &status).await {
             Ok(n) => {
                 // The server's node IPAM may have assigned a pod CIDR meanwhile.
-                if let Some(c) = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref())
-                    && let Err(e) = runtime.update_pod_cidr(c).await
-                {
-                    tracing::warn!("pod CIDR {c}: {e}");
+                if let Some(c) = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) {
+                    apply_pod_cidr(cfg, runtime, c, true).await;
                 }
                 return Ok(n);
             }
@@ -475,10 +495,8 @@ pub async fn run_status(
         };
         let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
         if cidr.is_some() && cidr != pod_cidr {
-            if let Some(c) = cidr.as_deref()
-                && let Err(e) = runtime.update_pod_cidr(c).await
-            {
-                tracing::warn!("pod CIDR {c}: {e}");
+            if let Some(c) = cidr.as_deref() {
+                apply_pod_cidr(&cfg, runtime.as_ref(), c, true).await;
             }
             pod_cidr = cidr;
         }
@@ -689,5 +707,24 @@ mod tests {
             plain.node_info.expect("info").machine_id,
             fake_id("edge", 2)
         );
+    }
+
+    #[tokio::test]
+    async fn assigned_pod_cidr_writes_the_conflist() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut cfg = AgentConfig::new("n");
+        cfg.pod_network = Some(crate::PodNetwork::new(tmp.path()));
+        let rt = k8slite_runtime::FakeRuntime::new();
+        let file = tmp.path().join("agent/cni/net.d/10-k8slite.conflist");
+        apply_pod_cidr(&cfg, &rt, "10.42.0.0/24", false).await;
+        assert!(!file.exists(), "fallback CIDRs are not written");
+        apply_pod_cidr(&cfg, &rt, "10.42.5.0/24", true).await;
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("conflist")).expect("json");
+        assert_eq!(
+            v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.42.5.0/24"
+        );
+        assert_eq!(v["plugins"][0]["bridge"], "k8slite0");
     }
 }
