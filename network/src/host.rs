@@ -355,7 +355,10 @@ fn ensure_sysctl(ops: &dyn HostOps, name: &str, value: &str) -> Result<bool> {
     Ok(true)
 }
 
-fn ensure_iptables(
+/// The iptables part of [`prepare`] alone (no sysctls): the `iptables` CNI plugins will run,
+/// its backend, and the directories to put first on their PATH (a symlink dir under
+/// `<run-dir>/bin` when only the xtables multi binaries exist).
+pub fn ensure_iptables(
     ops: &dyn HostOps,
     opts: &PrepOptions,
 ) -> Result<(PathBuf, Backend, Vec<PathBuf>)> {
