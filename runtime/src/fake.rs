@@ -695,6 +695,8 @@ impl ContainerRuntime for FakeRuntime {
             repo_tags: vec![full.clone()],
             repo_digests: vec![digest.clone()],
             size: 1 << 20,
+            uid: None,
+            username: String::new(),
         });
         Ok(digest)
     }
