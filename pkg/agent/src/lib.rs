@@ -6,6 +6,7 @@
 //! one worker per pod bound to it ([`pods`]) over a [`ContainerRuntime`]. With the fake runtime
 //! several simulated nodes can share one process ([`run_fake_nodes`]).
 
+pub mod boot;
 pub mod certs;
 pub mod connect;
 pub mod host;

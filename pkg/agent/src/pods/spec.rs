@@ -115,6 +115,24 @@ pub fn fqdn(pod: &Pod, domain: &str) -> Option<String> {
     ))
 }
 
+/// Parse a resolv.conf (`nameserver`, `search`/`domain`, `options` lines).
+pub fn parse_resolv_conf(text: &str) -> DnsConfig {
+    let mut cfg = DnsConfig::default();
+    for line in text.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => cfg.servers.extend(words.next().map(str::to_string)),
+            Some("search") | Some("domain") => {
+                cfg.searches = words.map(str::to_string).collect();
+            }
+            Some("options") => cfg.options.extend(words.map(str::to_string)),
+            _ => {}
+        }
+    }
+    cfg
+}
+
 /// The pod's resolv.conf per `dnsPolicy` and `dnsConfig`; `None` for host-network pods with
 /// policy `ClusterFirst` (they keep the host's, as upstream).
 pub fn dns_config(pod: &Pod, node: &NodeContext) -> Option<DnsConfig> {
@@ -570,6 +588,16 @@ mod tests {
             allocatable_cpu_milli: 2000,
             ..NodeContext::default()
         }
+    }
+
+    #[test]
+    fn resolv_conf_parses() {
+        let c = parse_resolv_conf(
+            "# x\nnameserver 192.0.2.53\nsearch a.lan b.lan\noptions ndots:2 edns0\n",
+        );
+        assert_eq!(c.servers, vec!["192.0.2.53"]);
+        assert_eq!(c.searches, vec!["a.lan", "b.lan"]);
+        assert_eq!(c.options, vec!["ndots:2", "edns0"]);
     }
 
     #[test]
