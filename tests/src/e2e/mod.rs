@@ -14,6 +14,7 @@
 pub mod cleanup;
 pub mod containerd;
 pub mod images;
+pub mod kube;
 pub mod net;
 pub mod prereq;
 pub mod sys;
