@@ -2,12 +2,15 @@
 //! OCI-layout `.tar.zst` built from /bin/busybox, checked with `ctr images ls/check` and by
 //! running the images with `ctr run`; then a tarball dropped into a watched images directory
 //! while the importer runs. Starts its own containerd on a temp socket and stops it by PID.
+#![allow(clippy::unwrap_used)] // a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8slite_runtime::images::{Compression, ImageBuilder, ImportDir, compress, connect, import_file};
+use k8slite_runtime::images::{
+    Compression, ImageBuilder, ImportDir, compress, connect, import_file,
+};
 use tokio_util::sync::CancellationToken;
 
 const CONTAINERD: &str = "/usr/bin/containerd";
@@ -18,10 +21,21 @@ const BUSYBOX: &str = "/bin/busybox";
 fn prerequisites() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()));
-    assert_eq!(uid.as_deref(), Some("0"), "prerequisite missing: this test needs root (containerd, overlayfs, runc)");
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        });
+    assert_eq!(
+        uid.as_deref(),
+        Some("0"),
+        "prerequisite missing: this test needs root (containerd, overlayfs, runc)"
+    );
     for bin in [CONTAINERD, CTR, RUNC, BUSYBOX] {
-        assert!(Path::new(bin).exists(), "prerequisite missing: {bin} (Debian packages containerd, runc, busybox-static)");
+        assert!(
+            Path::new(bin).exists(),
+            "prerequisite missing: {bin} (Debian packages containerd, runc, busybox-static)"
+        );
     }
 }
 
@@ -35,7 +49,10 @@ struct Containerd {
 
 impl Containerd {
     fn start() -> Containerd {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let base = PathBuf::from(format!("/tmp/images-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&base).unwrap();
         let b = base.display();
@@ -82,10 +99,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .expect("starting containerd");
         let socket = base.join("containerd.sock");
         let cgroup = format!("images-test-{}-{nanos}", std::process::id());
-        let c = Containerd { child, base, socket, cgroup };
+        let c = Containerd {
+            child,
+            base,
+            socket,
+            cgroup,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !c.socket.exists() {
-            assert!(Instant::now() < deadline, "containerd did not create {} (log: {})", c.socket.display(), c.log());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not create {} (log: {})",
+                c.socket.display(),
+                c.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         c
@@ -101,7 +128,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .args(args)
             .output()
             .expect("running ctr");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     }
 
@@ -145,7 +173,11 @@ impl Drop for Containerd {
         // Leftover mounts below our base (none expected after `ctr run --rm`), our cgroups.
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
             let base = self.base.to_string_lossy().into_owned();
-            let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&base)).collect();
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|m| m.starts_with(&base))
+                .collect();
             points.sort_by_key(|p| std::cmp::Reverse(p.len()));
             for m in points {
                 let _ = Command::new("umount").arg(m).status();
@@ -178,22 +210,38 @@ async fn imports_tarballs_into_real_containerd() {
     std::fs::create_dir_all(&files).unwrap();
 
     let docker_tar = files.join("docker.tar");
-    std::fs::write(&docker_tar, busybox_image("busybox-docker:latest").docker_archive().unwrap()).unwrap();
+    std::fs::write(
+        &docker_tar,
+        busybox_image("busybox-docker:latest")
+            .docker_archive()
+            .unwrap(),
+    )
+    .unwrap();
     let docker_gz = files.join("docker.tar.gz");
-    let gz = compress(&busybox_image("test/gz:1").docker_archive().unwrap(), Compression::Gzip).unwrap();
+    let gz = compress(
+        &busybox_image("test/gz:1").docker_archive().unwrap(),
+        Compression::Gzip,
+    )
+    .unwrap();
     std::fs::write(&docker_gz, gz).unwrap();
     let oci_zst = files.join("oci.tar.zst");
-    let oci = busybox_image("k8slite.local/oci:1").oci_archive(Compression::Gzip).unwrap();
+    let oci = busybox_image("k8slite.local/oci:1")
+        .oci_archive(Compression::Gzip)
+        .unwrap();
     std::fs::write(&oci_zst, compress(&oci, Compression::Zstd).unwrap()).unwrap();
 
-    let backend = connect(&cd.socket).await.expect("connecting to our containerd");
+    let backend = connect(&cd.socket)
+        .await
+        .expect("connecting to our containerd");
     let mut names = Vec::new();
     for (file, want) in [
         (&docker_tar, "docker.io/library/busybox-docker:latest"),
         (&docker_gz, "docker.io/test/gz:1"),
         (&oci_zst, "k8slite.local/oci:1"),
     ] {
-        let s = import_file(&backend, file).await.unwrap_or_else(|e| panic!("importing {}: {e}\n{}", file.display(), cd.log()));
+        let s = import_file(&backend, file)
+            .await
+            .unwrap_or_else(|e| panic!("importing {}: {e}\n{}", file.display(), cd.log()));
         assert_eq!(s.images, vec![want.to_string()]);
         names.push(want);
     }
@@ -204,14 +252,23 @@ async fn imports_tarballs_into_real_containerd() {
     let (ok, ls) = cd.ctr(&["images", "ls"]);
     assert!(ok, "ctr images ls: {ls}");
     for name in &names {
-        let line = ls.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} not in ctr images ls:\n{ls}"));
+        let line = ls
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not in ctr images ls:\n{ls}"));
         assert!(line.contains("io.cri-containerd.image=managed"), "{line}");
-        assert!(line.contains("linux/"), "platform read from the config: {line}");
+        assert!(
+            line.contains("linux/"),
+            "platform read from the config: {line}"
+        );
     }
     let (ok, check) = cd.ctr(&["images", "check"]);
     assert!(ok, "ctr images check: {check}");
     for name in &names {
-        let line = check.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} not checked:\n{check}"));
+        let line = check
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not checked:\n{check}"));
         assert!(line.contains("complete"), "{line}");
     }
     for (i, name) in names.iter().enumerate() {
@@ -225,7 +282,11 @@ async fn imports_tarballs_into_real_containerd() {
     let importer = ImportDir::new(&cd.socket, &images_dir).interval(Duration::from_millis(300));
     let task = tokio::spawn(importer.run(shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let dropped = compress(&busybox_image("dropped:1").docker_archive().unwrap(), Compression::Gzip).unwrap();
+    let dropped = compress(
+        &busybox_image("dropped:1").docker_archive().unwrap(),
+        Compression::Gzip,
+    )
+    .unwrap();
     std::fs::write(images_dir.join("dropped.tar.gz"), dropped).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -233,7 +294,10 @@ async fn imports_tarballs_into_real_containerd() {
         if ls.lines().any(|l| l == "docker.io/library/dropped:1") {
             break;
         }
-        assert!(Instant::now() < deadline, "dropped tarball not imported within 30 s:\n{ls}");
+        assert!(
+            Instant::now() < deadline,
+            "dropped tarball not imported within 30 s:\n{ls}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     shutdown.cancel();

@@ -346,6 +346,7 @@ pub(crate) fn stream_entries(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

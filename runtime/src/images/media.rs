@@ -101,6 +101,7 @@ pub fn compress(data: &[u8], compression: Compression) -> io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

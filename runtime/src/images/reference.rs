@@ -94,6 +94,7 @@ pub fn normalize_reference(reference: &str) -> Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -67,7 +67,10 @@ async fn imports_ready_files_once_and_survives_restart() {
 
     // The broken file, once fixed, is imported.
     write_old(&dir.join("broken.tar"), &image("c:1"));
-    assert!(d.scan(&b).await.unwrap().is_empty(), "changed since the previous look");
+    assert!(
+        d.scan(&b).await.unwrap().is_empty(),
+        "changed since the previous look"
+    );
     assert_eq!(d.scan(&b).await.unwrap(), vec!["broken.tar"]);
 }
 
