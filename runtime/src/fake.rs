@@ -196,24 +196,9 @@ impl Default for FakeRuntime {
 
 /// `docker.io/library/nginx:latest` for `nginx`, as containerd names images.
 pub fn normalize_image(image: &str) -> String {
-    let (name, tag) = match image.split_once('@') {
-        Some(_) => return image.to_string(),
-        None => match image.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n.to_string(), t.to_string()),
-            _ => (image.to_string(), "latest".to_string()),
-        },
-    };
-    let first = name.split('/').next().unwrap_or("");
-    let has_registry =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let full = if has_registry {
-        name
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    };
-    format!("{full}:{tag}")
+    // One normalisation for the fake and the real importer; an invalid reference stays as is
+    // (the fake then simply never finds it).
+    crate::images::normalize_reference(image).unwrap_or_else(|_| image.to_string())
 }
 
 fn fake_digest(s: &str) -> String {

@@ -276,7 +276,13 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext) -> PodSandboxConfig {
             uid: m.uid.clone().unwrap_or_default(),
             attempt: 0,
         },
-        hostname: hostname(pod),
+        // Host-network pods keep the node's UTS namespace and name (the runtime refuses a
+        // hostname there).
+        hostname: if s.host_network.unwrap_or(false) {
+            String::new()
+        } else {
+            hostname(pod)
+        },
         labels: m.labels.clone().unwrap_or_default(),
         annotations: m.annotations.clone().unwrap_or_default(),
         host_network: s.host_network.unwrap_or(false),
