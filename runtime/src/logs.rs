@@ -58,7 +58,8 @@ pub struct LogRecord {
 /// Parse one record (with or without its trailing newline).
 pub fn parse_record(line: &[u8]) -> Result<LogRecord, LogError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let malformed = || LogError::Malformed(String::from_utf8_lossy(line).chars().take(120).collect());
+    let malformed =
+        || LogError::Malformed(String::from_utf8_lossy(line).chars().take(120).collect());
     let mut parts = line.splitn(4, |b| *b == b' ');
     let ts = parts.next().ok_or_else(malformed)?;
     let stream = parts.next().ok_or_else(malformed)?;
@@ -93,7 +94,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 
 /// Format Unix ns as the kubelet's fixed-width RFC3339Nano (9 fraction digits, `Z`).
 pub fn format_timestamp(nanos: i64) -> String {
-    let ts = jiff::Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let ts =
+        jiff::Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let secs = ts.strftime("%Y-%m-%dT%H:%M:%S");
     format!("{secs}.{:09}Z", nanos.rem_euclid(1_000_000_000))
 }
@@ -318,12 +320,18 @@ mod tests {
         assert_eq!(r.stream, LogStream::Stderr);
         assert!(!r.partial);
         assert_eq!(r.message, b"hello world");
-        assert_eq!(format_timestamp(r.timestamp), "2026-11-22T11:06:57.756403960Z");
+        assert_eq!(
+            format_timestamp(r.timestamp),
+            "2026-11-22T11:06:57.756403960Z"
+        );
         let r = parse_record(b"2026-11-22T11:06:57Z stdout P ").expect("ok");
         assert!(r.partial);
         assert!(r.message.is_empty());
         let r = parse_record(b"2026-11-22T12:06:57.1+01:00 stdout F x").expect("ok");
-        assert_eq!(format_timestamp(r.timestamp), "2026-11-22T11:06:57.100000000Z");
+        assert_eq!(
+            format_timestamp(r.timestamp),
+            "2026-11-22T11:06:57.100000000Z"
+        );
         assert!(parse_record(b"garbage").is_err());
         assert!(parse_record(b"2026-11-22T11:06:57Z stdin F x").is_err());
         assert!(parse_record(b"2026-11-22T11:06:57Z stdout X x").is_err());
@@ -434,7 +442,8 @@ mod tests {
                 .append(true)
                 .open(&path)
                 .expect("open");
-            f.write_all(b"2026-01-01T00:00:02Z stdout P t").expect("write");
+            f.write_all(b"2026-01-01T00:00:02Z stdout P t")
+                .expect("write");
             f.flush().expect("flush");
             tokio::time::sleep(Duration::from_millis(300)).await;
             f.write_all(b"wo\n2026-01-01T00:00:02Z stdout F !\n")

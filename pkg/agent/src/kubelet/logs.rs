@@ -66,12 +66,7 @@ pub(crate) async fn container_logs(
     let found = super::resolve::container(rt, ns, pod, None, container, q.flag("previous")).await?;
     let path = if found.container.log_path.is_empty() {
         logs::container_log_path(
-            &logs::pod_log_dir(
-                &kubelet.log_root,
-                ns,
-                pod,
-                &found.sandbox.metadata.uid,
-            ),
+            &logs::pod_log_dir(&kubelet.log_root, ns, pod, &found.sandbox.metadata.uid),
             container,
             found.container.metadata.attempt,
         )
@@ -81,7 +76,9 @@ pub(crate) async fn container_logs(
     if !path.exists() {
         // Nothing written yet (or the runtime keeps no file): an empty log, as the kubelet.
         tracing::debug!(path = %path.display(), "container log file not found");
-        return Ok(plain(http_body_util::Full::new(Bytes::new()).boxed_unsync()));
+        return Ok(plain(
+            http_body_util::Full::new(Bytes::new()).boxed_unsync(),
+        ));
     }
     let runtime = kubelet.runtime.clone();
     let id = found.container.id.clone();

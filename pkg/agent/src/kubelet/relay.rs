@@ -34,11 +34,13 @@ where
     })?;
     let cmd = q.all("command");
     if !attach && cmd.is_empty() {
-        return Err(HttpError::bad_request("you must specify at least 1 command"));
+        return Err(HttpError::bad_request(
+            "you must specify at least 1 command",
+        ));
     }
     let rt = kubelet.runtime.as_ref();
-    let found = super::resolve::container(rt, &t.ns, &t.pod, t.uid.as_deref(), &t.container, false)
-        .await?;
+    let found =
+        super::resolve::container(rt, &t.ns, &t.pod, t.uid.as_deref(), &t.container, false).await?;
     let tty = q.flag("tty");
     let sreq = StreamRequest {
         container_id: found.container.id.clone(),
@@ -96,7 +98,9 @@ where
         ports.push(n);
     }
     if ports.is_empty() {
-        return Err(HttpError::bad_request("query parameter \"port\" is required"));
+        return Err(HttpError::bad_request(
+            "query parameter \"port\" is required",
+        ));
     }
     let rt = kubelet.runtime.as_ref();
     let sandbox = super::resolve::sandbox(rt, ns, pod, uid).await?;

@@ -64,7 +64,10 @@ impl Query {
         )
     }
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
     pub fn all(&self, k: &str) -> Vec<String> {
         self.0
@@ -84,10 +87,18 @@ impl Query {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     Healthz,
-    Logs { ns: String, pod: String, container: String },
+    Logs {
+        ns: String,
+        pod: String,
+        container: String,
+    },
     Exec(Target),
     Attach(Target),
-    PortForward { ns: String, pod: String, uid: Option<String> },
+    PortForward {
+        ns: String,
+        pod: String,
+        uid: Option<String>,
+    },
 }
 
 /// A container of a pod, optionally pinned to a pod UID.
@@ -103,9 +114,7 @@ pub(crate) fn parse(path: &str) -> Option<Route> {
     let segs: Vec<String> = path
         .trim_matches('/')
         .split('/')
-        .map(|s| {
-            percent_decode(s)
-        })
+        .map(|s| percent_decode(s))
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     if s.iter().any(|x| x.is_empty() || *x == "." || *x == "..") {
@@ -195,7 +204,9 @@ mod tests {
         ));
         assert_eq!(parse("/containerLogs/default/../x"), None);
         assert_eq!(parse("/other"), None);
-        let q = Query::parse(Some("command=sh&command=-c&command=echo+hi&stdin=1&tty=false"));
+        let q = Query::parse(Some(
+            "command=sh&command=-c&command=echo+hi&stdin=1&tty=false",
+        ));
         assert_eq!(q.all("command"), ["sh", "-c", "echo hi"]);
         assert!(q.flag("stdin"));
         assert!(!q.flag("tty"));

@@ -75,7 +75,10 @@ where
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
@@ -111,8 +114,11 @@ pub(crate) async fn connect(
 
 /// Relay frames both ways until one side ends. Frames from `client` on channel 255 (v5's
 /// close-stdin signal, unknown to a v4 runtime) are passed only when `pass_close` is set.
-pub(crate) async fn relay<A, B>(client: WebSocketStream<A>, runtime: WebSocketStream<B>, pass_close: bool)
-where
+pub(crate) async fn relay<A, B>(
+    client: WebSocketStream<A>,
+    runtime: WebSocketStream<B>,
+    pass_close: bool,
+) where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
