@@ -7,6 +7,8 @@ use futures::{SinkExt, StreamExt};
 use http::{Request, Response};
 use k8slite_api::ApiError;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::ApiServer;
 use crate::body::Body;
@@ -94,6 +96,13 @@ pub(crate) async fn relay<A, B>(
                 _ => {}
             }
         }
+        // A normal closure: client-go reads a close without a status code as an error.
+        let _ = c_tx
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
         let _ = c_tx.close().await;
     };
     tokio::pin!(up);
