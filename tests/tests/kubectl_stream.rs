@@ -429,8 +429,30 @@ async fn kubectl_logs_exec_attach_port_forward() {
         stderr(&o)
     );
 
+    // kubectl 1.32 tunnels SPDY in a WebSocket; 1.27-1.30 upgrade to plain SPDY.
+    for version in [None, Some("1.27"), Some("1.30")] {
+        port_forward(&env, version).await;
+    }
+    // exec over SPDY (kubectl <= 1.29) is refused with a clear message.
+    let bin = k8slite_tests::kubectl_bin(Some("1.29"));
+    let kc = format!("--kubeconfig={}", env.kubeconfig.display());
+    let o = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .arg(kc)
+            .args(["exec", "two", "-c", "a", "--", "echo", "hi"])
+            .output()
+            .expect("kubectl 1.29")
+    })
+    .await
+    .expect("join");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not supported"), "{}", stderr(&o));
+    env.shutdown.cancel();
+}
+
+async fn port_forward(env: &Env, version: Option<&str>) {
     let local = free_addr().port();
-    let bin = k8slite_tests::kubectl_bin(None);
+    let bin = k8slite_tests::kubectl_bin(version);
     let mut pf = Command::new(bin)
         .arg(format!("--kubeconfig={}", env.kubeconfig.display()))
         .args(["port-forward", "pod/two", &format!("{local}:8080")])
@@ -459,8 +481,7 @@ async fn kubectl_logs_exec_attach_port_forward() {
     assert_eq!(
         answer.as_deref().ok(),
         Some("PING"),
-        "{answer:?}; kubectl: {}",
+        "kubectl {version:?}: {answer:?}; kubectl: {}",
         stderr(&pf_out)
     );
-    env.shutdown.cancel();
 }
