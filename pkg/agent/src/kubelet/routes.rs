@@ -114,7 +114,7 @@ pub(crate) fn parse(path: &str) -> Option<Route> {
     let segs: Vec<String> = path
         .trim_matches('/')
         .split('/')
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     if s.iter().any(|x| x.is_empty() || *x == "." || *x == "..") {

@@ -126,31 +126,29 @@ pub(crate) async fn relay<A, B>(
     let (mut r_tx, mut r_rx) = runtime.split();
     let up = async {
         while let Some(Ok(m)) = c_rx.next().await {
-            match m {
-                Message::Binary(b) if b.first() == Some(&255) && !pass_close => {
-                    tracing::debug!("close-stdin signal not relayed to a v4 runtime stream");
-                }
-                Message::Binary(_) | Message::Text(_) => {
-                    if r_tx.send(m).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+            if let Message::Binary(b) = &m
+                && b.first() == Some(&255)
+                && !pass_close
+            {
+                tracing::debug!("close-stdin signal not relayed to a v4 runtime stream");
+                continue;
+            }
+            if (m.is_binary() || m.is_text()) && r_tx.send(m).await.is_err() {
+                break;
             }
         }
         let _ = r_tx.close().await;
     };
     let down = async {
         while let Some(Ok(m)) = r_rx.next().await {
-            match m {
-                Message::Binary(_) | Message::Text(_) => {
-                    if c_tx.send(m).await.is_err() {
-                        return;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+            if (m.is_binary() || m.is_text()) && c_tx.send(m).await.is_err() {
+                return;
             }
         }
         let _ = c_tx

@@ -72,28 +72,22 @@ pub(crate) async fn relay<A, B>(
     let (mut b_tx, mut b_rx) = backend.split();
     let up = async {
         while let Some(Ok(m)) = c_rx.next().await {
-            match m {
-                Message::Binary(_) | Message::Text(_) => {
-                    if b_tx.send(m).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+            if (m.is_binary() || m.is_text()) && b_tx.send(m).await.is_err() {
+                break;
             }
         }
         let _ = b_tx.close().await;
     };
     let down = async {
         while let Some(Ok(m)) = b_rx.next().await {
-            match m {
-                Message::Binary(_) | Message::Text(_) => {
-                    if c_tx.send(m).await.is_err() {
-                        return;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+            if (m.is_binary() || m.is_text()) && c_tx.send(m).await.is_err() {
+                return;
             }
         }
         // A normal closure: client-go reads a close without a status code as an error.

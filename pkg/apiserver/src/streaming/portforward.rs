@@ -63,14 +63,13 @@ pub(crate) async fn serve<B: Send + 'static>(
             let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(32);
             let reader = async move {
                 while let Some(Ok(m)) = ws_rx.next().await {
-                    match m {
-                        Message::Binary(b) => {
-                            if in_tx.send(b.to_vec()).await.is_err() {
-                                break;
-                            }
-                        }
-                        Message::Close(_) => break,
-                        _ => {}
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                    if let Message::Binary(b) = m
+                        && in_tx.send(b.to_vec()).await.is_err()
+                    {
+                        break;
                     }
                 }
             };
