@@ -128,6 +128,7 @@ struct State {
     pod_cidr: Option<(Ipv4Addr, u8)>,
     used_ips: std::collections::BTreeSet<u32>,
     calls: Option<Vec<RuntimeCall>>,
+    streaming_url: Option<String>,
 }
 
 impl State {
@@ -310,6 +311,19 @@ impl FakeRuntime {
         }
     }
 
+    /// Serve `exec`/`attach`/`port_forward` with URLs under `base` (a test's streaming server):
+    /// `<base>/exec/<container>`, `<base>/attach/<container>`, `<base>/portforward/<sandbox>`.
+    pub fn set_streaming_url(&self, base: Option<String>) {
+        self.lock().streaming_url = base;
+    }
+
+    fn streaming(&self, kind: &str, id: &str, what: String) -> Result<String> {
+        match &self.lock().streaming_url {
+            Some(base) => Ok(format!("{}/{kind}/{id}", base.trim_end_matches('/'))),
+            None => Err(RuntimeError::Unsupported(what)),
+        }
+    }
+
     /// Number of containers currently running.
     pub fn running_containers(&self) -> usize {
         let now = now_nanos();
@@ -325,6 +339,21 @@ impl FakeRuntime {
 
 #[async_trait::async_trait]
 impl ContainerRuntime for FakeRuntime {
+    async fn exec(&self, req: &crate::StreamRequest) -> Result<String> {
+        let what = format!("exec in container {}", req.container_id);
+        self.streaming("exec", &req.container_id, what)
+    }
+
+    async fn attach(&self, req: &crate::StreamRequest) -> Result<String> {
+        let what = format!("attach to container {}", req.container_id);
+        self.streaming("attach", &req.container_id, what)
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, _ports: &[i32]) -> Result<String> {
+        let what = format!("port-forward into sandbox {sandbox_id}");
+        self.streaming("portforward", sandbox_id, what)
+    }
+
     async fn version(&self) -> Result<RuntimeVersion> {
         Ok(RuntimeVersion {
             runtime_name: "fake".into(),
