@@ -87,13 +87,13 @@ pub fn expand(input: &str, env: &BTreeMap<String, String>) -> String {
 }
 
 /// The host path of `sub` inside the volume at `root`: validated, created as a directory when
-/// missing (with the volume root's permissions, like the kubelet), and resolved so that no
-/// symlink leads outside the volume.
-pub(crate) fn sub_path(root: &Path, sub: &str) -> Result<PathBuf, VolumeError> {
+/// missing and `create` (with the volume root's permissions, like the kubelet), and resolved so
+/// that no symlink leads outside the volume.
+pub(crate) fn sub_path(root: &Path, sub: &str, create: bool) -> Result<PathBuf, VolumeError> {
     validate_relative(sub, true)?;
     let real_root = fs::canonicalize(root).map_err(VolumeError::io("resolve", root))?;
     let target = root.join(sub);
-    if fs::symlink_metadata(&target).is_err() {
+    if create && fs::symlink_metadata(&target).is_err() {
         // the deepest existing ancestor must be inside the volume before anything is created
         let mut existing = target.as_path();
         while fs::symlink_metadata(existing).is_err() {
@@ -143,7 +143,7 @@ mod tests {
         let root = d.path().join("vol");
         fs::create_dir(&root).unwrap();
         crate::fsutil::chmod(&root, 0o777).unwrap();
-        let p = sub_path(&root, "a/b").unwrap();
+        let p = sub_path(&root, "a/b", true).unwrap();
         assert!(p.is_dir());
         assert_eq!(
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
@@ -151,18 +151,18 @@ mod tests {
         );
         std::os::unix::fs::symlink("/etc", root.join("evil")).unwrap();
         assert!(matches!(
-            sub_path(&root, "evil"),
+            sub_path(&root, "evil", true),
             Err(VolumeError::Escapes { .. })
         ));
         assert!(matches!(
-            sub_path(&root, "evil/newdir"),
+            sub_path(&root, "evil/newdir", true),
             Err(VolumeError::Escapes { .. })
         ));
         assert!(!Path::new("/etc/newdir").exists());
-        assert!(sub_path(&root, "../x").is_err());
-        assert!(sub_path(&root, "/abs").is_err());
+        assert!(sub_path(&root, "../x", true).is_err());
+        assert!(sub_path(&root, "/abs", true).is_err());
         // an inner symlink is fine and resolved
         std::os::unix::fs::symlink("a", root.join("inner")).unwrap();
-        assert_eq!(sub_path(&root, "inner/b").unwrap(), p);
+        assert_eq!(sub_path(&root, "inner/b", true).unwrap(), p);
     }
 }

@@ -1,21 +1,24 @@
 //! The volume manager: set up, refresh, mount and tear down the volumes of the pods on a node.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod mounting;
+mod projected;
+mod teardown;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Container, Pod, ProjectedVolumeSource, Volume};
+use k8s_openapi::api::core::v1::{Pod, Volume};
 use k8slite_api::quantity::Quantity;
 
 use crate::atomic::{self, DATA_DIR, Payload};
-use crate::fsutil::{chmod, remove_tree, set_ownership};
+use crate::fsutil::{chmod, set_ownership};
 use crate::hostpath::check_type;
-use crate::mounts::{HostMount, Propagation, expand, sub_path};
 use crate::payload::{self, DEFAULT_MODE, mode};
 use crate::pv::resolve_claim;
-use crate::token::{CachedToken, DEFAULT_EXPIRATION_SECONDS};
+use crate::token::CachedToken;
 use crate::{Clock, Mounter, StorageError, VolumeError, VolumeSource};
 
 /// Plugin directory of emptyDir volumes.
@@ -55,6 +58,8 @@ struct VolumeState {
     host_path: PathBuf,
     /// Always mounted read-only (configMap, secret, downwardAPI, projected, read-only claims).
     read_only: bool,
+    /// Content written by the atomic writer (no subPath directories are created in it).
+    atomic: bool,
     /// Hash of the last payload written (atomic-writer volumes).
     payload_hash: Option<u64>,
     /// Tokens of serviceAccountToken projections, by file path.
@@ -407,6 +412,7 @@ impl VolumeManager {
         }
         state.host_path = dir.clone();
         state.read_only = true;
+        state.atomic = true;
         let hash = hash_payload(&payload, fs_group);
         if state.payload_hash == Some(hash) && fs::symlink_metadata(dir.join(DATA_DIR)).is_ok() {
             return Ok(state);
@@ -439,207 +445,6 @@ impl VolumeManager {
                 })?;
         }
         Ok(())
-    }
-
-    /// The combined payload of a projected volume.
-    async fn projected(
-        &self,
-        pod: &Pod,
-        p: &ProjectedVolumeSource,
-        source: &dyn VolumeSource,
-        tokens: &mut BTreeMap<String, CachedToken>,
-    ) -> Result<Payload, VolumeError> {
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let dm = mode(p.default_mode, DEFAULT_MODE)?;
-        let mut out = Payload::new();
-        let mut live_tokens = HashSet::new();
-        for s in p.sources.iter().flatten() {
-            let part = if let Some(c) = &s.config_map {
-                let optional = c.optional.unwrap_or(false);
-                payload::config_map(source, namespace, &c.name, c.items.as_deref(), dm, optional)
-                    .await?
-            } else if let Some(c) = &s.secret {
-                let optional = c.optional.unwrap_or(false);
-                payload::secret(source, namespace, &c.name, c.items.as_deref(), dm, optional)
-                    .await?
-            } else if let Some(d) = &s.downward_api {
-                let items = d.items.as_deref().unwrap_or_default();
-                payload::downward_api(pod, items, dm, &self.options.node_allocatable)?
-            } else if let Some(t) = &s.service_account_token {
-                live_tokens.insert(t.path.clone());
-                let token = self.token(pod, t, source, tokens).await?;
-                Payload::from([(
-                    t.path.clone(),
-                    atomic::FileProjection {
-                        data: token.into_bytes(),
-                        mode: dm,
-                    },
-                )])
-            } else if s.cluster_trust_bundle.is_some() {
-                return Err(VolumeError::Unsupported(
-                    "projected clusterTrustBundle".into(),
-                ));
-            } else {
-                continue;
-            };
-            out.extend(part);
-        }
-        tokens.retain(|path, _| live_tokens.contains(path));
-        Ok(out)
-    }
-
-    /// The token of one projection: the cached one unless due for renewal.
-    async fn token(
-        &self,
-        pod: &Pod,
-        t: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
-        source: &dyn VolumeSource,
-        tokens: &mut BTreeMap<String, CachedToken>,
-    ) -> Result<String, VolumeError> {
-        let now = self.clock.now();
-        if let Some(c) = tokens.get(&t.path)
-            && !c.needs_refresh(now)
-        {
-            return Ok(c.token.clone());
-        }
-        let spec = pod.spec.as_ref();
-        let sa = spec
-            .and_then(|s| {
-                s.service_account_name
-                    .clone()
-                    .or_else(|| s.service_account.clone())
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default".to_string());
-        let audience = t.audience.as_deref().filter(|a| !a.is_empty());
-        let expiration = t.expiration_seconds.unwrap_or(DEFAULT_EXPIRATION_SECONDS);
-        let got = source
-            .service_account_token(pod, &sa, audience, expiration)
-            .await
-            .map_err(VolumeError::Token)?;
-        tracing::debug!(sa = %sa, path = %t.path, "service account token obtained");
-        tokens.insert(
-            t.path.clone(),
-            CachedToken {
-                token: got.token.clone(),
-                issued: now,
-                expiration: got.expiration,
-            },
-        );
-        Ok(got.token)
-    }
-
-    /// The bind mounts of `container` (its volumeMounts), after [`Self::setup`] of `pod`. `env`
-    /// is the container's resolved environment, for `subPathExpr`. subPath directories are
-    /// created when missing.
-    pub fn mounts_for(
-        &self,
-        pod: &Pod,
-        container: &Container,
-        env: &BTreeMap<String, String>,
-    ) -> Result<Vec<HostMount>, StorageError> {
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
-        let volumes = pods.get(uid);
-        let mut out = Vec::new();
-        for vm in container.volume_mounts.iter().flatten() {
-            let Some(state) = volumes.and_then(|v| v.get(&vm.name)) else {
-                return Err(StorageError::UnknownVolume {
-                    volume: vm.name.clone(),
-                    container: container.name.clone(),
-                });
-            };
-            let sub = match (&vm.sub_path, &vm.sub_path_expr) {
-                (Some(s), _) if !s.is_empty() => Some(s.clone()),
-                (_, Some(e)) if !e.is_empty() => Some(expand(e, env)),
-                _ => None,
-            };
-            let host_path = match sub {
-                Some(s) => {
-                    sub_path(&state.host_path, &s).map_err(|source| StorageError::SubPath {
-                        volume: vm.name.clone(),
-                        container: container.name.clone(),
-                        source,
-                    })?
-                }
-                None => state.host_path.clone(),
-            };
-            out.push(HostMount {
-                volume: vm.name.clone(),
-                container_path: vm.mount_path.clone(),
-                host_path,
-                read_only: state.read_only || vm.read_only.unwrap_or(false),
-                propagation: Propagation::from_api(vm.mount_propagation.as_deref()),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Tear down the volumes of pod `pod_uid` (after its sandbox is removed): unmount every
-    /// mount below `<pods_dir>/<uid>` (tmpfs), then remove that directory without following
-    /// symlinks or crossing a mount point (hostPath and persistent volume contents live
-    /// elsewhere and are never touched). Idempotent.
-    pub fn teardown(&self, pod_uid: &str) -> Result<(), StorageError> {
-        let err = |source| StorageError::TearDown {
-            pod_uid: pod_uid.to_string(),
-            source,
-        };
-        check_uid(pod_uid).map_err(err)?;
-        let dir = self.pods_dir.join(pod_uid);
-        let dir = match fs::canonicalize(&dir) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.forget(pod_uid);
-                return Ok(());
-            }
-            Err(e) => return Err(err(VolumeError::io("resolve", &dir)(e))),
-        };
-        let mut mounts = self.mounter.mounts_under(&dir).map_err(|source| {
-            err(VolumeError::Mount {
-                op: "inspect mounts of",
-                path: dir.clone(),
-                source,
-            })
-        })?;
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-        for m in &mounts {
-            self.mounter.unmount(m).map_err(|source| {
-                err(VolumeError::Mount {
-                    op: "unmount",
-                    path: m.clone(),
-                    source,
-                })
-            })?;
-        }
-        remove_tree(&dir).map_err(err)?;
-        self.forget(pod_uid);
-        tracing::debug!(pod = %pod_uid, unmounted = mounts.len(), "pod volumes torn down");
-        Ok(())
-    }
-
-    fn forget(&self, uid: &str) {
-        self.pods
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
-    }
-
-    /// Tear down every pod directory under the pods directory whose uid is not in `live`
-    /// (after an agent restart). Returns the failures; the others are removed.
-    pub fn cleanup_orphans(&self, live: &HashSet<String>) -> Vec<StorageError> {
-        let Ok(entries) = fs::read_dir(&self.pods_dir) else {
-            return Vec::new();
-        };
-        let mut errors = Vec::new();
-        for entry in entries.flatten() {
-            let uid = entry.file_name().to_string_lossy().into_owned();
-            if !live.contains(&uid)
-                && let Err(e) = self.teardown(&uid)
-            {
-                errors.push(e);
-            }
-        }
-        errors
     }
 
     /// Where a set-up volume of a pod is on the host.
