@@ -73,6 +73,9 @@ pub struct VolumeManager {
     clock: Arc<dyn Clock>,
     options: Options,
     pods: Mutex<HashMap<String, BTreeMap<String, VolumeState>>>,
+    /// Serialises the (synchronous, short) atomic writes and tmpfs mounts, so a refresh and a
+    /// setup of the same pod running at once cannot interleave their swaps.
+    writing: Mutex<()>,
 }
 
 impl std::fmt::Debug for VolumeManager {
@@ -188,6 +191,7 @@ impl VolumeManager {
             clock,
             options,
             pods: Mutex::new(HashMap::new()),
+            writing: Mutex::new(()),
         }
     }
 
@@ -417,7 +421,10 @@ impl VolumeManager {
         if state.payload_hash == Some(hash) && fs::symlink_metadata(dir.join(DATA_DIR)).is_ok() {
             return Ok(state);
         }
-        let changed = atomic::write(&dir, &payload, fs_group, self.clock.now())?;
+        let changed = {
+            let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+            atomic::write(&dir, &payload, fs_group, self.clock.now())?
+        };
         if changed {
             tracing::debug!(pod = %uid, volume = %v.name, files = payload.len(), "volume content written");
         }
@@ -427,6 +434,7 @@ impl VolumeManager {
 
     /// Mount a tmpfs on `dir` unless one is there already.
     fn ensure_tmpfs(&self, dir: &Path, size: Option<u64>) -> Result<(), VolumeError> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mounted = self
             .mounter
             .is_mount_point(dir)
