@@ -255,6 +255,39 @@ impl PodVolumes {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::pods::VolumeHooks for PodVolumes {
+    async fn setup(&self, pod: &Pod) -> Result<(), String> {
+        PodVolumes::setup(self, pod)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn mounts_for(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, String> {
+        PodVolumes::mounts_for(self, pod, c, env).map_err(|e| e.to_string())
+    }
+
+    async fn refresh(&self, pod: &Pod) {
+        if let Err(e) = PodVolumes::refresh(self, pod).await {
+            tracing::warn!("refreshing volumes: {e}");
+        }
+    }
+
+    async fn teardown(&self, pod: &Pod) {
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        if !uid.is_empty()
+            && let Err(e) = PodVolumes::teardown(self, uid)
+        {
+            tracing::warn!("tearing down volumes: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

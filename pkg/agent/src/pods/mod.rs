@@ -96,6 +96,7 @@ pub trait VolumeHooks: Send + Sync + 'static {
         &self,
         pod: &Pod,
         c: &k8s_openapi::api::core::v1::Container,
+        env: &std::collections::BTreeMap<String, String>,
     ) -> std::result::Result<Vec<k8slite_runtime::Mount>, String>;
     /// Rewrite changed configMap/secret/projected contents, renew tokens.
     async fn refresh(&self, pod: &Pod);

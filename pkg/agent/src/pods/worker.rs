@@ -453,7 +453,12 @@ impl Worker {
                 self.start_time = Some(Time(crate::node::now_secs()));
             }
             if self.sandbox.is_some() {
-                self.refresh_volumes(pod).await;
+                if self.volumes_ready {
+                    self.refresh_volumes(pod).await;
+                } else {
+                    // Adopted after an agent restart: the volume state is rebuilt.
+                    self.setup_volumes(pod).await;
+                }
             }
             if self.sandbox.is_none() {
                 if !self.setup_volumes(pod).await {
@@ -946,8 +951,12 @@ impl Worker {
             let envs =
                 env::resolve(pod, c, self.objects.as_ref(), &pod_ip, &self.host_ip, &node).await?;
             let security = spec::security_context(pod, c, &image_user)?;
+            let env_map: std::collections::BTreeMap<String, String> =
+                envs.iter().cloned().collect();
             let mut mounts = match &self.volumes {
-                Some(v) => v.mounts_for(pod, c).map_err(spec::ConfigError::Missing)?,
+                Some(v) => v
+                    .mounts_for(pod, c, &env_map)
+                    .map_err(spec::ConfigError::Missing)?,
                 None => Vec::new(),
             };
             if !mounts.iter().any(|m| m.container_path == "/etc/hosts")
