@@ -6,6 +6,7 @@
 //! one worker per pod bound to it ([`pods`]) over a [`ContainerRuntime`]. With the fake runtime
 //! several simulated nodes can share one process ([`run_fake_nodes`]).
 
+pub mod boot;
 pub mod certs;
 pub mod connect;
 pub mod host;
@@ -158,7 +159,7 @@ impl Default for NodeResources {
 }
 
 /// Configuration of one node agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// Node name.
     pub node_name: String,
@@ -187,6 +188,8 @@ pub struct AgentConfig {
     pub kubelet_port: u16,
     /// Write the CNI conflist when the node learns its pod CIDR (`None`: simulated node).
     pub pod_network: Option<PodNetwork>,
+    /// Pod volumes (`None` on simulated nodes: volumes are not set up).
+    pub volumes: Option<Arc<dyn pods::VolumeHooks>>,
 }
 
 /// Where and how the agent writes the node's CNI conflist once `Node.spec.podCIDR` is known.
@@ -246,6 +249,7 @@ impl AgentConfig {
             host: None,
             kubelet_port: 10250,
             pod_network: None,
+            volumes: None,
         }
     }
 }

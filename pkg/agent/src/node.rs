@@ -635,6 +635,8 @@ mod tests {
                 repo_tags: vec![format!("docker.io/library/img{i}:latest")],
                 repo_digests: vec![format!("docker.io/library/img{i}@sha256:{i:02}")],
                 size: i * 1000,
+                uid: None,
+                username: String::new(),
             })
             .collect();
         let observed = Observed {

@@ -76,6 +76,9 @@ pub enum ServerError {
     /// Certificates or token.
     #[error("pki: {0}")]
     Pki(#[from] k8slite_pki::PkiError),
+    /// The API server's client certificate for kubelets.
+    #[error("kubelet client certificate: {0}")]
+    KubeletClient(#[source] k8slite_apiserver::streaming::StreamingError),
     /// Datastore.
     #[error("datastore: {0}")]
     Store(#[from] k8slite_datastore::StoreError),
@@ -232,6 +235,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     let api = ApiServer::new(store.clone(), api_cfg, shutdown.clone());
     api.add_token_authenticator(Arc::new(JoinTokenAuth(token.clone())));
     api.enable_node_certs(Arc::new(JoinSigner::new(pki.clone(), token.clone())));
+    // pods/log, exec, attach, portforward: the API server dials kubelets with its own client cert.
+    let kubelet_client = k8slite_apiserver::streaming::load_or_issue_kubelet_client(&pki, &tls_dir)
+        .map_err(ServerError::KubeletClient)?;
+    api.set_kubelet_client(kubelet_client)
+        .map_err(ServerError::KubeletClient)?;
     let sa_key = k8slite_pki::ServiceAccountKey::load_or_create(
         &tls_dir.join(k8slite_pki::SERVICE_ACCOUNT_KEY_FILE),
     )?;
