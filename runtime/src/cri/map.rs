@@ -77,11 +77,16 @@ fn int64(v: Option<i64>) -> Option<pb::Int64Value> {
     v.map(|value| pb::Int64Value { value })
 }
 
-/// `PodSandboxConfig` → CRI.
+/// `PodSandboxConfig` → CRI. A host-network sandbox gets no hostname (it has the node's UTS
+/// namespace; runc refuses to set one there), as the kubelet does.
 pub(crate) fn sandbox_config(c: &PodSandboxConfig) -> pb::PodSandboxConfig {
     pb::PodSandboxConfig {
         metadata: Some(sandbox_metadata(&c.metadata)),
-        hostname: c.hostname.clone(),
+        hostname: if c.host_network {
+            String::new()
+        } else {
+            c.hostname.clone()
+        },
         log_directory: c.log_directory.clone(),
         dns_config: c.dns_config.as_ref().map(dns),
         port_mappings: c.port_mappings.iter().map(port_mapping).collect(),

@@ -94,6 +94,7 @@ fn host_namespaces_and_no_dns() {
     s.run_as_user = None;
     let c = sandbox_config(&s);
     assert!(c.dns_config.is_none());
+    assert_eq!(c.hostname, "", "the node's UTS namespace keeps its name");
     let sc = c.linux.and_then(|l| l.security_context).expect("security");
     assert_eq!(sc.run_as_user, None);
     let ns = sc.namespace_options.expect("namespaces");
