@@ -113,10 +113,10 @@ fn pids_mentioning(needle: &str) -> Vec<u32> {
         if pid == std::process::id() {
             continue;
         }
-        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&c).contains(needle) {
-                out.push(pid);
-            }
+        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&c).contains(needle)
+        {
+            out.push(pid);
         }
     }
     out
@@ -231,7 +231,12 @@ fn prerequisites() {
         nix::unistd::geteuid().is_root(),
         "prerequisite missing: this test needs root (containerd, runc, CNI)"
     );
-    for bin in ["/usr/bin/containerd", "/usr/bin/ctr", "/bin/busybox", "/usr/lib/cni/bridge"] {
+    for bin in [
+        "/usr/bin/containerd",
+        "/usr/bin/ctr",
+        "/bin/busybox",
+        "/usr/lib/cni/bridge",
+    ] {
         assert!(
             Path::new(bin).exists(),
             "prerequisite missing: {bin} (install containerd, busybox-static, containernetworking-plugins)"
@@ -281,11 +286,19 @@ fn docker_archive(work: &Path, rootfs: &Path, tag: &str, cmd: &[&str]) -> PathBu
         "config": {"Env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"], "Cmd": cmd},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
     let manifest = serde_json::json!([
         {"Config": "config.json", "RepoTags": [tag], "Layers": ["layer.tar"]}
     ]);
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
     let archive = work.join(format!("{}.tar", tag.replace(['/', ':'], "_")));
     sh(Command::new("tar")
         .arg("-C")
@@ -401,11 +414,24 @@ async fn cri_runtime_on_real_containerd() {
     assert_eq!(v.runtime_name, "containerd");
     assert_eq!(v.runtime_api_version, "v1");
     import_images(&lab);
-    let img = cri.image_status(BUSYBOX).await.unwrap().expect("busybox imported");
+    let img = cri
+        .image_status(BUSYBOX)
+        .await
+        .unwrap()
+        .expect("busybox imported");
     assert!(img.id.starts_with("sha256:"), "{img:?}");
-    assert!(cri.image_status("k8slite.test/none:1").await.unwrap().is_none());
+    assert!(
+        cri.image_status("k8slite.test/none:1")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let images = cri.list_images().await.unwrap();
-    assert!(images.iter().any(|i| i.repo_tags.iter().any(|t| t == PAUSE_IMAGE)));
+    assert!(
+        images
+            .iter()
+            .any(|i| i.repo_tags.iter().any(|t| t == PAUSE_IMAGE))
+    );
     // PullImage of a present image resolves without a registry? No: CRI always contacts the
     // registry; a missing registry must be an ImagePull error naming the call.
     let e = cri.pull_image("k8slite.invalid/none:1").await.unwrap_err();
@@ -422,7 +448,10 @@ async fn cri_runtime_on_real_containerd() {
     assert!(st.ip.starts_with(&subnet_prefix), "pod IP {:?}", st.ip);
     assert_eq!(st.metadata.uid, "uid-web");
     let cc = container("main", "echo $GREETING; sleep 1000");
-    let c = cri.create_container(&sb, &cc, &sc).await.expect("CreateContainer");
+    let c = cri
+        .create_container(&sb, &cc, &sc)
+        .await
+        .expect("CreateContainer");
     cri.start_container(&c).await.expect("StartContainer");
     wait_state(&cri, &c, ContainerState::Running, Duration::from_secs(30)).await;
     let s = cri.container_status(&c).await.unwrap();
@@ -430,11 +459,20 @@ async fn cri_runtime_on_real_containerd() {
     assert_eq!(s.metadata.name, "main");
     assert_eq!(s.image, BUSYBOX);
     assert!(s.image_ref.starts_with("sha256:"), "{s:?}");
-    assert_eq!(s.annotations.get("k8slite.test/a").map(String::as_str), Some("b"));
+    assert_eq!(
+        s.annotations.get("k8slite.test/a").map(String::as_str),
+        Some("b")
+    );
     let log_path = PathBuf::from(&s.log_path);
     assert_eq!(log_path, Path::new(&sc.log_directory).join("main/0.log"));
-    let cgroup = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{}/pod{}/{c}/cgroup.procs", lab.cgroup_root, "uid-web"));
-    assert!(cgroup.is_ok(), "container cgroup under our parent: {cgroup:?}");
+    let cgroup = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/{}/pod{}/{c}/cgroup.procs",
+        lab.cgroup_root, "uid-web"
+    ));
+    assert!(
+        cgroup.is_ok(),
+        "container cgroup under our parent: {cgroup:?}"
+    );
 
     let r = cri
         .exec_sync(&c, &["cat".into(), "/etc/hostname".into()], 10)
@@ -442,10 +480,17 @@ async fn cri_runtime_on_real_containerd() {
         .unwrap();
     assert_eq!((r.exit_code, r.stdout.as_slice()), (0, b"web\n".as_slice()));
     let r = cri
-        .exec_sync(&c, &["sh".into(), "-c".into(), "echo oops >&2; exit 3".into()], 10)
+        .exec_sync(
+            &c,
+            &["sh".into(), "-c".into(), "echo oops >&2; exit 3".into()],
+            10,
+        )
         .await
         .unwrap();
-    assert_eq!((r.exit_code, r.stderr.as_slice()), (3, b"oops\n".as_slice()));
+    assert_eq!(
+        (r.exit_code, r.stderr.as_slice()),
+        (3, b"oops\n".as_slice())
+    );
     let req = StreamRequest {
         container_id: c.clone(),
         cmd: vec!["sh".into()],
@@ -455,16 +500,30 @@ async fn cri_runtime_on_real_containerd() {
         stderr: true,
     };
     let url = cri.exec(&req).await.unwrap();
-    assert!(url.starts_with("http://127.0.0.1:") && url.contains("/exec/"), "{url}");
-    let url = cri.attach(&StreamRequest { cmd: Vec::new(), ..req }).await.unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
+        "{url}"
+    );
+    let url = cri
+        .attach(&StreamRequest {
+            cmd: Vec::new(),
+            ..req
+        })
+        .await
+        .unwrap();
     assert!(url.contains("/attach/"), "{url}");
     let url = cri.port_forward(&sb, &[80]).await.unwrap();
     assert!(url.contains("/portforward/"), "{url}");
-    cri.reopen_container_log(&c).await.expect("ReopenContainerLog");
+    cri.reopen_container_log(&c)
+        .await
+        .expect("ReopenContainerLog");
 
     // Exec probes.
     let ok = ProbeAction::Exec(vec!["true".into()]);
-    assert_eq!(cri.probe(&c, ProbeKind::Liveness, &ok).await.unwrap(), ProbeResult::Success);
+    assert_eq!(
+        cri.probe(&c, ProbeKind::Liveness, &ok).await.unwrap(),
+        ProbeResult::Success
+    );
     let bad = ProbeAction::Exec(vec!["cat".into(), "/tmp/healthy".into()]);
     assert_eq!(
         cri.probe(&c, ProbeKind::Liveness, &bad).await.unwrap(),
@@ -487,7 +546,11 @@ async fn cri_runtime_on_real_containerd() {
         })
         .await
         .unwrap();
-    assert!(listed.iter().any(|x| x.id == c && x.pod_sandbox_id == sb && x.started_at > 0));
+    assert!(
+        listed
+            .iter()
+            .any(|x| x.id == c && x.pod_sandbox_id == sb && x.started_at > 0)
+    );
     let sandboxes = cri.list_pod_sandboxes().await.unwrap();
     assert!(sandboxes.iter().any(|x| x.id == sb && x.ip == st.ip));
 
@@ -501,15 +564,24 @@ async fn cri_runtime_on_real_containerd() {
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while sup.restarts() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "containerd not restarted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containerd not restarted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let second_pid = sup.pid().expect("restarted pid");
     assert_ne!(second_pid, first_pid);
-    let s = cri.container_status(&c).await.expect("status after restart");
+    let s = cri
+        .container_status(&c)
+        .await
+        .expect("status after restart");
     assert_eq!(s.state, ContainerState::Running);
     assert_eq!(s.started_at, started_at);
-    let r = cri.exec_sync(&c, &["echo".into(), "still".into()], 10).await.unwrap();
+    let r = cri
+        .exec_sync(&c, &["echo".into(), "still".into()], 10)
+        .await
+        .unwrap();
     assert_eq!(r.stdout, b"still\n");
     assert!(!shim_pids.is_empty());
 
@@ -537,14 +609,23 @@ async fn cri_runtime_on_real_containerd() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     let first = log.lines().next().unwrap_or_default();
     let fields: Vec<&str> = first.splitn(4, ' ').collect();
-    assert_eq!(fields.get(1..), Some(&["stdout", "F", "hi"][..]), "log: {log:?}");
-    assert!(fields[0].ends_with('Z') && fields[0].contains('T'), "{first}");
+    assert_eq!(
+        fields.get(1..),
+        Some(&["stdout", "F", "hi"][..]),
+        "log: {log:?}"
+    );
+    assert!(
+        fields[0].ends_with('Z') && fields[0].contains('T'),
+        "{first}"
+    );
     cri.remove_container(&c).await.expect("RemoveContainer");
     assert!(matches!(
         cri.container_status(&c).await,
         Err(RuntimeError::ContainerNotFound(id)) if id == c
     ));
-    cri.remove_container(&c).await.expect("remove is idempotent");
+    cri.remove_container(&c)
+        .await
+        .expect("remove is idempotent");
 
     // OOM: 16 MiB limit, tail buffers an endless line.
     let mut oom = container("oom", "tail /dev/zero");
@@ -556,7 +637,11 @@ async fn cri_runtime_on_real_containerd() {
     cri.start_container(&o).await.unwrap();
     wait_state(&cri, &o, ContainerState::Exited, Duration::from_secs(60)).await;
     let s = cri.container_status(&o).await.unwrap();
-    assert_eq!((s.reason.as_str(), s.exit_code), ("OOMKilled", 137), "{s:?}");
+    assert_eq!(
+        (s.reason.as_str(), s.exit_code),
+        ("OOMKilled", 137),
+        "{s:?}"
+    );
     cri.remove_container(&o).await.unwrap();
 
     // A bad command is the container's error.
@@ -590,7 +675,10 @@ async fn cri_runtime_on_real_containerd() {
         l.local_addr().unwrap().port()
     };
     let hc = sandbox_config(&lab, "hostweb", "uid-hostweb", true);
-    let hsb = cri.run_pod_sandbox(&hc).await.expect("host-network sandbox");
+    let hsb = cri
+        .run_pod_sandbox(&hc)
+        .await
+        .expect("host-network sandbox");
     let web = container(
         "httpd",
         &format!("exec httpd -f -p 127.0.0.1:{port} -h /www"),
@@ -606,7 +694,10 @@ async fn cri_runtime_on_real_containerd() {
     };
     let mut ok = false;
     for _ in 0..50 {
-        if cri.probe(&w, ProbeKind::Readiness, &get("/index.html")).await.unwrap()
+        if cri
+            .probe(&w, ProbeKind::Readiness, &get("/index.html"))
+            .await
+            .unwrap()
             == ProbeResult::Success
         {
             ok = true;
@@ -616,14 +707,19 @@ async fn cri_runtime_on_real_containerd() {
     }
     assert!(ok, "HTTP probe of the host-network pod never succeeded");
     assert_eq!(
-        cri.probe(&w, ProbeKind::Readiness, &get("/missing")).await.unwrap(),
+        cri.probe(&w, ProbeKind::Readiness, &get("/missing"))
+            .await
+            .unwrap(),
         ProbeResult::Failure("HTTP probe failed with statuscode: 404".into())
     );
     let tcp = ProbeAction::TcpSocket {
         host: String::new(),
         port,
     };
-    assert_eq!(cri.probe(&w, ProbeKind::Liveness, &tcp).await.unwrap(), ProbeResult::Success);
+    assert_eq!(
+        cri.probe(&w, ProbeKind::Liveness, &tcp).await.unwrap(),
+        ProbeResult::Success
+    );
     cri.stop_pod_sandbox(&hsb).await.unwrap();
     cri.remove_pod_sandbox(&hsb).await.unwrap();
 

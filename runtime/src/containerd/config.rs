@@ -231,7 +231,10 @@ mod tests {
         );
         assert_eq!(c.state_dir(), Path::new("/run/k8slite/containerd/state"));
         assert_eq!(c.runc_root(), Path::new("/run/k8slite/containerd/runc"));
-        assert_eq!(c.config_path(), Path::new("/run/k8slite/containerd/config.toml"));
+        assert_eq!(
+            c.config_path(),
+            Path::new("/run/k8slite/containerd/config.toml")
+        );
         assert_eq!(c.sandbox_image, PAUSE_IMAGE);
     }
 

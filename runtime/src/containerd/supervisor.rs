@@ -70,7 +70,10 @@ impl Supervisor {
     /// Write the config, start containerd (or adopt a running one started with the same
     /// config file; one with a different config is restarted), wait until its CRI answers, and
     /// watch it until `shutdown`, restarting it when it dies.
-    pub async fn start(cfg: ContainerdConfig, shutdown: CancellationToken) -> Result<Self, ContainerdError> {
+    pub async fn start(
+        cfg: ContainerdConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ContainerdError> {
         for dir in [
             &cfg.root,
             &cfg.run_dir,
@@ -95,7 +98,10 @@ impl Supervisor {
                 proc
             }
             Some(pid) => {
-                tracing::info!(pid, "containerd runs with an outdated config: restarting it (containers keep running)");
+                tracing::info!(
+                    pid,
+                    "containerd runs with an outdated config: restarting it (containers keep running)"
+                );
                 terminate(Proc::Adopted(pid)).await;
                 write_config(&cfg, &rendered)?;
                 spawn_ready(&cfg).await?
@@ -362,7 +368,9 @@ async fn watch(
         }
         // Someone (an operator, a racing start) may have started it meanwhile: adopt it.
         let next = match process::find(&cfg) {
-            Some(p) => wait_ready(&cfg, Some(p), None).await.map(|()| Proc::Adopted(p)),
+            Some(p) => wait_ready(&cfg, Some(p), None)
+                .await
+                .map(|()| Proc::Adopted(p)),
             None => spawn_ready(&cfg).await,
         };
         match next {

@@ -297,8 +297,11 @@ impl CriRuntime {
             )),
         )
         .await?;
-        let items: Vec<ContainerStatus> =
-            resp.containers.into_iter().map(map::container_item).collect();
+        let items: Vec<ContainerStatus> = resp
+            .containers
+            .into_iter()
+            .map(map::container_item)
+            .collect();
         for i in &items {
             self.remember(&i.id, &i.pod_sandbox_id);
         }

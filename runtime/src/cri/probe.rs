@@ -107,9 +107,7 @@ pub(crate) async fn http_get(
     }
     match tokio::time::timeout(timeout, follow(host, port, path)).await {
         Ok(Ok(code)) if (200..400).contains(&code) => ProbeResult::Success,
-        Ok(Ok(code)) => {
-            ProbeResult::Failure(format!("HTTP probe failed with statuscode: {code}"))
-        }
+        Ok(Ok(code)) => ProbeResult::Failure(format!("HTTP probe failed with statuscode: {code}")),
         Ok(Err(msg)) => ProbeResult::Failure(format!("Get \"{url}\": {msg}")),
         Err(_) => ProbeResult::Failure(format!(
             "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
@@ -202,7 +200,8 @@ mod tests {
                     .find(|(p, _)| *p == path)
                     .map(|(_, r)| (*r).to_string())
                     .unwrap_or_else(|| "404 Not Found\r\n".to_string());
-                let out = format!("HTTP/1.1 {resp}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let out =
+                    format!("HTTP/1.1 {resp}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 let _ = s.write_all(out.as_bytes()).await;
             }
         });
@@ -221,7 +220,10 @@ mod tests {
             ("/loop", "302 Found\r\nLocation: /loop"),
         ])
         .await;
-        assert_eq!(http_get("127.0.0.1", port, "/ok", "HTTP", T).await, ProbeResult::Success);
+        assert_eq!(
+            http_get("127.0.0.1", port, "/ok", "HTTP", T).await,
+            ProbeResult::Success
+        );
         assert_eq!(
             http_get("127.0.0.1", port, "/bad", "HTTP", T).await,
             ProbeResult::Failure("HTTP probe failed with statuscode: 500".into())
@@ -301,7 +303,9 @@ mod tests {
         };
         assert_eq!(
             exec_result(&cmd, &failed),
-            ProbeResult::Failure("cat: can't open '/tmp/healthy': No such file or directory".into())
+            ProbeResult::Failure(
+                "cat: can't open '/tmp/healthy': No such file or directory".into()
+            )
         );
         let silent = ExecSyncResponse {
             exit_code: 3,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::{CriRuntime, DEFAULT_PROBE_TIMEOUT, Subject, call, map, pb, plus_secs, request};
 use crate::{
     ContainerConfig, ContainerFilter, ContainerRuntime, ContainerStatus, ExecSyncResponse, Image,
-    PodSandboxConfig, PodSandboxStatus, ProbeAction, ProbeKind, ProbeResult, Result,
-    RuntimeError, RuntimeVersion, StreamRequest,
+    PodSandboxConfig, PodSandboxStatus, ProbeAction, ProbeKind, ProbeResult, Result, RuntimeError,
+    RuntimeVersion, StreamRequest,
 };
 
 #[async_trait::async_trait]
@@ -154,10 +154,7 @@ impl ContainerRuntime for CriRuntime {
             }
         }))
         .await;
-        statuses
-            .into_iter()
-            .filter_map(Result::transpose)
-            .collect()
+        statuses.into_iter().filter_map(Result::transpose).collect()
     }
 
     async fn create_container(
@@ -257,10 +254,7 @@ impl ContainerRuntime for CriRuntime {
             }
         }))
         .await;
-        statuses
-            .into_iter()
-            .filter_map(Result::transpose)
-            .collect()
+        statuses.into_iter().filter_map(Result::transpose).collect()
     }
 
     async fn container_status(&self, id: &str) -> Result<ContainerStatus> {

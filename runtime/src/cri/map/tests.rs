@@ -51,7 +51,12 @@ fn sandbox_config_maps_every_field() {
     let c = sandbox_config(&sandbox());
     let m = c.metadata.as_ref().expect("metadata");
     assert_eq!(
-        (m.name.as_str(), m.namespace.as_str(), m.uid.as_str(), m.attempt),
+        (
+            m.name.as_str(),
+            m.namespace.as_str(),
+            m.uid.as_str(),
+            m.attempt
+        ),
         ("web", "default", "u-1", 2)
     );
     assert_eq!(c.hostname, "web");
