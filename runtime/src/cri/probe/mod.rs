@@ -1,6 +1,8 @@
-//! HTTP GET and TCP probes, run from the node with the kubelet's semantics: one deadline for the
+//! HTTP(S) GET and TCP probes, run from the node with the kubelet's semantics: one deadline for the
 //! whole probe, HTTP 200–399 succeeds, redirects to the same host are followed (up to 10), a
 //! redirect elsewhere counts as success, and failure messages read like the kubelet's.
+
+mod tls;
 
 use std::time::Duration;
 
@@ -100,12 +102,16 @@ pub(crate) async fn http_get(
         format!("/{path}")
     };
     let url = format!("{scheme}://{}{path}", host_port(host, port));
-    if scheme != "http" {
-        return ProbeResult::Failure(format!(
-            "Get \"{url}\": {scheme} probes are not supported by k8slite"
-        ));
-    }
-    match tokio::time::timeout(timeout, follow(host, port, path)).await {
+    let tls = match scheme.as_str() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return ProbeResult::Failure(format!(
+                "Get \"{url}\": unsupported protocol scheme \"{other}\""
+            ));
+        }
+    };
+    match tokio::time::timeout(timeout, follow(host, port, path, tls)).await {
         Ok(Ok(code)) if (200..400).contains(&code) => ProbeResult::Success,
         Ok(Ok(code)) => ProbeResult::Failure(format!("HTTP probe failed with statuscode: {code}")),
         Ok(Err(msg)) => ProbeResult::Failure(format!("Get \"{url}\": {msg}")),
@@ -117,13 +123,22 @@ pub(crate) async fn http_get(
 
 /// GET `path`, following same-host redirects; the final status code. A redirect to another
 /// host is reported as 200 (the kubelet treats it as success with a warning).
-async fn follow(host: &str, port: u16, mut path: String) -> Result<u16, String> {
+async fn follow(host: &str, port: u16, mut path: String, tls: bool) -> Result<u16, String> {
     for _ in 0..=MAX_REDIRECTS {
-        let (code, location) = get_once(host, port, &path).await?;
+        let (code, location) = if tls {
+            let stream = dial(host, port).await?;
+            let stream = tls::connector()?
+                .connect(tls::server_name(host)?, stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            get_once(stream, host, port, &path).await?
+        } else {
+            get_once(dial(host, port).await?, host, port, &path).await?
+        };
         let Some(location) = location.filter(|_| (300..400).contains(&code)) else {
             return Ok(code);
         };
-        match same_host_path(&location, host, port) {
+        match same_host_path(&location, host, port, tls) {
             Some(next) => path = next,
             None => {
                 tracing::debug!(%location, "probe redirected to another host: success");
@@ -135,21 +150,29 @@ async fn follow(host: &str, port: u16, mut path: String) -> Result<u16, String> 
 }
 
 /// The path of `location` if it stays on `host:port` (relative, or absolute to the same host).
-fn same_host_path(location: &str, host: &str, port: u16) -> Option<String> {
+fn same_host_path(location: &str, host: &str, port: u16, tls: bool) -> Option<String> {
     if location.starts_with('/') {
         return Some(location.to_string());
     }
-    let rest = location.strip_prefix("http://")?;
+    let rest = location.strip_prefix(if tls { "https://" } else { "http://" })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let same = authority == host_port(host, port) || (port == 80 && authority == host);
+    let default_port = if tls { 443 } else { 80 };
+    let same = authority == host_port(host, port) || (port == default_port && authority == host);
     same.then(|| path.to_string())
 }
 
-async fn get_once(host: &str, port: u16, path: &str) -> Result<(u16, Option<String>), String> {
-    let stream = dial(host, port).await?;
+async fn get_once<S>(
+    stream: S,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<(u16, Option<String>), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -288,6 +311,52 @@ mod tests {
         assert_eq!(tcp("127.0.0.1", port, T).await, ProbeResult::Success);
     }
 
+    #[tokio::test]
+    async fn https_probes_accept_any_certificate() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+            .expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    continue;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let code = if req.starts_with("GET /healthz ") {
+                    "200 OK"
+                } else {
+                    "503 Unavailable"
+                };
+                let out =
+                    format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = s.write_all(out.as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        assert_eq!(
+            http_get("127.0.0.1", port, "/healthz", "HTTPS", T).await,
+            ProbeResult::Success
+        );
+        assert_eq!(
+            http_get("127.0.0.1", port, "/other", "HTTPS", T).await,
+            ProbeResult::Failure("HTTP probe failed with statuscode: 503".into())
+        );
+    }
+
     #[test]
     fn exec_results() {
         let cmd = vec!["cat".to_string(), "/tmp/healthy".to_string()];
@@ -321,11 +390,11 @@ mod tests {
     fn addresses_print_like_go() {
         assert_eq!(host_port("10.42.0.5", 80), "10.42.0.5:80");
         assert_eq!(host_port("fd00::5", 80), "[fd00::5]:80");
-        assert_eq!(same_host_path("/x", "h", 8080), Some("/x".into()));
+        assert_eq!(same_host_path("/x", "h", 8080, false), Some("/x".into()));
         assert_eq!(
-            same_host_path("http://h:8080/y", "h", 8080),
+            same_host_path("http://h:8080/y", "h", 8080, false),
             Some("/y".into())
         );
-        assert_eq!(same_host_path("http://other/", "h", 8080), None);
+        assert_eq!(same_host_path("http://other/", "h", 8080, false), None);
     }
 }
