@@ -3,7 +3,8 @@
 //! [`ContainerRuntime`] is shaped after the CRI v1 `RuntimeService` and `ImageService`: pod
 //! sandboxes, containers, their status and listing, `ExecSync` (the hook exec probes use), image
 //! pull and status. The agent drives pods only through this trait, so the CRI client over
-//! containerd (next issue) and [`FakeRuntime`] (simulated nodes, tests) are interchangeable.
+//! containerd ([`CriRuntime`], with [`containerd::Supervisor`] running containerd) and
+//! [`FakeRuntime`] (simulated nodes, tests) are interchangeable.
 //!
 //! Times are Unix nanoseconds, as in CRI.
 
