@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build k8slite, install it to /usr/local/bin and start `k8slite server`: as a systemd unit when
 # systemd runs the machine, else in the background (log /var/log/k8slite.log, pid
-# /run/k8slite/k8slite.pid). Re-running upgrades the binary and restarts it.
+# /run/k8slite/k8slite.pid). Re-running upgrades the binary and restarts it. Missing Debian
+# packages (build tools; containerd, runc, containernetworking-plugins, iptables for the node
+# agent) are installed first by packaging/prereqs.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }

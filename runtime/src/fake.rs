@@ -128,6 +128,7 @@ struct State {
     pod_cidr: Option<(Ipv4Addr, u8)>,
     used_ips: std::collections::BTreeSet<u32>,
     calls: Option<Vec<RuntimeCall>>,
+    streaming_url: Option<String>,
 }
 
 impl State {
@@ -196,24 +197,9 @@ impl Default for FakeRuntime {
 
 /// `docker.io/library/nginx:latest` for `nginx`, as containerd names images.
 pub fn normalize_image(image: &str) -> String {
-    let (name, tag) = match image.split_once('@') {
-        Some(_) => return image.to_string(),
-        None => match image.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n.to_string(), t.to_string()),
-            _ => (image.to_string(), "latest".to_string()),
-        },
-    };
-    let first = name.split('/').next().unwrap_or("");
-    let has_registry =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let full = if has_registry {
-        name
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    };
-    format!("{full}:{tag}")
+    // One normalisation for the fake and the real importer; an invalid reference stays as is
+    // (the fake then simply never finds it).
+    crate::images::normalize_reference(image).unwrap_or_else(|_| image.to_string())
 }
 
 fn fake_digest(s: &str) -> String {
@@ -325,6 +311,19 @@ impl FakeRuntime {
         }
     }
 
+    /// Serve `exec`/`attach`/`port_forward` with URLs under `base` (a test's streaming server):
+    /// `<base>/exec/<container>`, `<base>/attach/<container>`, `<base>/portforward/<sandbox>`.
+    pub fn set_streaming_url(&self, base: Option<String>) {
+        self.lock().streaming_url = base;
+    }
+
+    fn streaming(&self, kind: &str, id: &str, what: String) -> Result<String> {
+        match &self.lock().streaming_url {
+            Some(base) => Ok(format!("{}/{kind}/{id}", base.trim_end_matches('/'))),
+            None => Err(RuntimeError::Unsupported(what)),
+        }
+    }
+
     /// Number of containers currently running.
     pub fn running_containers(&self) -> usize {
         let now = now_nanos();
@@ -340,6 +339,21 @@ impl FakeRuntime {
 
 #[async_trait::async_trait]
 impl ContainerRuntime for FakeRuntime {
+    async fn exec(&self, req: &crate::StreamRequest) -> Result<String> {
+        let what = format!("exec in container {}", req.container_id);
+        self.streaming("exec", &req.container_id, what)
+    }
+
+    async fn attach(&self, req: &crate::StreamRequest) -> Result<String> {
+        let what = format!("attach to container {}", req.container_id);
+        self.streaming("attach", &req.container_id, what)
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, _ports: &[i32]) -> Result<String> {
+        let what = format!("port-forward into sandbox {sandbox_id}");
+        self.streaming("portforward", sandbox_id, what)
+    }
+
     async fn version(&self) -> Result<RuntimeVersion> {
         Ok(RuntimeVersion {
             runtime_name: "fake".into(),
@@ -695,6 +709,8 @@ impl ContainerRuntime for FakeRuntime {
             repo_tags: vec![full.clone()],
             repo_digests: vec![digest.clone()],
             size: 1 << 20,
+            uid: None,
+            username: String::new(),
         });
         Ok(digest)
     }

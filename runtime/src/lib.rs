@@ -384,6 +384,10 @@ pub struct Image {
     pub repo_digests: Vec<String>,
     /// Size in bytes.
     pub size: u64,
+    /// UID the image's config runs as, when numeric.
+    pub uid: Option<i64>,
+    /// User name the image's config runs as, when not numeric.
+    pub username: String,
 }
 
 /// CRI `VersionResponse`.

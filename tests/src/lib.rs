@@ -3,6 +3,7 @@
 #![allow(clippy::print_stderr)] // the harness prints the server log when a test fails
 
 pub mod cluster;
+pub mod e2e;
 pub mod objects;
 
 use std::net::TcpListener;

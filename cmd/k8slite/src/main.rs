@@ -131,6 +131,9 @@ struct ServerArgs {
     /// Run only the control plane, without a node agent on this machine.
     #[arg(long, env = "K8SLITE_DISABLE_AGENT")]
     disable_agent: bool,
+    /// Settings of the embedded node agent.
+    #[command(flatten)]
+    node: agent::NodeArgs,
     /// Seconds between datastore compactions (history older than the retention is dropped).
     #[arg(
         long,
@@ -260,13 +263,27 @@ fn run_server(s: ServerArgs) -> anyhow::Result<()> {
                 s.write_kubeconfig_mode
             )
         })?;
-    if s.disable_agent {
+    let advertise = s
+        .advertise_address
+        .unwrap_or_else(k8slite_server::detect_node_ip);
+    let embedded = if s.disable_agent {
         tracing::debug!("agent disabled");
+        None
     } else {
-        tracing::info!(
-            "the node agent is not part of this build yet; running the control plane only"
+        let cfg = agent::node_config(&s.node, advertise)?;
+        let setup = agent::node_setup(&s.node, &s.data_dir, s.cluster_dns, &s.cluster_domain);
+        let host = if s.bind_address.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            s.bind_address
+        };
+        let url = format!(
+            "https://{}",
+            std::net::SocketAddr::new(host, s.https_listen_port)
         );
-    }
+        let token_file = s.data_dir.join("server").join("token");
+        Some((cfg, setup, url, token_file))
+    };
     let cfg = k8slite_server::ServerConfig {
         data_dir: s.data_dir,
         bind_address: s.bind_address,
@@ -308,9 +325,34 @@ fn run_server(s: ServerArgs) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             signals.cancel();
         });
-        k8slite_server::run(cfg, shutdown)
-            .await
-            .context("server failed")
+        let server = k8slite_server::run(cfg, shutdown.clone());
+        let Some((agent_cfg, setup, url, token_file)) = embedded else {
+            return server.await.context("server failed");
+        };
+        let agent_shutdown = shutdown.clone();
+        let node = async move {
+            // The server writes its join token at start; the agent joins like any other.
+            let token = loop {
+                match std::fs::read_to_string(&token_file) {
+                    Ok(t) if !t.trim().is_empty() => break t.trim().to_string(),
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = agent_shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
+            };
+            k8slite_agent::boot::run_joined(&url, &token, agent_cfg, setup, agent_shutdown).await
+        };
+        let (server, node) = tokio::join!(server, async {
+            let r = node.await;
+            if let Err(e) = &r {
+                tracing::error!("embedded agent failed: {e}");
+            }
+            r
+        });
+        server.context("server failed")?;
+        node.context("embedded agent failed")
     })
 }
 

@@ -6,6 +6,7 @@
 //! one worker per pod bound to it ([`pods`]) over a [`ContainerRuntime`]. With the fake runtime
 //! several simulated nodes can share one process ([`run_fake_nodes`]).
 
+pub mod boot;
 pub mod certs;
 pub mod connect;
 pub mod host;
@@ -132,7 +133,7 @@ impl Default for NodeResources {
 }
 
 /// Configuration of one node agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// Node name.
     pub node_name: String,
@@ -154,6 +155,8 @@ pub struct AgentConfig {
     pub node_status_report_frequency: Duration,
     /// Pod worker settings.
     pub pods: pods::PodConfig,
+    /// Pod volumes (`None` on simulated nodes: volumes are not set up).
+    pub volumes: Option<Arc<dyn pods::VolumeHooks>>,
 }
 
 impl AgentConfig {
@@ -170,6 +173,7 @@ impl AgentConfig {
             node_status_update_frequency: Duration::from_secs(10),
             node_status_report_frequency: Duration::from_secs(300),
             pods: pods::PodConfig::default(),
+            volumes: None,
         }
     }
 }

@@ -295,6 +295,13 @@ impl ApiServer {
             user_agent: header_str(&req, header::USER_AGENT),
             verb,
         };
+        if crate::streaming::is_streaming(&rr.info.plural, rr.sub()) && rr.info.group.is_empty() {
+            return (
+                verb,
+                resource_label,
+                crate::streaming::handle(self, rr, req).await,
+            );
+        }
         let body = if matches!(
             verb,
             "create" | "update" | "patch" | "delete" | "deletecollection"

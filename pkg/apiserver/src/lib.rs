@@ -105,6 +105,7 @@ pub struct ApiServer {
     allocator: allocator::Allocators,
     watches: Arc<tokio::sync::Semaphore>,
     shutdown: tokio_util::sync::CancellationToken,
+    kubelet_dialer: std::sync::OnceLock<Arc<streaming::KubeletDialer>>,
 }
 
 impl ApiServer {
@@ -126,6 +127,7 @@ impl ApiServer {
             watches,
             config,
             shutdown,
+            kubelet_dialer: std::sync::OnceLock::new(),
         })
     }
 

@@ -2,6 +2,9 @@
 //! (keyed by UID). Workers report through [`PodApi`] (status, final delete, events), which the
 //! agent implements over `kube::Client` and unit tests implement by recording.
 
+mod cgroups;
+pub mod env;
+pub mod spec;
 pub mod status;
 pub mod worker;
 
@@ -37,6 +40,10 @@ pub struct PodConfig {
     pub backoff_max: Duration,
     /// Scheme of container IDs in pod status (`fake`, `containerd`).
     pub runtime_scheme: String,
+    /// What the node contributes to pod configurations (DNS, log and state dirs, cgroups).
+    pub node: spec::NodeContext,
+    /// How often mounted configMaps, secrets and tokens are refreshed (upstream: about 1 min).
+    pub volume_refresh_period: Duration,
 }
 
 impl Default for PodConfig {
@@ -47,6 +54,8 @@ impl Default for PodConfig {
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             runtime_scheme: "fake".into(),
+            node: spec::NodeContext::default(),
+            volume_refresh_period: Duration::from_secs(10),
         }
     }
 }
@@ -74,6 +83,24 @@ pub trait PodApi: Send + Sync + 'static {
     async fn delete_terminated(&self, pod: &Pod) -> Result<()>;
     /// Record an event about the pod (failures are logged, not returned).
     async fn event(&self, pod: &Pod, event: PodEvent);
+}
+
+/// Volumes of pods: set up before the sandbox, mounted into containers, refreshed while the
+/// pod runs, torn down after the sandbox is removed. Errors are the `FailedMount` messages.
+#[async_trait::async_trait]
+pub trait VolumeHooks: Send + Sync + 'static {
+    /// Set up every volume of `pod`.
+    async fn setup(&self, pod: &Pod) -> std::result::Result<(), String>;
+    /// The mounts of container `c` (after [`VolumeHooks::setup`]).
+    fn mounts_for(
+        &self,
+        pod: &Pod,
+        c: &k8s_openapi::api::core::v1::Container,
+    ) -> std::result::Result<Vec<k8slite_runtime::Mount>, String>;
+    /// Rewrite changed configMap/secret/projected contents, renew tokens.
+    async fn refresh(&self, pod: &Pod);
+    /// Remove the pod's volumes.
+    async fn teardown(&self, pod: &Pod);
 }
 
 /// [`PodApi`] over a `kube::Client`, events through `kube::runtime::events::Recorder`.
@@ -167,6 +194,43 @@ impl PodApi for KubePodApi {
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::debug!(reason = %event.reason, "recording event: {e}");
         }
+    }
+}
+
+/// ConfigMaps and secrets read with the agent's client.
+pub struct KubeObjects {
+    client: kube::Client,
+}
+
+impl KubeObjects {
+    /// Over `client`.
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait::async_trait]
+impl env::Objects for KubeObjects {
+    async fn config_map(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> std::result::Result<Option<k8s_openapi::api::core::v1::ConfigMap>, String> {
+        Api::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("getting configmap {ns}/{name}: {e}"))
+    }
+
+    async fn secret(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> std::result::Result<Option<k8s_openapi::api::core::v1::Secret>, String> {
+        Api::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("getting secret {ns}/{name}: {e}"))
     }
 }
 
@@ -272,6 +336,32 @@ fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
 
+/// Remove sandboxes of pods that no longer exist here (deleted while the agent was down).
+async fn remove_orphans(
+    runtime: &dyn ContainerRuntime,
+    seen: &HashSet<String>,
+    node: &spec::NodeContext,
+) {
+    let Ok(sandboxes) = runtime.list_pod_sandboxes().await else {
+        return;
+    };
+    for s in sandboxes {
+        if seen.contains(&s.metadata.uid) {
+            continue;
+        }
+        tracing::info!(sandbox = %s.id, pod = %format!("{}/{}", s.metadata.namespace, s.metadata.name), "removing the sandbox of a pod that is gone");
+        if let Err(e) = runtime.stop_pod_sandbox(&s.id).await {
+            tracing::warn!("stopping an orphaned sandbox: {e}");
+        }
+        if let Err(e) = runtime.remove_pod_sandbox(&s.id).await {
+            tracing::warn!("removing an orphaned sandbox: {e}");
+        }
+        if !node.cgroup_root.is_empty() {
+            cgroups::remove(&format!("{}/pod{}", node.cgroup_root, s.metadata.uid));
+        }
+    }
+}
+
 /// Watch the pods bound to this node and run a worker for each until `shutdown`.
 pub async fn run(
     client: kube::Client,
@@ -280,6 +370,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let api: Arc<dyn PodApi> = Arc::new(KubePodApi::new(client.clone(), &cfg.node_name));
+    let objects: Arc<dyn env::Objects> = Arc::new(KubeObjects::new(client.clone()));
+    let volumes = cfg.volumes.clone();
     let pods: Api<Pod> = Api::all(client);
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let mut stream = watcher::watcher(pods, wc).default_backoff().boxed();
@@ -341,7 +433,9 @@ pub async fn run(
             api.clone(),
             pod_cfg.clone(),
             host_ip.clone(),
-        );
+        )
+        .with_objects(objects.clone())
+        .with_volumes(volumes.clone());
         let token = shutdown.clone();
         let done = done_tx.clone();
         let id2 = id.clone();
@@ -374,6 +468,9 @@ pub async fn run(
                     dispatch(p, &mut workers, &finished);
                 }
                 Some(Ok(Event::InitDone)) => {
+                    if let Some(seen) = relisted.as_ref() {
+                        remove_orphans(runtime.as_ref(), seen, &pod_cfg.node).await;
+                    }
                     if let Some(seen) = relisted.take() {
                         workers.retain(|id, tx| {
                             let keep = seen.contains(id);

@@ -35,6 +35,7 @@ fn harness(spec: serde_json::Value) -> Harness {
         backoff_initial: Duration::from_millis(300),
         backoff_max: Duration::from_millis(600),
         runtime_scheme: "fake".into(),
+        ..PodConfig::default()
     };
     let worker = Worker::new(
         Arc::new(rt.clone()),
@@ -517,4 +518,61 @@ async fn graceful_stop_waits_for_the_container() {
         .expect("terminated");
     assert_eq!(t.exit_code, 137);
     assert_eq!(h.status().phase.as_deref(), Some("Failed"));
+}
+
+#[tokio::test]
+async fn a_new_worker_adopts_the_running_sandbox_after_an_agent_restart() {
+    let mut h = harness(serde_json::json!({
+        "nodeName": "n1",
+        "containers": [{"name": "web", "image": "nginx:1.27"}],
+    }));
+    h.sync().await;
+    h.sync().await;
+    assert_eq!(state_of(&h.container("web")), "running");
+    let before = h.id("web");
+    let sandboxes_before =
+        h.rt.calls()
+            .iter()
+            .filter(|c| matches!(c, RuntimeCall::RunPodSandbox(_)))
+            .count();
+    // The agent restarts: a fresh worker over the same runtime and the pod as stored.
+    let mut again = Worker::new(
+        Arc::new(h.rt.clone()),
+        h.api.clone(),
+        Arc::new(PodConfig::default()),
+        "10.0.0.1".into(),
+    );
+    again.sync(&h.pod).await;
+    let pod = {
+        let mut p = h.pod.clone();
+        p.status = h.api.last_status();
+        p
+    };
+    again.sync(&pod).await;
+    assert_eq!(h.id("web"), before, "the running container was kept");
+    assert_eq!(
+        h.created(),
+        vec![("web".to_string(), 0)],
+        "nothing was created again"
+    );
+    let sandboxes_after =
+        h.rt.calls()
+            .iter()
+            .filter(|c| matches!(c, RuntimeCall::RunPodSandbox(_)))
+            .count();
+    assert_eq!(sandboxes_before, sandboxes_after, "no second sandbox");
+    let st = h.api.last_status().expect("status");
+    let web = st
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == "web")
+        .expect("web");
+    assert_eq!(web.restart_count, 0);
+    assert!(
+        web.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+    );
 }

@@ -4,7 +4,7 @@
 //! Each call of [`Worker::sync`] is one level-based pass; the loop around it lives in
 //! [`super::run_worker`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +16,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use k8slite_runtime::{
-    ContainerConfig, ContainerMetadata, ContainerRuntime, PodSandboxConfig, PodSandboxMetadata,
-    ProbeAction, ProbeKind, ProbeResult, RuntimeError,
+    ContainerRuntime, Mount, PodSandboxConfig, ProbeAction, ProbeKind, ProbeResult, RuntimeError,
 };
 
+use super::env::{self, NoObjects, Objects};
+use super::spec;
 use super::status::{self, PodFacts};
-use super::{PodApi, PodConfig, PodEvent};
+use super::{PodApi, PodConfig, PodEvent, VolumeHooks};
 
 /// What the worker loop does after a sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,20 @@ pub struct Worker {
     written_rv: Option<u64>,
     /// Where container events of this pod's sandbox are routed to wake the worker.
     waker: Option<(super::Wakers, Arc<tokio::sync::Notify>)>,
+    /// ConfigMaps and secrets for the environment.
+    objects: Arc<dyn Objects>,
+    /// Pod volumes (none on simulated nodes).
+    volumes: Option<Arc<dyn VolumeHooks>>,
+    /// Whether volumes are set up.
+    volumes_ready: bool,
+    /// Last `FailedMount` message (recorded once per change).
+    mount_error: Option<String>,
+    /// When volume contents were last refreshed.
+    refreshed: Option<Instant>,
+    /// Whether a sandbox left by an earlier agent run was looked for.
+    adoption_checked: bool,
+    /// The pod as last seen (for teardown after it is gone).
+    last_pod: Option<Pod>,
 }
 
 fn ns_time(ns: i64) -> Option<Time> {
@@ -191,7 +206,26 @@ impl Worker {
             written: None,
             written_rv: None,
             waker: None,
+            objects: Arc::new(NoObjects),
+            volumes: None,
+            volumes_ready: false,
+            mount_error: None,
+            refreshed: None,
+            adoption_checked: false,
+            last_pod: None,
         }
+    }
+
+    /// Resolve configMap/secret environment references through `objects`.
+    pub fn with_objects(mut self, objects: Arc<dyn Objects>) -> Self {
+        self.objects = objects;
+        self
+    }
+
+    /// Set up and mount pod volumes through `volumes`.
+    pub fn with_volumes(mut self, volumes: Option<Arc<dyn VolumeHooks>>) -> Self {
+        self.volumes = volumes;
+        self
     }
 
     async fn event(
@@ -215,30 +249,164 @@ impl Worker {
             .await;
     }
 
-    fn sandbox_config(pod: &Pod) -> PodSandboxConfig {
-        let m = &pod.metadata;
-        PodSandboxConfig {
-            metadata: PodSandboxMetadata {
-                name: m.name.clone().unwrap_or_default(),
-                namespace: m.namespace.clone().unwrap_or_default(),
-                uid: m.uid.clone().unwrap_or_default(),
-                attempt: 0,
-            },
-            hostname: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.hostname.clone())
-                .or_else(|| m.name.clone())
-                .unwrap_or_default(),
-            labels: m.labels.clone().unwrap_or_default(),
-            annotations: m.annotations.clone().unwrap_or_default(),
-            host_network: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false),
-            ..PodSandboxConfig::default()
+    fn sandbox_config(&self, pod: &Pod) -> PodSandboxConfig {
+        spec::sandbox_config(pod, &self.cfg.node)
+    }
+
+    /// Take over the sandbox and containers an earlier run of the agent left for this pod
+    /// (agent restart): running containers keep running, restart counts continue.
+    async fn adopt(&mut self, pod: &Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let Ok(sandboxes) = self.rt.list_pod_sandboxes().await else {
+            return;
+        };
+        let mut mine: Vec<_> = sandboxes
+            .into_iter()
+            .filter(|s| s.metadata.uid == uid)
+            .collect();
+        mine.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        let Some(found) = mine.first().cloned() else {
+            return;
+        };
+        let terminal = status::is_terminal(pod.status.as_ref().and_then(|s| s.phase.as_deref()));
+        if terminal {
+            // Finished pods keep their stopped sandbox and containers (for logs).
+            self.finished = true;
+        } else if found.state != k8slite_runtime::SandboxState::Ready {
+            // Its network is gone (node reboot, stopped sandbox): start afresh.
+            for s in &mine {
+                let _ = self.rt.stop_pod_sandbox(&s.id).await;
+                let _ = self.rt.remove_pod_sandbox(&s.id).await;
+            }
+            return;
         }
+        let filter = k8slite_runtime::ContainerFilter {
+            pod_sandbox_id: Some(found.id.clone()),
+            ..Default::default()
+        };
+        let containers = self.rt.list_containers(&filter).await.unwrap_or_default();
+        for c in containers {
+            let newer = self
+                .records
+                .get(&c.metadata.name)
+                .is_none_or(|r| r.attempt < c.metadata.attempt);
+            if newer {
+                self.records.insert(
+                    c.metadata.name.clone(),
+                    Record {
+                        id: c.id.clone(),
+                        attempt: c.metadata.attempt,
+                        last_terminated: None,
+                    },
+                );
+            }
+        }
+        let ip = if found.ip.is_empty() {
+            self.host_ip.clone()
+        } else {
+            found.ip.clone()
+        };
+        tracing::info!(sandbox = %found.id, containers = self.records.len(), "adopted a running sandbox");
+        self.register_sandbox(&found.id, true);
+        self.start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
+        self.sandbox = Some((found.id, ip, self.sandbox_config(pod)));
+        // Keep the restart counts the API already shows.
+        for cs in pod.status.iter().flat_map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+        }) {
+            if let Some(r) = self.records.get_mut(&cs.name) {
+                r.attempt = r.attempt.max(u32::try_from(cs.restart_count).unwrap_or(0));
+                r.last_terminated = cs.last_state.as_ref().and_then(|l| l.terminated.clone());
+            }
+        }
+    }
+
+    /// Set up volumes (once; `FailedMount` events on errors). Returns whether they are ready.
+    async fn setup_volumes(&mut self, pod: &Pod) -> bool {
+        if self.volumes_ready {
+            return true;
+        }
+        let Some(v) = self.volumes.clone() else {
+            self.volumes_ready = true;
+            return true;
+        };
+        match v.setup(pod).await {
+            Ok(()) => {
+                self.volumes_ready = true;
+                self.mount_error = None;
+                self.refreshed = Some(Instant::now());
+                true
+            }
+            Err(msg) => {
+                if self.mount_error.as_deref() != Some(msg.as_str()) {
+                    self.event(pod, true, "FailedMount", msg.clone(), None)
+                        .await;
+                    self.mount_error = Some(msg);
+                }
+                false
+            }
+        }
+    }
+
+    /// Refresh volume contents now and then while the pod runs.
+    async fn refresh_volumes(&mut self, pod: &Pod) {
+        let Some(v) = self.volumes.clone() else {
+            return;
+        };
+        if self
+            .refreshed
+            .is_some_and(|t| t.elapsed() < self.cfg.volume_refresh_period)
+        {
+            return;
+        }
+        v.refresh(pod).await;
+        self.refreshed = Some(Instant::now());
+    }
+
+    /// The pod's own state directory (`<pods_dir>/<uid>`), if the node keeps one.
+    fn pod_dir(&self, pod: &Pod) -> Option<std::path::PathBuf> {
+        let root = &self.cfg.node.pods_dir;
+        (!root.as_os_str().is_empty())
+            .then(|| root.join(pod.metadata.uid.as_deref().unwrap_or("unknown")))
+    }
+
+    /// Write the pod's /etc/hosts once its IP is known; returns the mount for it.
+    fn hosts_mount(&self, pod: &Pod) -> Option<Mount> {
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        if host_network {
+            return None;
+        }
+        let dir = self.pod_dir(pod)?;
+        let ip = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.1.clone())
+            .unwrap_or_default();
+        let path = dir.join("etc-hosts");
+        let body = spec::etc_hosts(pod, &ip, &self.cfg.node.cluster_domain);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(body.as_str()) {
+            let tmp = dir.join(".etc-hosts.tmp");
+            let written = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&tmp, body))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), "writing /etc/hosts: {e}");
+                return None;
+            }
+        }
+        Some(Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: path.to_string_lossy().into_owned(),
+            readonly: false,
+            propagation: k8slite_runtime::MountPropagation::Private,
+        })
     }
 
     /// Route container events of this pod's sandbox to `notify`.
@@ -265,6 +433,11 @@ impl Worker {
 
     /// One pass over `pod`.
     pub async fn sync(&mut self, pod: &Pod) -> Next {
+        self.last_pod = Some(pod.clone());
+        if !self.adoption_checked {
+            self.adoption_checked = true;
+            self.adopt(pod).await;
+        }
         if pod.metadata.deletion_timestamp.is_some() {
             self.terminate(pod).await;
             return Next::Done;
@@ -279,8 +452,19 @@ impl Worker {
             if self.start_time.is_none() {
                 self.start_time = Some(Time(crate::node::now_secs()));
             }
+            if self.sandbox.is_some() {
+                self.refresh_volumes(pod).await;
+            }
             if self.sandbox.is_none() {
-                let sc = Self::sandbox_config(pod);
+                if !self.setup_volumes(pod).await {
+                    return Next::After(wake.max(Duration::from_secs(2)));
+                }
+                let sc = self.sandbox_config(pod);
+                if !sc.log_directory.is_empty()
+                    && let Err(e) = std::fs::create_dir_all(&sc.log_directory)
+                {
+                    tracing::warn!(dir = %sc.log_directory, "creating the pod log directory: {e}");
+                }
                 match self.rt.run_pod_sandbox(&sc).await {
                     Ok(id) => {
                         self.register_sandbox(&id, true);
@@ -629,6 +813,19 @@ impl Worker {
                     )
                     .await;
                 }
+                Err(e) if present => {
+                    // Offline edge node: the registry is unreachable, the image is here.
+                    self.event(
+                        pod,
+                        true,
+                        "PullFailedUsingLocal",
+                        format!(
+                            "Failed to pull image \"{image}\" ({e}); using the image present on the node"
+                        ),
+                        field_s.clone(),
+                    )
+                    .await;
+                }
                 Err(e) => {
                     self.event(
                         pod,
@@ -649,40 +846,15 @@ impl Worker {
                 }
             }
         }
-        let m = &pod.metadata;
-        let labels = BTreeMap::from([
-            ("io.kubernetes.container.name".to_string(), c.name.clone()),
-            (
-                "io.kubernetes.pod.name".to_string(),
-                m.name.clone().unwrap_or_default(),
-            ),
-            (
-                "io.kubernetes.pod.namespace".to_string(),
-                m.namespace.clone().unwrap_or_default(),
-            ),
-            (
-                "io.kubernetes.pod.uid".to_string(),
-                m.uid.clone().unwrap_or_default(),
-            ),
-        ]);
-        let config = ContainerConfig {
-            metadata: ContainerMetadata {
-                name: c.name.clone(),
-                attempt,
-            },
-            image: image.clone(),
-            command: c.command.clone().unwrap_or_default(),
-            args: c.args.clone().unwrap_or_default(),
-            envs: c
-                .env
-                .iter()
-                .flatten()
-                .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
-                .collect(),
-            labels,
-            annotations: BTreeMap::new(),
-            ..ContainerConfig::default()
+        let Some(config) = self.container_config(pod, c, attempt, field).await else {
+            return;
         };
+        if !sandbox_config.log_directory.is_empty() {
+            let dir = std::path::Path::new(&sandbox_config.log_directory).join(&c.name);
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), "creating the container log directory: {e}");
+            }
+        }
         let id = match self
             .rt
             .create_container(&sandbox_id, &config, &sandbox_config)
@@ -747,6 +919,68 @@ impl Worker {
             field_s,
         )
         .await;
+    }
+
+    /// The CRI configuration of attempt `attempt` of `c`: environment, security context,
+    /// mounts. On a configuration error records it (`CreateContainerConfigError`) and returns
+    /// `None`.
+    async fn container_config(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        field: &str,
+    ) -> Option<k8slite_runtime::ContainerConfig> {
+        let pod_ip = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.1.clone())
+            .unwrap_or_default();
+        let node = self.cfg.node.clone();
+        let image = c.image.clone().unwrap_or_default();
+        let image_user = match self.rt.image_status(&image).await {
+            Ok(Some(i)) => i.uid.map(|u| u.to_string()).unwrap_or(i.username),
+            _ => String::new(),
+        };
+        let built = async {
+            let envs =
+                env::resolve(pod, c, self.objects.as_ref(), &pod_ip, &self.host_ip, &node).await?;
+            let security = spec::security_context(pod, c, &image_user)?;
+            let mut mounts = match &self.volumes {
+                Some(v) => v.mounts_for(pod, c).map_err(spec::ConfigError::Missing)?,
+                None => Vec::new(),
+            };
+            if !mounts.iter().any(|m| m.container_path == "/etc/hosts")
+                && let Some(m) = self.hosts_mount(pod)
+            {
+                mounts.push(m);
+            }
+            Ok::<_, spec::ConfigError>(spec::container_config(
+                pod, c, attempt, envs, mounts, security, &node,
+            ))
+        }
+        .await;
+        match built {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                self.event(
+                    pod,
+                    true,
+                    "Failed",
+                    format!("Error: {e}"),
+                    Some(field.to_string()),
+                )
+                .await;
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: e.to_string(),
+                    },
+                );
+                None
+            }
+        }
     }
 
     /// Run due probes of a running container; kill it when liveness or startup fails.
@@ -1103,13 +1337,33 @@ impl Worker {
     }
 
     async fn remove_sandbox(&mut self) {
-        if let Some((id, _, _)) = self.sandbox.take() {
+        if let Some((id, _, sc)) = self.sandbox.take() {
             self.register_sandbox(&id, false);
             if let Err(e) = self.rt.stop_pod_sandbox(&id).await {
                 tracing::warn!("stopping the sandbox: {e}");
             }
             if let Err(e) = self.rt.remove_pod_sandbox(&id).await {
                 tracing::warn!("removing the sandbox: {e}");
+            }
+            if !sc.cgroup_parent.is_empty() {
+                super::cgroups::remove(&sc.cgroup_parent);
+            }
+            if !sc.log_directory.is_empty() {
+                let _ = std::fs::remove_dir_all(&sc.log_directory);
+            }
+        }
+        if let Some(pod) = self.last_pod.clone() {
+            if self.volumes_ready
+                && let Some(v) = &self.volumes
+            {
+                v.teardown(&pod).await;
+                self.volumes_ready = false;
+            }
+            if let Some(dir) = self.pod_dir(&pod)
+                && dir.exists()
+                && let Err(e) = std::fs::remove_dir_all(&dir)
+            {
+                tracing::warn!(dir = %dir.display(), "removing the pod directory: {e}");
             }
         }
     }

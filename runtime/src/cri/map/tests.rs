@@ -316,6 +316,29 @@ fn states_and_filters() {
 }
 
 #[test]
+fn image_user_comes_back() {
+    let i = image(pb::Image {
+        id: "sha256:1".into(),
+        repo_tags: vec!["docker.io/library/busybox:latest".into()],
+        repo_digests: Vec::new(),
+        size: 42,
+        uid: Some(pb::Int64Value { value: 65534 }),
+        username: String::new(),
+        spec: None,
+        pinned: false,
+    });
+    assert_eq!(
+        (i.id.as_str(), i.size, i.uid),
+        ("sha256:1", 42, Some(65534))
+    );
+    let named = image(pb::Image {
+        username: "nginx".into(),
+        ..Default::default()
+    });
+    assert_eq!((named.uid, named.username.as_str()), (None, "nginx"));
+}
+
+#[test]
 fn tty_sessions_do_not_ask_for_stderr() {
     let r = StreamRequest {
         container_id: "c".into(),

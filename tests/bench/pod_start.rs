@@ -1,0 +1,205 @@
+//! `k8slite-bench-pods`: pod start latency on real containerd and the agent's idle memory,
+//! beside the raw CRI floor measured in the same run. Writes (or replaces) the
+//! `## Pod start on containerd` and `## Agent idle memory` sections of `tests/bench/RESULTS.md`.
+//! No timing is asserted.
+//!
+//! Usage (root, like the e2e tests): `cargo build --release -p k8slite -p k8slite-tests &&
+//! K8SLITE_BIN=$CARGO_TARGET_DIR/release/k8slite $CARGO_TARGET_DIR/release/k8slite-bench-pods
+//! [--pods N] [--quick] [--out FILE]`.
+
+#![allow(clippy::print_stdout)] // a command-line tool reporting figures
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8slite_tests::e2e::{E2eCluster, Node};
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Pod create (kubectl create returns) → the watch reports phase Running, one pod at a time,
+/// `n` pods pinned to node `node_name`. Milliseconds per pod.
+fn pod_start(c: &E2eCluster, node_name: &str, n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut watch = c.stream(
+        &[
+            "get",
+            "pods",
+            "--watch",
+            "-o",
+            "jsonpath={.metadata.name} {.status.phase}{\"\\n\"}",
+        ],
+        false,
+    );
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("bench-{i}");
+        let manifest = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node_name}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: busybox, imagePullPolicy: IfNotPresent, command: [\"sleep\", \"3600\"]}}\n"
+        );
+        let t0 = Instant::now();
+        c.k_stdin(&["create", "-f", "-"], Some(&manifest));
+        let want = format!("{name} Running");
+        watch.wait_line(Duration::from_secs(120), |l| l == want);
+        out.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    c.k(&["delete", "pods", "--all", "--wait=true", "--timeout=180s"]);
+    Ok(out)
+}
+
+/// Milliseconds of RunPodSandbox, CreateContainer, StartContainer and their sum, per repetition.
+struct CriTimes {
+    run_sandbox: Vec<f64>,
+    create: Vec<f64>,
+    start: Vec<f64>,
+    total: Vec<f64>,
+}
+
+/// The raw CRI sequence against node `node`'s containerd (socket
+/// [`Node::containerd_socket`]), `n` times, cleaning each pod up afterwards (not timed): the
+/// floor the agent's pod start is compared with.
+///
+/// LEAD: fill in with `k8slite_runtime::cri::CriRuntime` once helper "cri" lands — connect to
+/// `node.containerd_socket()`, and per repetition time RunPodSandbox (with a PodSandboxConfig
+/// like the agent's: log_directory under the node's data dir, cgroup_parent
+/// `<node.cgroup_root()>/pod<uid>`), CreateContainer (busybox `sleep 3600`, log_path) and
+/// StartContainer, then Stop/Remove the container and the sandbox. The CRI client runs in the
+/// root netns: the socket is a path, so no nsenter is needed.
+fn raw_cri_sequence(node: &Node, n: usize) -> anyhow::Result<CriTimes> {
+    let _ = (node.containerd_socket(), n);
+    bail!("raw CRI sequence not implemented yet (needs k8slite_runtime::cri::CriRuntime)")
+}
+
+fn replace_section(doc: &str, title: &str, body: &str) -> String {
+    let head = format!("## {title}");
+    let mut out = String::new();
+    let mut skipping = false;
+    let mut done = false;
+    for line in doc.lines() {
+        if line == head {
+            skipping = true;
+            out.push_str(body);
+            done = true;
+            continue;
+        }
+        if skipping && line.starts_with("## ") {
+            skipping = false;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !done {
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        out.push_str(body);
+    }
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let pods: usize = arg("--pods")
+        .map(|s| s.parse())
+        .transpose()
+        .context("--pods N")?
+        .unwrap_or(if quick { 10 } else { 30 });
+    let out =
+        arg("--out").unwrap_or_else(|| format!("{}/bench/RESULTS.md", env!("CARGO_MANIFEST_DIR")));
+    std::env::var("K8SLITE_BIN").context("set K8SLITE_BIN to a release build of k8slite")?;
+    let idle = Duration::from_secs(if quick { 10 } else { 60 });
+
+    let c = E2eCluster::start(1);
+    let server_node = c.node_name("server");
+
+    // Idle memory first, before any pod ran.
+    std::thread::sleep(idle);
+    let server_pid = c.node("server").pid().context("server pid")?;
+    let agent_pid = c.node("agent1").pid().context("agent pid")?;
+    let rss_server = rss_kib(server_pid) as f64 / 1024.0;
+    let rss_agent = rss_kib(agent_pid) as f64 / 1024.0;
+    let rss_ctrd = c
+        .node("agent1")
+        .containerd_pid()
+        .map(|p| rss_kib(p) as f64 / 1024.0);
+    println!("idle rss: server+agent {rss_server:.1} MiB, agent {rss_agent:.1} MiB");
+
+    let mut api = pod_start(&c, &server_node, pods)?;
+    let (a50, a95) = (pct(&mut api.clone(), 0.5), pct(&mut api, 0.95));
+    println!("pod start via API: p50 {a50:.0} ms p95 {a95:.0} ms");
+    let cri = raw_cri_sequence(c.node("server"), pods);
+
+    let mut body = String::new();
+    writeln!(
+        body,
+        "## Pod start on containerd\n\n{pods} pods (busybox `sleep`, image present, pinned to the server's node), created one at a time with `kubectl create`; time until `kubectl get pods --watch` shows phase Running. Beside it, in the same run against the same containerd, the raw CRI sequence RunPodSandbox + CreateContainer + StartContainer issued directly.\n"
+    )?;
+    writeln!(body, "| | p50 ms | p95 ms |\n|---|---|---|")?;
+    writeln!(body, "| create → Running (kubectl) | {a50:.0} | {a95:.0} |")?;
+    match cri {
+        Ok(mut t) => {
+            for (label, v) in [
+                ("RunPodSandbox", &mut t.run_sandbox),
+                ("CreateContainer", &mut t.create),
+                ("StartContainer", &mut t.start),
+                ("raw CRI sequence (sum)", &mut t.total),
+            ] {
+                writeln!(
+                    body,
+                    "| {label} | {:.0} | {:.0} |",
+                    pct(&mut v.clone(), 0.5),
+                    pct(v, 0.95)
+                )?;
+            }
+        }
+        Err(e) => {
+            println!("raw CRI: {e:#}");
+            writeln!(body, "| raw CRI sequence | not measured: {e} | |")?;
+        }
+    }
+    writeln!(body)?;
+    let mut mem = String::new();
+    writeln!(
+        mem,
+        "## Agent idle memory\n\nVmRSS {} s after all nodes were Ready, no pods: `k8slite server` with its embedded agent **{rss_server:.1} MiB** (target ≤ 40 MB); `k8slite agent` **{rss_agent:.1} MiB**; the agent's containerd {} (not counted).\n",
+        idle.as_secs(),
+        rss_ctrd.map_or("n/a".to_string(), |r| format!("{r:.1} MiB"))
+    )?;
+    let doc = std::fs::read_to_string(&out).unwrap_or_default();
+    let doc = replace_section(&doc, "Pod start on containerd", &body);
+    let doc = replace_section(&doc, "Agent idle memory", &mem);
+    std::fs::write(&out, doc).with_context(|| format!("writing {out}"))?;
+    println!("wrote {out}");
+    let left = c.teardown();
+    if !left.is_empty() {
+        bail!("cleanup left: {left:?}");
+    }
+    Ok(())
+}
