@@ -3,7 +3,8 @@
 //! [`ContainerRuntime`] is shaped after the CRI v1 `RuntimeService` and `ImageService`: pod
 //! sandboxes, containers, their status and listing, `ExecSync` (the hook exec probes use), image
 //! pull and status. The agent drives pods only through this trait, so the CRI client over
-//! containerd (next issue) and [`FakeRuntime`] (simulated nodes, tests) are interchangeable.
+//! containerd ([`CriRuntime`], with [`containerd::Supervisor`] running containerd) and
+//! [`FakeRuntime`] (simulated nodes, tests) are interchangeable.
 //!
 //! Times are Unix nanoseconds, as in CRI.
 
@@ -12,11 +13,14 @@ pub mod cri;
 mod fake;
 pub mod images;
 pub mod logs;
+mod pause;
 pub mod sim;
 
 use std::collections::BTreeMap;
 
+pub use cri::CriRuntime;
 pub use fake::{FakeRuntime, RuntimeCall, normalize_image};
+pub use pause::{PAUSE_IMAGE, pause_binary};
 
 /// What failed in a runtime call.
 #[derive(Debug, thiserror::Error)]
@@ -467,6 +471,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// probes from the node (the agent passes what the probe names in `action`); the fake
     /// answers from its simulation.
     async fn probe(&self, id: &str, kind: ProbeKind, action: &ProbeAction) -> Result<ProbeResult>;
+
+    /// [`ContainerRuntime::probe`] with the probe's deadline (`timeoutSeconds`; zero means the
+    /// kubelet's default of one second). Runtimes without deadlines ignore it.
+    async fn probe_with_timeout(
+        &self,
+        id: &str,
+        kind: ProbeKind,
+        action: &ProbeAction,
+        timeout: std::time::Duration,
+    ) -> Result<ProbeResult> {
+        let _ = timeout;
+        self.probe(id, kind, action).await
+    }
 
     /// CRI `Exec`: a one-shot URL of the runtime's streaming server for this session
     /// (WebSocket, `v4.channel.k8s.io`).
