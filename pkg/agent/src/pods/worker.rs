@@ -1059,7 +1059,12 @@ impl Worker {
             let Some(action) = probe_action(pr, c, &pod_ip) else {
                 continue;
             };
-            let result = match self.rt.probe(&rec.id, kind, &action).await {
+            let timeout = secs(pr.timeout_seconds, 1).max(Duration::from_secs(1));
+            let result = match self
+                .rt
+                .probe_with_timeout(&rec.id, kind, &action, timeout)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => ProbeResult::Failure(e.to_string()),
             };
