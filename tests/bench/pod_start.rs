@@ -75,17 +75,78 @@ struct CriTimes {
 
 /// The raw CRI sequence against node `node`'s containerd (socket
 /// [`Node::containerd_socket`]), `n` times, cleaning each pod up afterwards (not timed): the
-/// floor the agent's pod start is compared with.
-///
-/// LEAD: fill in with `k8slite_runtime::cri::CriRuntime` once helper "cri" lands — connect to
-/// `node.containerd_socket()`, and per repetition time RunPodSandbox (with a PodSandboxConfig
-/// like the agent's: log_directory under the node's data dir, cgroup_parent
-/// `<node.cgroup_root()>/pod<uid>`), CreateContainer (busybox `sleep 3600`, log_path) and
-/// StartContainer, then Stop/Remove the container and the sandbox. The CRI client runs in the
-/// root netns: the socket is a path, so no nsenter is needed.
+/// floor the agent's pod start is compared with. The sandbox is configured like the agent's
+/// (CNI network, log directory, cgroup parent under the node's root), the container is busybox
+/// `sleep 3600` as in [`pod_start`].
 fn raw_cri_sequence(node: &Node, n: usize) -> anyhow::Result<CriTimes> {
-    let _ = (node.containerd_socket(), n);
-    bail!("raw CRI sequence not implemented yet (needs k8slite_runtime::cri::CriRuntime)")
+    use k8slite_runtime::{
+        ContainerConfig, ContainerMetadata, ContainerRuntime, CriRuntime, PodSandboxConfig,
+        PodSandboxMetadata,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let cri = CriRuntime::connect(&node.containerd_socket().to_string_lossy())
+        .context("connecting to the node's containerd")?;
+    let logs = node.data_dir().join("bench-cri-logs");
+    let mut t = CriTimes {
+        run_sandbox: Vec::new(),
+        create: Vec::new(),
+        start: Vec::new(),
+        total: Vec::new(),
+    };
+    rt.block_on(async {
+        for i in 0..n {
+            let uid = format!("bench-cri-{}-{i}", std::process::id());
+            let log_dir = logs.join(&uid);
+            std::fs::create_dir_all(log_dir.join("c"))?;
+            let sc = PodSandboxConfig {
+                metadata: PodSandboxMetadata {
+                    name: format!("cri-{i}"),
+                    namespace: "bench".into(),
+                    uid: uid.clone(),
+                    attempt: 0,
+                },
+                hostname: format!("cri-{i}"),
+                log_directory: log_dir.to_string_lossy().into_owned(),
+                cgroup_parent: format!("{}/pod{uid}", node.cgroup_root()),
+                ..PodSandboxConfig::default()
+            };
+            let cc = ContainerConfig {
+                metadata: ContainerMetadata {
+                    name: "c".into(),
+                    attempt: 0,
+                },
+                image: "docker.io/library/busybox:latest".into(),
+                command: vec!["sleep".into(), "3600".into()],
+                log_path: "c/0.log".into(),
+                ..ContainerConfig::default()
+            };
+            let t0 = Instant::now();
+            let sandbox = cri.run_pod_sandbox(&sc).await?;
+            let t1 = Instant::now();
+            let id = cri.create_container(&sandbox, &cc, &sc).await?;
+            let t2 = Instant::now();
+            cri.start_container(&id).await?;
+            let t3 = Instant::now();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            t.run_sandbox.push(ms(t1 - t0));
+            t.create.push(ms(t2 - t1));
+            t.start.push(ms(t3 - t2));
+            t.total.push(ms(t3 - t0));
+            cri.stop_container(&id, 0).await?;
+            cri.remove_container(&id).await?;
+            cri.stop_pod_sandbox(&sandbox).await?;
+            cri.remove_pod_sandbox(&sandbox).await?;
+            for ctl in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
+                let _ = std::fs::remove_dir(ctl.path().join(sc.cgroup_parent.trim_start_matches('/')));
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&logs);
+    Ok(t)
 }
 
 fn replace_section(doc: &str, title: &str, body: &str) -> String {

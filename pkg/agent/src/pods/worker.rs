@@ -825,7 +825,7 @@ impl Worker {
                         true,
                         "PullFailedUsingLocal",
                         format!(
-                            "Failed to pull image \"{image}\" ({e}); using the image present on the node"
+                            "Failed to pull image \"{image}\", using the local image present on the node instead: {e}"
                         ),
                         field_s.clone(),
                     )
