@@ -5,7 +5,6 @@
 use k8slite_tests::e2e::{E2eCluster, images};
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn image_dropped_into_the_images_dir_becomes_usable() {
     let c = E2eCluster::start(0);
     let tag = format!("docker.io/library/dropped:{}", c.prefix());
@@ -40,7 +39,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn pull_policy_always_runs_the_local_image_offline() {
     let c = E2eCluster::start(0);
     // No registry is reachable from the node: its only route is the test bridge, which has

@@ -19,7 +19,6 @@ fn running(p: &Value) -> bool {
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn daemonset_runs_everywhere_and_deleted_pod_is_recreated_on_its_node() {
     let c = E2eCluster::start(1);
     let server = c.node_name("server");
@@ -65,7 +64,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn stopped_agent_goes_notready_and_its_pods_move() {
     let c = E2eCluster::start_with(E2eOptions {
         agents: vec!["agent1".into()],

@@ -11,7 +11,6 @@ fn one_node() -> E2eCluster {
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn busybox_run_succeeds_and_logs_hi() {
     let c = one_node();
     c.k(&[
@@ -33,7 +32,6 @@ fn busybox_run_succeeds_and_logs_hi() {
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn nginx_deployment_gets_a_pod_ip_the_node_can_fetch() {
     let c = one_node();
     c.k(&["create", "deployment", "nginx", "--image", "nginx"]);
@@ -53,7 +51,6 @@ fn nginx_deployment_gets_a_pod_ip_the_node_can_fetch() {
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn liveness_failure_restarts_the_container_with_events() {
     let c = one_node();
     c.apply(
@@ -83,7 +80,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn readiness_flips_ready() {
     let c = one_node();
     c.apply(
@@ -120,7 +116,7 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
+#[ignore = "CrashLoopBackOff shows, but the back-off growth assertion fails on real containerd; being investigated (issue 4)"]
 fn crashing_container_shows_crashloopbackoff_with_growing_backoff() {
     let c = one_node();
     c.apply(
@@ -166,7 +162,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn container_over_its_memory_limit_ends_oomkilled() {
     let c = one_node();
     c.apply(
@@ -190,7 +185,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn init_containers_run_in_order_before_the_main_one() {
     let c = one_node();
     c.apply(
@@ -217,7 +211,7 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
+#[ignore = "the configMap update propagates, the secret update does not reach the volume yet (issue 4)"]
 fn configmap_and_secret_volumes_appear_and_updates_propagate() {
     let c = one_node();
     c.k(&["create", "configmap", "cfg", "--from-literal=color=blue"]);
@@ -266,10 +260,13 @@ spec:
         "/etc/sec/pass",
     ]);
     assert_eq!(mode.trim(), "400");
-    c.k_stdin(
-        &["apply", "-f", "-"],
-        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {color: green}\n"),
-    );
+    c.k(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"color":"green"}}"#,
+    ]);
     c.k(&[
         "patch",
         "secret",
@@ -300,7 +297,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn env_from_configmap_secret_and_downward_api() {
     let c = one_node();
     c.k(&[
@@ -367,7 +363,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn sidecar_shares_an_emptydir_and_localhost() {
     let c = one_node();
     c.apply(
@@ -420,7 +415,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn security_context_run_as_user_and_read_only_root() {
     let c = one_node();
     c.apply(
@@ -434,7 +428,7 @@ spec:
   containers:
   - name: c
     image: busybox
-    command: ["sh", "-c", "id -u; id -g; touch /rootfs-write && echo wrote || echo refused; touch /tmp/x && echo tmp-ok"]
+    command: ["sh", "-c", "id -u; id -g; touch /rootfs-write 2>/dev/null && echo wrote || echo refused; touch /tmp/x && echo tmp-ok"]
     securityContext: {readOnlyRootFilesystem: true}
     volumeMounts: [{name: tmp, mountPath: /tmp}]
   volumes: [{name: tmp, emptyDir: {}}]
@@ -447,7 +441,6 @@ spec:
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn container_cgroup_carries_the_memory_limit() {
     let c = one_node();
     c.apply(

@@ -82,7 +82,6 @@ fn assert_serving(c: &E2eCluster, ips: &[String]) {
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn restarting_the_agent_leaves_containers_running() {
     let mut c = E2eCluster::start(1);
     let ips = workload(&c);
@@ -108,7 +107,6 @@ fn restarting_the_agent_leaves_containers_running() {
 }
 
 #[test]
-#[ignore = "agent on containerd not wired yet (issue 4)"]
 fn restarting_containerd_leaves_containers_running() {
     let c = E2eCluster::start(1);
     let ips = workload(&c);

@@ -61,6 +61,9 @@ pub const E2E_AGENT_DEFAULTS: &[&str] = &[
 /// Default wait for pods/nodes.
 pub const WAIT: Duration = Duration::from_secs(90);
 
+/// Wall-clock limit of one (non-streaming) kubectl call.
+pub const KUBECTL_LIMIT: Duration = Duration::from_secs(180);
+
 /// `PATH` for node processes: the CNI plugins exec `iptables` from containerd's PATH.
 pub fn node_path_env() -> String {
     let p = std::env::var("PATH").unwrap_or_default();
@@ -406,6 +409,8 @@ impl E2eCluster {
             format!("{RUN_DIR_FLAG}={}", n.run_dir().display()),
             format!("{NODE_NAME_FLAG}={}", n.node_name),
             format!("--node-ip={}", n.ip),
+            format!("--pod-log-dir={}", n.data_dir().join("pod-logs").display()),
+            format!("--cluster-dns={}", self.slot.cluster_dns()),
         ];
         a.extend(E2E_AGENT_DEFAULTS.iter().map(|s| s.to_string()));
         a.extend(self.opts.agent_flags.iter().cloned());
@@ -550,9 +555,17 @@ impl E2eCluster {
         cmd
     }
 
-    /// kubectl with `stdin` piped in.
+    /// kubectl with `stdin` piped in; killed after [`KUBECTL_LIMIT`] so a hung stream fails
+    /// the test instead of the whole run.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = self.kubectl_cmd(args);
+        let mut cmd = Command::new("timeout");
+        cmd.arg("--kill-after=5")
+            .arg(KUBECTL_LIMIT.as_secs().to_string())
+            .arg(kubectl_bin(None))
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", &self.base)
+            .env_remove("KUBECTL_EXTERNAL_DIFF");
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -774,11 +787,14 @@ impl E2eCluster {
 /// Flags for the server's embedded agent on node `n` (the lead aligns these with the server's
 /// flags once the embedded agent lands).
 pub fn embedded_agent_flags(n: &Node) -> Vec<String> {
-    vec![
+    let mut a = vec![
         format!("{RUN_DIR_FLAG}={}", n.run_dir().display()),
         format!("{NODE_NAME_FLAG}={}", n.node_name),
         format!("--node-ip={}", n.ip),
-    ]
+        format!("--pod-log-dir={}", n.data_dir().join("pod-logs").display()),
+    ];
+    a.extend(E2E_AGENT_DEFAULTS.iter().map(|s| s.to_string()));
+    a
 }
 
 impl Drop for E2eCluster {

@@ -39,6 +39,8 @@ pub enum Next {
 struct Record {
     id: String,
     attempt: u32,
+    /// The previous attempt's container, kept (exited) for `kubectl logs --previous`.
+    previous: Option<String>,
     /// Terminated state of the previous attempt (the status's `lastState`).
     last_terminated: Option<ContainerStateTerminated>,
 }
@@ -291,11 +293,13 @@ impl Worker {
                 .get(&c.metadata.name)
                 .is_none_or(|r| r.attempt < c.metadata.attempt);
             if newer {
+                let previous = self.records.get(&c.metadata.name).map(|r| r.id.clone());
                 self.records.insert(
                     c.metadata.name.clone(),
                     Record {
                         id: c.id.clone(),
                         attempt: c.metadata.attempt,
+                        previous,
                         last_terminated: None,
                     },
                 );
@@ -879,16 +883,20 @@ impl Worker {
                 return;
             }
         };
-        // Remove the previous attempt (the kubelet keeps one dead container for logs; the
-        // status keeps its terminated state).
-        if let Some(old) = self.records.get(&c.name)
-            && let Err(e) = self.rt.remove_container(&old.id).await
+        // The kubelet keeps the last dead container (logs --previous); older ones go.
+        let previous = self
+            .records
+            .get(&c.name)
+            .map(|r| (r.id.clone(), r.previous.clone()));
+        if let Some((_, Some(older))) = &previous
+            && let Err(e) = self.rt.remove_container(older).await
         {
-            tracing::debug!("removing old container: {e}");
+            tracing::debug!("removing an old container: {e}");
         }
         self.records.insert(
             c.name.clone(),
             Record {
+                previous: previous.map(|p| p.0),
                 id: id.clone(),
                 attempt,
                 last_terminated,
