@@ -17,61 +17,67 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::sys::{alive, nsenter_cmd, run, run_quiet};
+use super::sys::{nsenter_cmd, run, run_quiet};
 
-/// Where slot lock files live (`lan-<n>.lock`, holding the owner's PID).
+/// Where slot lock files live (`lan-<n>.lock`, flocked by the holder, holding its PID).
 pub const LOCK_DIR: &str = "/run/k8slite-e2e";
 /// Number of slots (n = 0..SLOTS): keeps 200+n and 150+n inside an octet.
 pub const SLOTS: u8 = 50;
 
 /// One run's slot: names and address ranges, held until dropped.
+///
+/// The slot is held by an exclusive `flock` on `lan-<n>.lock`. A flock belongs to the open
+/// file, so two tests in one process cannot both take a slot, and a crashed run releases it
+/// without anyone having to judge whether a PID is still alive. The lock file is never
+/// removed (removing it would let a second opener lock a different inode).
 #[derive(Debug)]
 pub struct Slot {
     /// Slot number.
     pub n: u8,
     /// Prefix of every name the run creates (`k8e<nn>`).
     pub prefix: String,
-    lock: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Slot {
-    /// Take the first free slot whose ranges the root netns does not use. A slot whose lock
-    /// names a dead process is reclaimed after removing what that run left behind.
+    /// Take the first free slot whose ranges the root netns does not use. What a crashed
+    /// earlier holder of the slot left behind (netns, links) is removed first.
     pub fn acquire() -> anyhow::Result<Self> {
+        use nix::fcntl::{Flock, FlockArg};
+        use std::io::Write;
         std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
         let used = String::from_utf8_lossy(&run("ip", &["-4", "-o", "addr"])?.stdout).to_string()
             + &String::from_utf8_lossy(&run("ip", &["-4", "route"])?.stdout);
         for n in 0..SLOTS {
             let prefix = format!("k8e{n:02}");
-            let lock = PathBuf::from(format!("{LOCK_DIR}/lan-{n}.lock"));
-            if let Ok(owner) = std::fs::read_to_string(&lock) {
-                match owner.trim().parse::<u32>() {
-                    Ok(pid) if alive(pid) => continue,
-                    _ => {
-                        reclaim(&prefix);
-                        let _ = std::fs::remove_file(&lock);
-                    }
-                }
-            }
+            let path = PathBuf::from(format!("{LOCK_DIR}/lan-{n}.lock"));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let Ok(mut lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+                continue;
+            };
+            // Held by nobody alive: whatever carries the prefix is a crashed run's.
+            reclaim(&prefix);
             if used.contains(&format!("10.250.{n}."))
                 || used.contains(&format!("10.{}.", 200 + u16::from(n)))
                 || used.contains(&format!("10.{}.", 150 + u16::from(n)))
             {
                 continue;
             }
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&lock)
-            {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    write!(f, "{}", std::process::id())?;
-                    return Ok(Self { n, prefix, lock });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("creating {}", lock.display())),
-            }
+            // The owner's PID, for people looking at the directory.
+            lock.set_len(0)
+                .and_then(|()| write!(lock, "{}", std::process::id()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            return Ok(Self {
+                n,
+                prefix,
+                _lock: lock,
+            });
         }
         bail!("no free e2e network slot (all {SLOTS} locks under {LOCK_DIR} are held)")
     }
@@ -104,12 +110,6 @@ impl Slot {
     /// The run's cluster DNS address (`--cluster-dns`).
     pub fn cluster_dns(&self) -> String {
         format!("10.{}.0.10", 150 + u16::from(self.n))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.lock);
     }
 }
 
