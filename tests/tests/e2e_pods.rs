@@ -211,7 +211,6 @@ spec:
 }
 
 #[test]
-#[ignore = "the configMap update propagates, the secret update does not reach the volume yet (issue 4)"]
 fn configmap_and_secret_volumes_appear_and_updates_propagate() {
     let c = one_node();
     c.k(&["create", "configmap", "cfg", "--from-literal=color=blue"]);
