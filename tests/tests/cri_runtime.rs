@@ -759,6 +759,16 @@ mod kubelet_spdy {
 
     impl Kubelet {
         async fn exec(&self, cmd: &[&str], stdin: Option<&[u8]>) -> Outcome {
+            self.exec_with(cmd, stdin, None).await
+        }
+
+        /// With `resize` (width, height): a tty session that sends one resize first.
+        async fn exec_with(
+            &self,
+            cmd: &[&str],
+            stdin: Option<&[u8]>,
+            resize: Option<(u16, u16)>,
+        ) -> Outcome {
             let mut q: Vec<String> = cmd
                 .iter()
                 .map(|c| {
@@ -770,6 +780,9 @@ mod kubelet_spdy {
             q.push("stderr=1".into());
             if stdin.is_some() {
                 q.push("stdin=1".into());
+            }
+            if resize.is_some() {
+                q.push("tty=1".into());
             }
             let uri: tokio_tungstenite::tungstenite::http::Uri = format!(
                 "wss://127.0.0.1:{}/exec/default/spdy/main?{}",
@@ -795,6 +808,11 @@ mod kubelet_spdy {
             let writer = {
                 let data = stdin.map(<[u8]>::to_vec);
                 tokio::spawn(async move {
+                    if let Some((w, h)) = resize {
+                        let mut m = vec![4u8];
+                        m.extend(format!(r#"{{"Width":{w},"Height":{h}}}"#).bytes());
+                        tx.send(Message::Binary(m.into())).await.unwrap();
+                    }
                     if let Some(data) = data {
                         for c in data.chunks(10_000) {
                             let mut m = vec![0u8];
@@ -931,6 +949,13 @@ mod kubelet_spdy {
         let big = vec![b'x'; 300_000];
         let o = k.exec(&["wc", "-c"], Some(&big)).await;
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "300000", "{o:?}");
+        assert!(o.status.contains("Success"), "{o:?}");
+
+        // A tty: no stderr stream, the resize stream reaches the terminal.
+        let o = k
+            .exec_with(&["sh", "-c", "sleep 1; stty size"], None, Some((100, 30)))
+            .await;
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "30 100", "{o:?}");
         assert!(o.status.contains("Success"), "{o:?}");
 
         cri.stop_pod_sandbox(&sb).await.unwrap();

@@ -275,14 +275,16 @@ mod tests {
         };
         let mut kinds = std::collections::BTreeMap::new();
         let mut seen = Vec::new();
-        while let Some(f) = rt.next().await.unwrap() {
+        while let Some(f) = rt.next().await.expect("test step") {
             match f {
                 Frame::SynStream {
                     stream_id, headers, ..
                 } => {
                     kinds.insert(
                         stream_id,
-                        header(&headers, "streamtype").unwrap().to_string(),
+                        header(&headers, "streamtype")
+                            .expect("test step")
+                            .to_string(),
                     );
                     rt.send(&[Frame::SynReply {
                         stream_id,
@@ -290,7 +292,7 @@ mod tests {
                         headers: Vec::new(),
                     }])
                     .await
-                    .unwrap();
+                    .expect("test step");
                 }
                 Frame::Data {
                     stream_id,
@@ -300,20 +302,24 @@ mod tests {
                     let kind = kinds[&stream_id].clone();
                     seen.push((kind.clone(), data.clone()));
                     if kind == "stdin" && !data.is_empty() {
-                        rt.send(&data_frames(5, &data, false)).await.unwrap();
+                        rt.send(&data_frames(5, &data, false))
+                            .await
+                            .expect("test step");
                     }
                     if kind == "stdin" && flags & FLAG_FIN != 0 {
-                        rt.send(&data_frames(7, b"done\n", false)).await.unwrap();
+                        rt.send(&data_frames(7, b"done\n", false))
+                            .await
+                            .expect("test step");
                         rt.send(&data_frames(1, br#"{"status":"Success"}"#, false))
                             .await
-                            .unwrap();
+                            .expect("test step");
                         for id in [1, 3, 5, 7] {
                             rt.send(&[Frame::RstStream {
                                 stream_id: id,
                                 status: 5,
                             }])
                             .await
-                            .unwrap();
+                            .expect("test step");
                         }
                         break;
                     }
@@ -341,15 +347,15 @@ mod tests {
         client
             .send(Message::Binary(b"\x00hello".to_vec().into()))
             .await
-            .unwrap();
+            .expect("test step");
         client
             .send(Message::Binary(vec![255, 0].into()))
             .await
-            .unwrap();
+            .expect("test step");
         let mut got = Vec::new();
         let mut close = None;
         while let Some(m) = client.next().await {
-            match m.unwrap() {
+            match m.expect("test step") {
                 Message::Binary(b) => got.push((b[0], b[1..].to_vec())),
                 Message::Close(c) => {
                     close = c;
@@ -367,8 +373,8 @@ mod tests {
             ]
         );
         assert_eq!(close.map(|c| c.code), Some(CloseCode::Normal));
-        bridge.await.unwrap();
-        let seen = runtime.await.unwrap();
+        bridge.await.expect("test step");
+        let seen = runtime.await.expect("test step");
         assert_eq!(
             seen,
             [

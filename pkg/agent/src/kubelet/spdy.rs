@@ -115,11 +115,11 @@ pub(crate) fn upgrade_request(url: &str) -> Result<(String, Vec<u8>), DialError>
     Ok((authority.to_string(), head.into_bytes()))
 }
 
-/// Parse the response head at the front of `buf`: `None` while incomplete, else the status
-/// code, the headers (names lower-cased) and the bytes used.
-pub(crate) fn parse_response(
-    buf: &[u8],
-) -> Result<Option<(u16, Vec<(String, String)>, usize)>, DialError> {
+/// A response head: status code, headers (names lower-cased), bytes used.
+pub(crate) type ResponseHead = (u16, Vec<(String, String)>, usize);
+
+/// Parse the response head at the front of `buf`: `None` while incomplete.
+pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, DialError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return if buf.len() > MAX_HEAD {
             Err(DialError::Malformed)
@@ -258,7 +258,9 @@ mod tests {
                     stream_id, headers, ..
                 } => (
                     *stream_id,
-                    header(headers, "streamtype").unwrap().to_string(),
+                    header(headers, "streamtype")
+                        .expect("test step")
+                        .to_string(),
                 ),
                 other => panic!("{other:?}"),
             })
@@ -298,9 +300,10 @@ mod tests {
 
     #[test]
     fn upgrade_head_and_response() {
-        let (addr, head) = upgrade_request("http://127.0.0.1:4321/exec/AbC?x=1").unwrap();
+        let (addr, head) =
+            upgrade_request("http://127.0.0.1:4321/exec/AbC?x=1").expect("test step");
         assert_eq!(addr, "127.0.0.1:4321");
-        let head = String::from_utf8(head).unwrap();
+        let head = String::from_utf8(head).expect("test step");
         assert!(head.starts_with("GET /exec/AbC?x=1 HTTP/1.1\r\nHost: 127.0.0.1:4321\r\n"));
         assert!(head.contains("\r\nUpgrade: SPDY/3.1\r\n"));
         assert!(head.contains("\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n"));
@@ -310,8 +313,8 @@ mod tests {
 
         let resp = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
             Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n\x80\x03";
-        assert!(parse_response(&resp[..20]).unwrap().is_none());
-        let (code, headers, used) = parse_response(resp).unwrap().unwrap();
+        assert!(parse_response(&resp[..20]).expect("test step").is_none());
+        let (code, headers, used) = parse_response(resp).expect("test step").expect("test step");
         assert_eq!(code, 101);
         assert_eq!(used, resp.len() - 2);
         assert!(
