@@ -140,8 +140,7 @@ fn raw_cri_sequence(node: &Node, n: usize) -> anyhow::Result<CriTimes> {
             cri.stop_pod_sandbox(&sandbox).await?;
             cri.remove_pod_sandbox(&sandbox).await?;
             for ctl in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
-                let _ =
-                    std::fs::remove_dir(ctl.path().join(sc.cgroup_parent.trim_start_matches('/')));
+                let _ = std::fs::remove_dir(ctl.path().join(sc.cgroup_parent.trim_start_matches('/')));
             }
         }
         anyhow::Ok(())
