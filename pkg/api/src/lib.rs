@@ -17,6 +17,7 @@ pub mod registry;
 pub mod schema;
 pub mod selector;
 pub mod smp;
+pub mod spdy;
 pub mod status;
 pub mod table;
 pub mod typed;
