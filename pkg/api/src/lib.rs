@@ -8,6 +8,7 @@
 
 pub mod convert;
 pub mod defaults;
+pub mod expand;
 pub mod managed;
 pub mod meta;
 pub mod openapi;
