@@ -47,43 +47,9 @@ pub struct HostMount {
     pub propagation: Propagation,
 }
 
-/// Kubernetes' `$(VAR)` expansion: defined variables are replaced, undefined references stay
-/// as written, `$$` is a literal `$`.
+/// Kubernetes' `$(VAR)` expansion against `env` (see [`k8slite_api::expand::expand`]).
 pub fn expand(input: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(a) = after.strip_prefix('$') {
-            out.push('$');
-            rest = a;
-        } else if let Some(inner) = after.strip_prefix('(') {
-            match inner.find(')') {
-                Some(end) if end > 0 => {
-                    let name = &inner[..end];
-                    match env.get(name) {
-                        Some(v) => out.push_str(v),
-                        None => {
-                            out.push_str("$(");
-                            out.push_str(name);
-                            out.push(')');
-                        }
-                    }
-                    rest = &inner[end + 1..];
-                }
-                _ => {
-                    out.push_str("$(");
-                    rest = inner;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
+    k8slite_api::expand::expand(input, |n| env.get(n).map(String::as_str))
 }
 
 /// The host path of `sub` inside the volume at `root`: validated, created as a directory when

@@ -7,6 +7,11 @@
 //! killed by PID and restarted with the container still running, adoption of a running
 //! containerd by a new supervisor, and a host-network sandbox serving HTTP for the probes.
 //! [`Lab`]'s Drop removes everything even when a step fails.
+//!
+//! A second test drives the kubelet API's exec (a WebSocket `v5.channel.k8s.io` client, as the
+//! API server) against the same kind of private containerd: the kubelet talks SPDY/3.1 to
+//! containerd's streaming server, so closing stdin reaches the process and the exit status
+//! comes back.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -36,19 +41,20 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Self {
+    /// `tag` (a few letters) keeps the names of tests in this binary apart.
+    fn new(tag: &str) -> Self {
         let pid = std::process::id();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let base = PathBuf::from(format!("/tmp/cri-{pid}-{nanos}"));
+        let base = PathBuf::from(format!("/tmp/{tag}-{pid}-{nanos}"));
         std::fs::create_dir_all(&base).unwrap();
         let cfg = ContainerdConfig::new(&base.join("data"), &base.join("run"));
         Self {
-            cgroup_root: format!("k8slite-crit{pid}"),
-            bridge: format!("crit{}", pid % 100_000),
-            net_name: format!("crit{pid}"),
+            cgroup_root: format!("k8slite-{tag}{pid}"),
+            bridge: format!("{tag}{}", pid % 100_000),
+            net_name: format!("{tag}{pid}"),
             base,
             cfg,
         }
@@ -398,7 +404,7 @@ async fn wait_state(cri: &CriRuntime, id: &str, want: ContainerState, limit: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_runtime_on_real_containerd() {
     prerequisites();
-    let lab = Lab::new();
+    let lab = Lab::new("crit");
     let subnet_prefix = lab.write_cni();
     let shutdown = CancellationToken::new();
     let sup = Supervisor::start(lab.cfg.clone(), shutdown.clone())
@@ -728,4 +734,234 @@ async fn cri_runtime_on_real_containerd() {
     assert_eq!(lab.cfg.running_pid(), None);
     assert!(!lab.cfg.pid_path().exists());
     drop(lab);
+}
+
+mod kubelet_spdy {
+    use super::*;
+    use futures::{SinkExt, StreamExt};
+    use std::sync::Arc;
+    use tokio_tungstenite::tungstenite::ClientRequestBuilder;
+    use tokio_tungstenite::tungstenite::Message;
+
+    struct Kubelet {
+        addr: std::net::SocketAddr,
+        tls: tokio_rustls::TlsConnector,
+    }
+
+    /// What a session produced: stdout, stderr, the status (channel 3), the close code.
+    #[derive(Debug, Default)]
+    struct Outcome {
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        status: String,
+        close: Option<u16>,
+    }
+
+    impl Kubelet {
+        async fn exec(&self, cmd: &[&str], stdin: Option<&[u8]>) -> Outcome {
+            self.exec_with(cmd, stdin, None).await
+        }
+
+        /// With `resize` (width, height): a tty session that sends one resize first.
+        async fn exec_with(
+            &self,
+            cmd: &[&str],
+            stdin: Option<&[u8]>,
+            resize: Option<(u16, u16)>,
+        ) -> Outcome {
+            let mut q: Vec<String> = cmd
+                .iter()
+                .map(|c| {
+                    let enc: String = url_encode(c);
+                    format!("command={enc}")
+                })
+                .collect();
+            q.push("stdout=1".into());
+            q.push("stderr=1".into());
+            if stdin.is_some() {
+                q.push("stdin=1".into());
+            }
+            if resize.is_some() {
+                q.push("tty=1".into());
+            }
+            let uri: tokio_tungstenite::tungstenite::http::Uri = format!(
+                "wss://127.0.0.1:{}/exec/default/spdy/main?{}",
+                self.addr.port(),
+                q.join("&")
+            )
+            .parse()
+            .unwrap();
+            let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let tls = self.tls.connect(name, tcp).await.unwrap();
+            let req = ClientRequestBuilder::new(uri).with_sub_protocol("v5.channel.k8s.io");
+            let (ws, resp) = tokio_tungstenite::client_async(req, tls)
+                .await
+                .expect("WebSocket upgrade of the kubelet API");
+            assert_eq!(
+                resp.headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok()),
+                Some("v5.channel.k8s.io")
+            );
+            let (mut tx, mut rx) = ws.split();
+            let writer = {
+                let data = stdin.map(<[u8]>::to_vec);
+                tokio::spawn(async move {
+                    if let Some((w, h)) = resize {
+                        let mut m = vec![4u8];
+                        m.extend(format!(r#"{{"Width":{w},"Height":{h}}}"#).bytes());
+                        tx.send(Message::Binary(m.into())).await.unwrap();
+                    }
+                    if let Some(data) = data {
+                        for c in data.chunks(10_000) {
+                            let mut m = vec![0u8];
+                            m.extend_from_slice(c);
+                            tx.send(Message::Binary(m.into())).await.unwrap();
+                        }
+                        tx.send(Message::Binary(vec![255, 0].into())).await.unwrap();
+                    }
+                    tx
+                })
+            };
+            let mut out = Outcome::default();
+            let read = async {
+                while let Some(m) = rx.next().await {
+                    match m.unwrap() {
+                        Message::Binary(b) => match b[0] {
+                            1 => out.stdout.extend_from_slice(&b[1..]),
+                            2 => out.stderr.extend_from_slice(&b[1..]),
+                            3 => out.status.push_str(&String::from_utf8_lossy(&b[1..])),
+                            c => panic!("unexpected channel {c}"),
+                        },
+                        Message::Close(c) => {
+                            out.close = c.map(|c| u16::from(c.code));
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(60), read)
+                .await
+                .unwrap_or_else(|_| panic!("exec {cmd:?} did not end within 60s"));
+            drop(writer.await.unwrap());
+            out
+        }
+    }
+
+    fn url_encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kubelet_exec_over_spdy_on_real_containerd() {
+        prerequisites();
+        let lab = Lab::new("spdyexec");
+        let shutdown = CancellationToken::new();
+        let sup = Supervisor::start(lab.cfg.clone(), shutdown.clone())
+            .await
+            .expect("containerd starts");
+        let cri = sup.runtime().unwrap();
+        import_images(&lab);
+        let sc = sandbox_config(&lab, "spdy", "uid-spdy", true);
+        let sb = cri.run_pod_sandbox(&sc).await.expect("RunPodSandbox");
+        let c = cri
+            .create_container(&sb, &container("main", "sleep 1000"), &sc)
+            .await
+            .expect("CreateContainer");
+        cri.start_container(&c).await.expect("StartContainer");
+        wait_state(&cri, &c, ContainerState::Running, Duration::from_secs(30)).await;
+
+        // The kubelet API on our containerd, with the API server's kind of client certificate.
+        let pki = k8slite_pki::ClusterPki::load_or_create(
+            &lab.base.join("tls"),
+            &k8slite_pki::PkiOptions {
+                cluster_domain: "cluster.local".into(),
+                service_ip: "10.43.0.1".parse().unwrap(),
+                sans: vec!["127.0.0.1".into()],
+                hostname: "localhost".into(),
+            },
+        )
+        .unwrap();
+        let serving = pki
+            .issue_serving_cert("node-1", &["127.0.0.1".into()])
+            .unwrap();
+        let client = pki
+            .issue_client_cert(
+                "kube-apiserver-kubelet-client",
+                &["system:masters".to_string()],
+            )
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = k8slite_agent::kubelet::KubeletServerConfig {
+            addr,
+            serving_cert_pem: serving.cert_pem,
+            serving_key_pem: serving.key_pem,
+            client_ca_pem: pki.client_ca_pem().to_string(),
+            log_root: lab.base.join("logs"),
+        };
+        let rt: Arc<dyn ContainerRuntime> = Arc::new(sup.runtime().unwrap());
+        tokio::spawn(k8slite_agent::kubelet::serve_on(
+            listener,
+            cfg,
+            rt,
+            shutdown.clone(),
+        ));
+        let tls = k8slite_pki::client_tls_config(pki.server_ca_pem(), Some(&client)).unwrap();
+        let k = Kubelet {
+            addr,
+            tls: tokio_rustls::TlsConnector::from(tls),
+        };
+
+        // stdin closed → cat ends, its output and a Success status come back, close 1000.
+        let o = k.exec(&["cat"], Some(b"hello")).await;
+        assert_eq!(o.stdout, b"hello", "{o:?}");
+        assert!(o.status.contains(r#""status":"Success""#), "{o:?}");
+        assert_eq!(o.close, Some(1000), "{o:?}");
+
+        // Exit code through the status; stderr on its channel.
+        let o = k.exec(&["sh", "-c", "echo oops >&2; exit 7"], None).await;
+        assert_eq!(o.stderr, b"oops\n", "{o:?}");
+        let status: serde_json::Value = serde_json::from_str(&o.status).unwrap();
+        assert_eq!(status["status"], "Failure", "{o:?}");
+        let causes = status["details"]["causes"].as_array().unwrap();
+        assert!(
+            causes
+                .iter()
+                .any(|c| c["reason"] == "ExitCode" && c["message"] == "7"),
+            "{o:?}"
+        );
+        assert_eq!(o.close, Some(1000));
+
+        // Large transfers both ways (kubectl cp runs tar like this).
+        let o = k.exec(&["head", "-c", "300000", "/dev/zero"], None).await;
+        assert_eq!(o.stdout.len(), 300_000, "{:?}", o.status);
+        let big = vec![b'x'; 300_000];
+        let o = k.exec(&["wc", "-c"], Some(&big)).await;
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "300000", "{o:?}");
+        assert!(o.status.contains("Success"), "{o:?}");
+
+        // A tty: no stderr stream, the resize stream reaches the terminal.
+        let o = k
+            .exec_with(&["sh", "-c", "sleep 1; stty size"], None, Some((100, 30)))
+            .await;
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "30 100", "{o:?}");
+        assert!(o.status.contains("Success"), "{o:?}");
+
+        cri.stop_pod_sandbox(&sb).await.unwrap();
+        cri.remove_pod_sandbox(&sb).await.unwrap();
+        shutdown.cancel();
+        sup.stop().await.expect("stop");
+        drop(lab);
+    }
 }

@@ -14,7 +14,6 @@ fn nginx_pod(c: &E2eCluster, name: &str) {
 }
 
 #[test]
-#[ignore = "exec -i hangs on real containerd: close-stdin (v5 channel 255) is not passed on over v4 WebSocket; SPDY to containerd in progress (issue 4)"]
 fn exec_plain_and_with_stdin() {
     let c = E2eCluster::start(0);
     nginx_pod(&c, "web");
@@ -88,7 +87,6 @@ fn port_forward_then_fetch_locally() {
 }
 
 #[test]
-#[ignore = "kubectl cp runs tar through exec -i: same close-stdin gap as exec_plain_and_with_stdin (issue 4)"]
 fn cp_both_ways() {
     let c = E2eCluster::start(0);
     c.k(&["run", "box", "--image", "busybox", "--", "sleep", "600"]);

@@ -116,7 +116,6 @@ spec:
 }
 
 #[test]
-#[ignore = "CrashLoopBackOff shows, but the back-off growth assertion fails on real containerd; being investigated (issue 4)"]
 fn crashing_container_shows_crashloopbackoff_with_growing_backoff() {
     let c = one_node();
     c.apply(
@@ -155,7 +154,8 @@ spec:
         .map(|w| w[1].1.duration_since(w[0].1))
         .collect();
     assert!(
-        gaps.len() >= 3 && gaps[gaps.len() - 1] > gaps[0],
+        // The first gap includes the pod's start (and an image pull); compare restarts only.
+        gaps.len() >= 3 && gaps[gaps.len() - 1] > gaps[1],
         "back-off does not grow: {gaps:?}"
     );
     assert!(c.pod_event_reasons("crash").iter().any(|r| r == "BackOff"));
@@ -211,7 +211,6 @@ spec:
 }
 
 #[test]
-#[ignore = "the configMap update propagates, the secret update does not reach the volume yet (issue 4)"]
 fn configmap_and_secret_volumes_appear_and_updates_propagate() {
     let c = one_node();
     c.k(&["create", "configmap", "cfg", "--from-literal=color=blue"]);

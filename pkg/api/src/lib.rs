@@ -8,6 +8,7 @@
 
 pub mod convert;
 pub mod defaults;
+pub mod expand;
 pub mod managed;
 pub mod meta;
 pub mod openapi;
@@ -17,6 +18,7 @@ pub mod registry;
 pub mod schema;
 pub mod selector;
 pub mod smp;
+pub mod spdy;
 pub mod status;
 pub mod table;
 pub mod typed;

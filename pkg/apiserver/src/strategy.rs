@@ -170,6 +170,9 @@ pub fn prepare_update(
                     None => m.remove("status"),
                 };
             }
+            // Defaulting runs on every write, as upstream's decoding does (a secret's
+            // write-only stringData becomes data on update too).
+            k8slite_api::defaults::apply(&info.group, &info.kind, new);
         }
     }
     let old_md = meta::metadata(old);
@@ -292,7 +295,9 @@ mod tests {
     fn update_bumps_generation_on_spec_change_only() {
         let reg = k8slite_api::Registry::builtin();
         let info = reg.get("apps", "v1", "deployments").expect("deployments");
-        let old = json!({"metadata": {"name": "a", "uid": "u", "generation": 1}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        // Stored objects are defaulted.
+        let mut old = json!({"metadata": {"name": "a", "uid": "u", "generation": 1}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        k8slite_api::defaults::apply("apps", "Deployment", &mut old);
         let mut new = json!({"metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {"replicas": 1}, "status": {}});
         prepare_update(&info, &old, &mut new, None).expect("ok");
         assert_eq!(new["metadata"]["generation"], 1);
@@ -309,5 +314,19 @@ mod tests {
         prepare_update(&info, &old, &mut st, Some("status")).expect("ok");
         assert_eq!(st["spec"]["replicas"], 1, "status update ignores spec");
         assert_eq!(st["status"]["replicas"], 5);
+    }
+
+    #[test]
+    fn updates_are_defaulted_secret_string_data_becomes_data() {
+        let reg = k8slite_api::Registry::builtin();
+        let info = reg.get("", "v1", "secrets").expect("secrets");
+        let old = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "d", "uid": "u"},
+            "type": "Opaque", "data": {"pass": "b2xk"}});
+        let mut new = old.clone();
+        new["stringData"] = json!({"pass": "n3w"});
+        prepare_update(&info, &old, &mut new, None).expect("ok");
+        assert_eq!(new["data"]["pass"], "bjN3");
+        assert!(new.get("stringData").is_none(), "{new}");
     }
 }

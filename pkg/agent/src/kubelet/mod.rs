@@ -7,12 +7,16 @@
 //! `/attach/{ns}/{pod}[/{uid}]/{container}`, `/portForward/{ns}/{pod}[/{uid}]?port=…`, `/healthz`.
 //! exec, attach and portForward are WebSocket upgrades (`v4.channel.k8s.io`, or
 //! `v5.channel.k8s.io` for exec/attach); each session gets a one-shot URL from the runtime
-//! (`ContainerRuntime::exec`/`attach`/`port_forward`) and its frames are relayed to it.
+//! (`ContainerRuntime::exec`/`attach`/`port_forward`). exec/attach sessions talk SPDY/3.1 to
+//! it (`spdy`, `bridge`: stdin can be closed there), falling back to WebSocket v4 when the
+//! streaming server refuses the SPDY upgrade; port-forward frames are relayed over WebSocket.
 
+mod bridge;
 mod logs;
 mod relay;
 mod resolve;
 mod routes;
+mod spdy;
 mod tls;
 mod ws;
 

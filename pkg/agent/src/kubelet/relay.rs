@@ -8,7 +8,7 @@ use k8slite_runtime::StreamRequest;
 
 use super::Kubelet;
 use super::routes::{Body, HttpError, Query, Target};
-use super::ws;
+use super::{bridge, spdy, ws};
 
 fn runtime_err(what: &str) -> impl FnOnce(k8slite_runtime::RuntimeError) -> HttpError + '_ {
     move |e| HttpError::internal(format!("{what}: {e}"))
@@ -60,13 +60,35 @@ where
     } else {
         rt.exec(&sreq).await.map_err(runtime_err("exec"))?
     };
-    // Dial the runtime first so a failure is an HTTP error, not a dead WebSocket.
-    let backend = ws::connect(&url, ws::V4)
-        .await
-        .map_err(HttpError::internal)?;
-    ws::accept(req, &protocol.clone(), move |client| async move {
-        ws::relay(client, backend, false).await;
-    })
+    // Dial the runtime first so a failure is an HTTP error, not a dead WebSocket. SPDY first:
+    // it can close stdin (containerd's WebSocket v4 cannot); WebSocket v4 for a streaming
+    // server that refuses the SPDY upgrade.
+    let streams = spdy::Streams {
+        stdin: sreq.stdin,
+        stdout: sreq.stdout,
+        stderr: sreq.stderr,
+        tty,
+    };
+    match spdy::dial(&url).await {
+        Ok(up) => ws::accept(req, &protocol, move |client| async move {
+            bridge::run(client, up.tcp, up.leftover, streams).await;
+        }),
+        Err(spdy::DialError::Refused(why)) => {
+            tracing::debug!(%why, "streaming server refused SPDY, using WebSocket v4");
+            let url = if attach {
+                rt.attach(&sreq).await.map_err(runtime_err("attach"))?
+            } else {
+                rt.exec(&sreq).await.map_err(runtime_err("exec"))?
+            };
+            let backend = ws::connect(&url, ws::V4)
+                .await
+                .map_err(HttpError::internal)?;
+            ws::accept(req, &protocol, move |client| async move {
+                ws::relay(client, backend, false).await;
+            })
+        }
+        Err(e) => Err(HttpError::internal(e.to_string())),
+    }
 }
 
 /// `/portForward/{ns}/{pod}?port=…` (WebSocket port-forward protocol: per port a data and an

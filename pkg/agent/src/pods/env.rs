@@ -156,6 +156,25 @@ fn resource_value(
     Ok(v.to_string())
 }
 
+/// The value of `key` in a configMap's or secret's data (`None`: the object is missing), with
+/// the kubelet's messages.
+fn key_of(
+    data: Option<Vec<(String, String)>>,
+    key: &str,
+    kind: &str,
+    lower: &str,
+    ns: &str,
+    name: &str,
+) -> Result<String, ConfigError> {
+    let data = data.ok_or_else(|| ConfigError::Missing(format!("{lower} {name:?} not found")))?;
+    data.into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .ok_or_else(|| {
+            ConfigError::Missing(format!("couldn't find key {key} in {kind} {ns}/{name}"))
+        })
+}
+
 /// Resolve the environment of container `c` of `pod` (in order, later names replacing earlier
 /// values).
 pub async fn resolve(
@@ -223,54 +242,27 @@ pub async fn resolve(
             } else if let Some(r) = &src.resource_field_ref {
                 resource_value(pod, c, r, node)?
             } else if let Some(r) = &src.config_map_key_ref {
-                let optional = r.optional.unwrap_or(false);
-                let cm = objects
+                let data = objects
                     .config_map(ns, &r.name)
                     .await
-                    .map_err(ConfigError::Missing)?;
-                match cm.map(|cm| cm_data(&cm)) {
-                    Some(d) => match d.into_iter().find(|(k, _)| *k == r.key) {
-                        Some((_, v)) => v,
-                        None if optional => continue,
-                        None => {
-                            return Err(ConfigError::Missing(format!(
-                                "couldn't find key {} in ConfigMap {ns}/{}",
-                                r.key, r.name
-                            )));
-                        }
-                    },
-                    None if optional => continue,
-                    None => {
-                        return Err(ConfigError::Missing(format!(
-                            "configmap {:?} not found",
-                            r.name
-                        )));
-                    }
+                    .map_err(ConfigError::Missing)?
+                    .map(|cm| cm_data(&cm));
+                let found = key_of(data, &r.key, "ConfigMap", "configmap", ns, &r.name);
+                match found {
+                    Ok(v) => v,
+                    Err(_) if r.optional.unwrap_or(false) => continue,
+                    Err(e) => return Err(e),
                 }
             } else if let Some(r) = &src.secret_key_ref {
-                let optional = r.optional.unwrap_or(false);
-                let s = objects
+                let data = objects
                     .secret(ns, &r.name)
                     .await
-                    .map_err(ConfigError::Missing)?;
-                match s.map(|s| secret_data(&s)) {
-                    Some(d) => match d.into_iter().find(|(k, _)| *k == r.key) {
-                        Some((_, v)) => v,
-                        None if optional => continue,
-                        None => {
-                            return Err(ConfigError::Missing(format!(
-                                "couldn't find key {} in Secret {ns}/{}",
-                                r.key, r.name
-                            )));
-                        }
-                    },
-                    None if optional => continue,
-                    None => {
-                        return Err(ConfigError::Missing(format!(
-                            "secret {:?} not found",
-                            r.name
-                        )));
-                    }
+                    .map_err(ConfigError::Missing)?
+                    .map(|s| secret_data(&s));
+                match key_of(data, &r.key, "Secret", "secret", ns, &r.name) {
+                    Ok(v) => v,
+                    Err(_) if r.optional.unwrap_or(false) => continue,
+                    Err(e) => return Err(e),
                 }
             } else {
                 String::new()

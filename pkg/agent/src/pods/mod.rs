@@ -287,6 +287,9 @@ impl PodApi for RecordingPodApi {
     }
 }
 
+/// Image → when its last pull failed (the registry unreachable); shared by a node's workers.
+pub type PullFailures = Arc<Mutex<HashMap<String, std::time::Instant>>>;
+
 /// Sandbox id → the waker of the worker that owns it (container events wake it).
 pub type Wakers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
 
@@ -373,6 +376,7 @@ pub async fn run(
     let api: Arc<dyn PodApi> = Arc::new(KubePodApi::new(client.clone(), &cfg.node_name));
     let objects: Arc<dyn env::Objects> = Arc::new(KubeObjects::new(client.clone()));
     let volumes = cfg.volumes.clone();
+    let pull_failures = PullFailures::default();
     let pods: Api<Pod> = Api::all(client);
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let mut stream = watcher::watcher(pods, wc).default_backoff().boxed();
@@ -436,7 +440,8 @@ pub async fn run(
             host_ip.clone(),
         )
         .with_objects(objects.clone())
-        .with_volumes(volumes.clone());
+        .with_volumes(volumes.clone())
+        .with_pull_failures(pull_failures.clone());
         let token = shutdown.clone();
         let done = done_tx.clone();
         let id2 = id.clone();

@@ -301,43 +301,9 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext) -> PodSandboxConfig {
     }
 }
 
-/// Expand `$(VAR)` references as upstream does: defined names are replaced, `$$` escapes a
-/// `$`, anything else is kept as written.
+/// Expand `$(VAR)` references against `env` (upstream's rules, [`k8slite_api::expand`]).
 pub fn expand(input: &str, env: &HashMap<String, String>) -> String {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(stripped) = after.strip_prefix('$') {
-            out.push('$');
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix('(') {
-            match body.find(')') {
-                Some(end) => {
-                    let name = &body[..end];
-                    match env.get(name) {
-                        Some(v) => out.push_str(v),
-                        None => {
-                            out.push_str("$(");
-                            out.push_str(name);
-                            out.push(')');
-                        }
-                    }
-                    rest = &body[end + 1..];
-                }
-                None => {
-                    out.push_str("$(");
-                    rest = body;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
+    k8slite_api::expand::expand(input, |n| env.get(n).map(String::as_str))
 }
 
 fn qty(

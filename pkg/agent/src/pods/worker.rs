@@ -106,7 +106,13 @@ pub struct Worker {
     adoption_checked: bool,
     /// The pod as last seen (for teardown after it is gone).
     last_pod: Option<Pod>,
+    /// Images whose pull failed recently on this node (shared by the node's workers).
+    pull_failures: super::PullFailures,
 }
+
+/// How long a failed pull lets `imagePullPolicy: Always` use the local image without asking
+/// the registry again.
+const PULL_FAILURE_MEMORY: Duration = Duration::from_secs(300);
 
 fn ns_time(ns: i64) -> Option<Time> {
     (ns > 0)
@@ -215,7 +221,14 @@ impl Worker {
             refreshed: None,
             adoption_checked: false,
             last_pod: None,
+            pull_failures: super::PullFailures::default(),
         }
+    }
+
+    /// Share the node's record of failed pulls.
+    pub fn with_pull_failures(mut self, failures: super::PullFailures) -> Self {
+        self.pull_failures = failures;
+        self
     }
 
     /// Resolve configMap/secret environment references through `objects`.
@@ -785,12 +798,23 @@ impl Worker {
             );
             return;
         }
-        if present && policy != "Always" {
+        // An offline node: a pull of this image failed a moment ago and the image is here, so
+        // do not wait for the registry again on every restart.
+        let failed_recently = self.pull_failures.lock().ok().is_some_and(|m| {
+            m.get(&image)
+                .is_some_and(|t| t.elapsed() < PULL_FAILURE_MEMORY)
+        });
+        if present && (policy != "Always" || failed_recently) {
+            let note = if policy == "Always" {
+                " (the registry was unreachable moments ago)"
+            } else {
+                ""
+            };
             self.event(
                 pod,
                 false,
                 "Pulled",
-                format!("Container image \"{image}\" already present on machine"),
+                format!("Container image \"{image}\" already present on machine{note}"),
                 field_s.clone(),
             )
             .await;
@@ -823,6 +847,9 @@ impl Worker {
                     .await;
                 }
                 Err(e) if present => {
+                    if let Ok(mut m) = self.pull_failures.lock() {
+                        m.insert(image.clone(), Instant::now());
+                    }
                     // Offline edge node: the registry is unreachable, the image is here.
                     self.event(
                         pod,

@@ -12,11 +12,11 @@ mod dial;
 mod exec;
 mod logs;
 mod portforward;
-pub(crate) mod spdy;
 mod target;
 mod ws;
 
 pub(crate) use dial::KubeletDialer;
+pub(crate) use k8slite_api::spdy;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -4,14 +4,17 @@
 //! Frames: SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE
 //! and DATA. Header blocks are compressed with one zlib stream per direction and connection,
 //! primed with the SPDY/3 dictionary (`spdy3.dict`, 1423 bytes, a constant of the protocol).
+//!
+//! Pure: the API server's port-forward and the kubelet API's exec/attach client (towards the
+//! runtime's streaming server) do the I/O.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// The SPDY/3 header compression dictionary.
-pub(crate) const DICTIONARY: &[u8] = include_bytes!("spdy3.dict");
+pub const DICTIONARY: &[u8] = include_bytes!("spdy3.dict");
 
 /// `FLAG_FIN`: the sender's half of the stream ends with this frame.
-pub(crate) const FLAG_FIN: u8 = 0x01;
+pub const FLAG_FIN: u8 = 0x01;
 /// Largest frame payload accepted (SPDY lengths are 24 bits).
 const MAX_LEN: usize = 0x00ff_ffff;
 /// Largest decompressed header block accepted.
@@ -32,54 +35,88 @@ pub enum SpdyError {
 }
 
 /// Header name/value pairs (names lower-case; several values joined by NUL).
-pub(crate) type Headers = Vec<(String, String)>;
+pub type Headers = Vec<(String, String)>;
 
 /// One SPDY frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum Frame {
     /// Opens a stream.
     SynStream {
+        /// The new stream (odd from the client, even from the server).
         stream_id: u32,
+        /// Stream it is associated to (0: none).
         associated_to: u32,
+        /// Priority, 0 (highest) to 7.
         priority: u8,
+        /// `FLAG_FIN` and/or `FLAG_UNIDIRECTIONAL`.
         flags: u8,
+        /// Headers (`streamtype`, …).
         headers: Headers,
     },
     /// Accepts a stream.
     SynReply {
+        /// The accepted stream.
         stream_id: u32,
+        /// `FLAG_FIN` or 0.
         flags: u8,
+        /// Reply headers.
         headers: Headers,
     },
     /// Aborts a stream.
-    RstStream { stream_id: u32, status: u32 },
+    RstStream {
+        /// The aborted stream.
+        stream_id: u32,
+        /// Status code (1 PROTOCOL_ERROR, 5 CANCEL, …).
+        status: u32,
+    },
     /// Settings (id, value) pairs with their flags.
     Settings {
+        /// Frame flags.
         flags: u8,
+        /// (flags, id, value) per setting.
         entries: Vec<(u8, u32, u32)>,
     },
     /// Ping (echoed by the peer).
-    Ping { id: u32 },
+    Ping {
+        /// Ping id (odd from the client).
+        id: u32,
+    },
     /// The session ends.
-    GoAway { last_stream_id: u32, status: u32 },
+    GoAway {
+        /// Last stream the sender accepted.
+        last_stream_id: u32,
+        /// Status (0 OK).
+        status: u32,
+    },
     /// More headers on a stream.
     Headers {
+        /// The stream.
         stream_id: u32,
+        /// `FLAG_FIN` or 0.
         flags: u8,
+        /// The headers.
         headers: Headers,
     },
     /// Flow control credit.
-    WindowUpdate { stream_id: u32, delta: u32 },
+    WindowUpdate {
+        /// The stream (0: the connection).
+        stream_id: u32,
+        /// Credit added.
+        delta: u32,
+    },
     /// Payload of a stream.
     Data {
+        /// The stream.
         stream_id: u32,
+        /// `FLAG_FIN` when the sender's half ends here.
         flags: u8,
+        /// Payload.
         data: Vec<u8>,
     },
 }
 
 /// Header block compression state of one connection (both directions).
-pub(crate) struct Codec {
+pub struct Codec {
     inflate: Decompress,
     deflate: Compress,
 }
@@ -100,9 +137,7 @@ impl Codec {
         let mut deflate = Compress::new(Compression::default(), true);
         // Priming the compressor cannot fail for a valid, fresh stream; if it did, the peer
         // would still inflate our blocks (the dictionary is then simply not referenced).
-        if let Err(e) = deflate.set_dictionary(DICTIONARY) {
-            tracing::warn!(error = %e, "SPDY: priming the header compressor failed");
-        }
+        let _ = deflate.set_dictionary(DICTIONARY);
         Self {
             inflate: Decompress::new(true),
             deflate,
@@ -375,7 +410,7 @@ impl Codec {
 }
 
 /// The uncompressed header block: count, then length-prefixed names and values.
-pub(crate) fn header_block(headers: &Headers) -> Vec<u8> {
+pub fn header_block(headers: &Headers) -> Vec<u8> {
     let mut b = (headers.len() as u32).to_be_bytes().to_vec();
     for (k, v) in headers {
         b.extend_from_slice(&(k.len() as u32).to_be_bytes());
@@ -416,7 +451,7 @@ fn parse_header_block(b: &[u8]) -> Result<Headers, SpdyError> {
 }
 
 /// A header's value.
-pub(crate) fn header<'a>(h: &'a Headers, name: &str) -> Option<&'a str> {
+pub fn header<'a>(h: &'a Headers, name: &str) -> Option<&'a str> {
     h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
