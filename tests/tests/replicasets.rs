@@ -92,7 +92,12 @@ fn replicaset_adopts_releases_and_reports_status() {
         .filter(|(r, _)| r == "SuccessfulCreate")
         .map(|(_, m)| m)
         .collect();
-    assert_eq!(created.len(), 3, "2 at first + 1 replacement: {events:?}");
+    assert_eq!(
+        created.len(),
+        3,
+        "2 at first + 1 replacement: {events:?}\nserver log:\n{}",
+        s.log()
+    );
     assert!(
         created.iter().all(|m| m.starts_with("Created pod: front-")),
         "{created:?}"

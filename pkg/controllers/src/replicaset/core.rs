@@ -268,6 +268,10 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
     );
     let oref = owner_ref(&obj);
     let mut owned: Vec<Pod> = claim.owned.iter().map(|p| (*p).clone()).collect();
+    // Like upstream's ClaimPods: a failed adoption or release (other than the pod being gone)
+    // fails the whole sync. Going on would count an orphan that is still there as missing and
+    // create a pod too many.
+    let mut claim_error = None;
     for p in &claim.adopt {
         match pods_api
             .patch(
@@ -279,7 +283,10 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
         {
             Ok(adopted) => owned.push(adopted),
             Err(e) if is_not_found(&e) => {}
-            Err(e) => tracing::debug!(pod = %p.name_any(), error = %e, "adopting pod"),
+            Err(e) => {
+                tracing::info!(pod = %p.name_any(), error = %e, "adopting pod");
+                claim_error = Some(e);
+            }
         }
     }
     for p in &claim.release {
@@ -292,8 +299,12 @@ async fn reconcile<K: ReplicaOwner>(obj: Arc<K>, state: Arc<State>) -> Result<Ac
             .await
             && !is_not_found(&e)
         {
-            tracing::debug!(pod = %p.name_any(), error = %e, "releasing pod");
+            tracing::info!(pod = %p.name_any(), error = %e, "releasing pod");
+            claim_error = Some(e);
         }
+    }
+    if let Some(e) = claim_error {
+        return Err(e.into());
     }
 
     let satisfied = state
