@@ -42,6 +42,21 @@ fn exec_plain_and_with_stdin() {
         Some("hello from stdin\n"),
     );
     assert_eq!(got, "17\nhello from stdin\n");
+    // kubectl before 1.30 speaks SPDY to the API server: the same, including stdin's end.
+    for v in ["1.27", "1.29"] {
+        let out = c.kubectl_version_stdin(
+            Some(v),
+            &["exec", "-i", "web", "--", "sh", "-c", "wc -c; exit 3"],
+            Some("hello from stdin\n"),
+        );
+        assert_eq!(out.status.code(), Some(3), "kubectl {v}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "17\n", "kubectl {v}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.trim() == "command terminated with exit code 3",
+            "kubectl {v}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -433,20 +433,37 @@ async fn kubectl_logs_exec_attach_port_forward() {
     for version in [None, Some("1.27"), Some("1.30")] {
         port_forward(&env, version).await;
     }
-    // exec over SPDY (kubectl <= 1.29) is refused with a clear message.
-    let bin = k8slite_tests::kubectl_bin(Some("1.29"));
-    let kc = format!("--kubeconfig={}", env.kubeconfig.display());
-    let o = tokio::task::spawn_blocking(move || {
-        Command::new(bin)
-            .arg(kc)
-            .args(["exec", "two", "-c", "a", "--", "echo", "hi"])
-            .output()
-            .expect("kubectl 1.29")
-    })
-    .await
-    .expect("join");
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("is not supported"), "{}", stderr(&o));
+    // kubectl <= 1.29 execs over plain SPDY.
+    for version in ["1.27", "1.29"] {
+        let bin = k8slite_tests::kubectl_bin(Some(version));
+        let kc = format!("--kubeconfig={}", env.kubeconfig.display());
+        let o = tokio::task::spawn_blocking(move || {
+            let mut c = Command::new(bin)
+                .arg(kc)
+                .args(["exec", "-i", "two", "-c", "a", "--", "cat"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("kubectl exec");
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"spdy ping\n")
+                .expect("write");
+            c.wait_with_output().expect("wait")
+        })
+        .await
+        .expect("join");
+        assert!(o.status.success(), "kubectl {version}: {}", stderr(&o));
+        assert_eq!(
+            stdout(&o),
+            "hello from exec\nspdy ping\n",
+            "kubectl {version}: {}",
+            stderr(&o)
+        );
+        assert_eq!(stderr(&o), "", "kubectl {version}");
+    }
     env.shutdown.cancel();
 }
 

@@ -558,10 +558,21 @@ impl E2eCluster {
     /// kubectl with `stdin` piped in; killed after [`KUBECTL_LIMIT`] so a hung stream fails
     /// the test instead of the whole run.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_version_stdin(None, args, stdin)
+    }
+
+    /// [`E2eCluster::kubectl_stdin`] with a versioned kubectl (`Some("1.29")` runs
+    /// `kubectl.1.29`).
+    pub fn kubectl_version_stdin(
+        &self,
+        version: Option<&str>,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
         let mut cmd = Command::new("timeout");
         cmd.arg("--kill-after=5")
             .arg(KUBECTL_LIMIT.as_secs().to_string())
-            .arg(kubectl_bin(None))
+            .arg(kubectl_bin(version))
             .args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", &self.base)
@@ -657,7 +668,8 @@ impl E2eCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}\n{}",
+                "timed out after {timeout:?} waiting for {what}\n{}\n{}",
+                self.cluster_state(),
                 self.log_tails(30)
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -708,6 +720,21 @@ impl E2eCluster {
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Pods and events as kubectl shows them, for failure messages.
+    pub fn cluster_state(&self) -> String {
+        let show = |args: &[&str]| {
+            let o = self.kubectl(args);
+            format!(
+                "--- kubectl {} ---\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        };
+        show(&["get", "pods", "-A", "-o", "wide"])
+            + &show(&["get", "events", "-A", "--sort-by=.lastTimestamp"])
     }
 
     /// The last `n` lines of every node's log.

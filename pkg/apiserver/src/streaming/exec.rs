@@ -1,5 +1,6 @@
 //! `pods/exec` and `pods/attach` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`):
-//! the client's frames relayed to the node's kubelet, which relays them to the runtime.
+//! the client's frames relayed to the node's kubelet, which relays them to the runtime. Older
+//! kubectl's SPDY is bridged to the same kubelet WebSocket by [`super::exec_spdy`].
 
 use std::sync::Arc;
 
@@ -30,13 +31,23 @@ pub(crate) async fn exec<B: Send + 'static>(
     if !attach && commands.is_empty() {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
-    if !super::ws::is_websocket(&req) {
-        return Err(super::spdy_unsupported(&req));
+    let websocket = super::ws::is_websocket(&req);
+    if !websocket && !super::spdy_upgrade::is_spdy(&req) {
+        return Err(super::upgrade_unsupported(&req));
     }
-    let offered = super::ws::header_list(&req, "sec-websocket-protocol");
-    let protocol = super::ws::pick(&offered, PROTOCOLS).ok_or_else(|| {
+    let offered = if websocket {
+        super::ws::header_list(&req, "sec-websocket-protocol")
+    } else {
+        super::ws::header_list(&req, "x-stream-protocol-version")
+    };
+    let supported: &[&str] = if websocket {
+        PROTOCOLS
+    } else {
+        &[super::exec_spdy::PROTOCOL]
+    };
+    let protocol = super::ws::pick(&offered, supported).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "none of the requested stream protocols {offered:?} is supported (supported: {PROTOCOLS:?})"
+            "none of the requested stream protocols {offered:?} is supported (supported: {supported:?})"
         ))
     })?;
     let query = {
@@ -54,6 +65,22 @@ pub(crate) async fn exec<B: Send + 'static>(
     let kind = if attach { "attach" } else { "exec" };
     let path = format!("/{kind}/{ns}/{}/{container}?{query}", r.name());
     let dialer = super::dialer(server)?;
+    if !websocket {
+        // SPDY from the client; v5 towards the kubelet so that closing stdin reaches it.
+        let (backend, chosen) = dialer.websocket(t.node, &path, PROTOCOLS).await?;
+        let expected = super::exec_spdy::Expected {
+            stdin: r.query.flag("stdin"),
+            stdout: r.query.flag("stdout"),
+            stderr: r.query.flag("stderr"),
+            tty: r.query.flag("tty"),
+        };
+        let v5 = chosen == PROTOCOLS[0];
+        return Ok(super::spdy_upgrade::accept(
+            req,
+            super::exec_spdy::PROTOCOL,
+            move |input, output| super::exec_spdy::session(input, output, expected, backend, v5),
+        ));
+    }
     let (backend, _) = dialer.websocket(t.node, &path, &[&protocol]).await?;
     super::ws::accept(req, &protocol, move |client| async move {
         relay(client, backend).await;

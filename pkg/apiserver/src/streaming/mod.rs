@@ -1,6 +1,7 @@
 //! `pods/log`, `pods/exec`, `pods/attach` and `pods/portforward`: proxied to the node's kubelet
-//! API, with WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`) towards kubectl and the
-//! SPDY-over-WebSocket tunnel kubectl uses for port-forward.
+//! API, with WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`) towards kubectl ≥ 1.30,
+//! plain SPDY/3.1 towards older kubectl, and for port-forward SPDY, plain or tunnelled in a
+//! WebSocket (kubectl ≥ 1.31).
 //!
 //! The API server dials the kubelet of the pod's node (InternalIP and the node's reported
 //! kubelet port) over TLS, verifying the kubelet's serving certificate against the server CA
@@ -10,8 +11,10 @@
 
 mod dial;
 mod exec;
+mod exec_spdy;
 mod logs;
 mod portforward;
+mod spdy_upgrade;
 mod target;
 mod ws;
 
@@ -165,8 +168,8 @@ pub(crate) fn kubelet_error(code: u16, body: String) -> ApiError {
     }
 }
 
-/// The answer to a non-WebSocket (SPDY) upgrade this server does not speak.
-pub(crate) fn spdy_unsupported<B>(req: &Request<B>) -> ApiError {
+/// The answer to an upgrade this server does not speak.
+pub(crate) fn upgrade_unsupported<B>(req: &Request<B>) -> ApiError {
     let upgrade = req
         .headers()
         .get(http::header::UPGRADE)
@@ -174,8 +177,8 @@ pub(crate) fn spdy_unsupported<B>(req: &Request<B>) -> ApiError {
         .unwrap_or("none");
     ApiError::bad_request(format!(
         "upgrade {upgrade:?} is not supported: k8slite streams exec/attach over WebSocket \
-         (v5.channel.k8s.io/v4.channel.k8s.io, kubectl >= 1.30) and port-forward over \
-         WebSocket-tunnelled SPDY (kubectl >= 1.31)"
+         (v5.channel.k8s.io/v4.channel.k8s.io) or SPDY/3.1 (v4.channel.k8s.io), and \
+         port-forward over SPDY/3.1 (portforward.k8s.io), plain or tunnelled in a WebSocket"
     ))
 }
 

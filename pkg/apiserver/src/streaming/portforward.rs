@@ -10,16 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
-use http::{Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
 use k8slite_api::ApiError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::spdy::{Codec, FLAG_FIN, Frame, header};
 use crate::ApiServer;
-use crate::body::{Body, full};
+use crate::body::Body;
 use crate::handler::ResourceRequest;
 
 /// The WebSocket subprotocol of the tunnel.
@@ -84,57 +82,15 @@ pub(crate) async fn serve<B: Send + 'static>(
             tokio::join!(reader, writer, session(backend, in_rx, out_tx));
         });
     }
-    let spdy = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
     let versions = super::ws::header_list(&req, "x-stream-protocol-version");
-    if !spdy || !versions.iter().any(|v| v == PORTFORWARD_PROTOCOL) {
-        return Err(super::spdy_unsupported(&req));
+    if !super::spdy_upgrade::is_spdy(&req) || !versions.iter().any(|v| v == PORTFORWARD_PROTOCOL) {
+        return Err(super::upgrade_unsupported(&req));
     }
-    tokio::spawn(async move {
-        let up = match hyper::upgrade::on(req).await {
-            Ok(up) => up,
-            Err(e) => {
-                tracing::debug!(error = %e, "SPDY upgrade failed");
-                return;
-            }
-        };
-        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
-        let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(32);
-        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(32);
-        let reader = async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            while let Ok(n) = rd.read(&mut buf).await {
-                if n == 0 || in_tx.send(buf[..n].to_vec()).await.is_err() {
-                    break;
-                }
-            }
-        };
-        let writer = async move {
-            while let Some(b) = out_rx.recv().await {
-                if wr.write_all(&b).await.is_err() {
-                    break;
-                }
-            }
-            let _ = wr.shutdown().await;
-        };
-        tokio::join!(reader, writer, session(backend, in_rx, out_tx));
-    });
-    let mut resp = Response::new(full(bytes::Bytes::new()));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        http::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(header::UPGRADE, http::HeaderValue::from_static("SPDY/3.1"));
-    h.insert(
-        "X-Stream-Protocol-Version",
-        http::HeaderValue::from_static(PORTFORWARD_PROTOCOL),
-    );
-    Ok(resp)
+    Ok(super::spdy_upgrade::accept(
+        req,
+        PORTFORWARD_PROTOCOL,
+        move |input, output| session(backend, input, output),
+    ))
 }
 
 /// One stream pair being forwarded.
