@@ -174,6 +174,8 @@ impl Default for E2eOptions {
 /// A running e2e cluster. Dropping it removes everything it created.
 pub struct E2eCluster {
     slot: Slot,
+    /// Held while the cluster has processes (see [`net::RunPermit`]); dropped after teardown.
+    _permit: Option<net::RunPermit>,
     /// Base directory of the run.
     pub base: PathBuf,
     nodes: Vec<Node>,
@@ -199,7 +201,9 @@ impl E2eCluster {
             names.push("server".into());
         }
         names.extend(opts.agents.iter().cloned());
+        let permit = net::RunPermit::acquire().unwrap_or_else(|e| panic!("e2e run permit: {e:#}"));
         let mut c = Self::network(&names, opts);
+        c._permit = Some(permit);
         if c.opts.images {
             c.copy_test_images();
         }
@@ -249,6 +253,7 @@ impl E2eCluster {
             .unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
         let mut c = Self {
             slot,
+            _permit: None,
             base,
             nodes: Vec::new(),
             opts,

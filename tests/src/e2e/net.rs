@@ -217,3 +217,45 @@ pub fn delete_node_netns(ns: &str, veth: &str) {
 pub fn delete_bridge(slot: &Slot) {
     run_quiet("ip", &["link", "del", &slot.bridge()]);
 }
+
+/// Default number of e2e clusters with running processes at once on one machine.
+pub const DEFAULT_PARALLEL: usize = 3;
+
+/// Permission to run one cluster's processes: an exclusive `flock` on one of
+/// `run-<i>.lock` under [`LOCK_DIR`], `i < K8SLITE_E2E_PARALLEL` (default
+/// [`DEFAULT_PARALLEL`]). Tests of one binary run in parallel threads, and every cluster starts a
+/// server, containerd and agents: on a 2-core machine a dozen at once starve each other until
+/// waits time out. Held until dropped; a crashed holder releases it.
+#[derive(Debug)]
+pub struct RunPermit {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl RunPermit {
+    /// Wait for a free permit.
+    pub fn acquire() -> anyhow::Result<Self> {
+        use nix::fcntl::{Flock, FlockArg};
+        let limit = std::env::var("K8SLITE_E2E_PARALLEL")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_PARALLEL);
+        std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
+        loop {
+            for i in 0..limit {
+                let path = PathBuf::from(format!("{LOCK_DIR}/run-{i}.lock"));
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    return Ok(Self { _lock: lock });
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+}
