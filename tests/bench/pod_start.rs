@@ -24,16 +24,32 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `RssAnon`, `RssFile`), 0 when unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// "X MiB (anon A, file F)" for `pid`.
+fn rss_detail(pid: u32) -> String {
+    let mib = |f| status_kib(pid, f) as f64 / 1024.0;
+    format!(
+        "{:.1} MiB (anonymous {:.1}, file-backed {:.1})",
+        mib("VmRSS"),
+        mib("RssAnon"),
+        mib("RssFile")
+    )
 }
 
 /// Pod create sent through `kube::Client` → the watch reports phase Running, one pod at a
@@ -127,8 +143,6 @@ fn raw_cri_sequence(node: &Node, n: usize) -> anyhow::Result<CriTimes> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let cri = CriRuntime::connect(&node.containerd_socket().to_string_lossy())
-        .context("connecting to the node's containerd")?;
     let logs = node.data_dir().join("bench-cri-logs");
     let mut t = CriTimes {
         run_sandbox: Vec::new(),
@@ -137,6 +151,9 @@ fn raw_cri_sequence(node: &Node, n: usize) -> anyhow::Result<CriTimes> {
         total: Vec::new(),
     };
     rt.block_on(async {
+        // tonic's lazy channel needs the runtime's context to be built.
+        let cri = CriRuntime::connect(&node.containerd_socket().to_string_lossy())
+            .context("connecting to the node's containerd")?;
         for i in 0..n {
             let uid = format!("bench-cri-{}-{i}", std::process::id());
             let log_dir = logs.join(&uid);
@@ -188,6 +205,15 @@ fn raw_cri_sequence(node: &Node, n: usize) -> anyhow::Result<CriTimes> {
     })?;
     let _ = std::fs::remove_dir_all(&logs);
     Ok(t)
+}
+
+/// `date -u` as "YYYY-MM-DD HH:MM".
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn replace_section(doc: &str, title: &str, body: &str) -> String {
@@ -247,6 +273,7 @@ fn main() -> anyhow::Result<()> {
     let agent_pid = c.node("agent1").pid().context("agent pid")?;
     let rss_server = rss_kib(server_pid) as f64 / 1024.0;
     let rss_agent = rss_kib(agent_pid) as f64 / 1024.0;
+    let (detail_server, detail_agent) = (rss_detail(server_pid), rss_detail(agent_pid));
     let rss_ctrd = c
         .node("agent1")
         .containerd_pid()
@@ -261,7 +288,8 @@ fn main() -> anyhow::Result<()> {
     let mut body = String::new();
     writeln!(
         body,
-        "## Pod start on containerd\n\n{pods} pods (busybox `sleep`, image present, pinned to the server's node), created one at a time through `kube::Client`; time from sending the create until an open watch reports phase Running. Beside it, in the same run against the same containerd, the raw CRI sequence RunPodSandbox + CreateContainer + StartContainer issued directly.\n"
+        "## Pod start on containerd\n\nRun {} UTC, release binary. {pods} pods (busybox `sleep`, image present, pinned to the server's node), created one at a time through `kube::Client`; time from sending the create until an open watch reports phase Running. Beside it, in the same run against the same containerd, the raw CRI sequence RunPodSandbox + CreateContainer + StartContainer issued directly.\n",
+        utc_now()
     )?;
     writeln!(body, "| | p50 ms | p95 ms |\n|---|---|---|")?;
     writeln!(body, "| create → Running (API) | {a50:.0} | {a95:.0} |")?;
@@ -296,7 +324,8 @@ fn main() -> anyhow::Result<()> {
     let mut mem = String::new();
     writeln!(
         mem,
-        "## Agent idle memory\n\nVmRSS {} s after all nodes were Ready, no pods: `k8slite server` with its embedded agent **{rss_server:.1} MiB** (target ≤ 40 MB); `k8slite agent` **{rss_agent:.1} MiB** (target ≤ 15 MB); the agent's containerd {} (not counted).\n",
+        "## Agent idle memory\n\nRun {} UTC, release binary. VmRSS {} s after all nodes were Ready, no pods: `k8slite server` with its embedded agent **{rss_server:.1} MiB** (target ≤ 40 MB); `k8slite agent` **{rss_agent:.1} MiB** (target ≤ 15 MB); the agent's containerd {} (not counted).\n\n| process | VmRSS |\n|---|---|\n| server + embedded agent | {detail_server} |\n| agent | {detail_agent} |\n\nFile-backed pages are the binary's own code (one binary for server and agent), shared and reclaimable; anonymous pages are the process's heap and stacks.\n",
+        utc_now(),
         idle.as_secs(),
         rss_ctrd.map_or("n/a".to_string(), |r| format!("{r:.1} MiB"))
     )?;

@@ -210,8 +210,17 @@ struct ServerArgs {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    let mut env_filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The agent fetches /cacerts without verifying the server (it checks the bundle against
+    // the token's CA hash itself); kube-client warns "Server cert bypassed" on every such
+    // handshake, which reads like a fault. Kept quiet unless the filter names kube_client.
+    if !filter.contains("kube_client")
+        && let Ok(d) = "kube_client::client::tls=error".parse()
+    {
+        env_filter = env_filter.add_directive(d);
+    }
+    let filter = env_filter;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
