@@ -59,6 +59,17 @@ async fn recorder_events_aggregate_and_show_in_kubectl() {
     assert_eq!(e.involved_object.kind.as_deref(), Some("ConfigMap"));
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(Some(3)));
     assert_eq!(e.reporting_component.as_deref(), Some("test-controller"));
+    // The core view derives the legacy fields kubectl sorts and shows by.
+    assert_eq!(e.count, Some(3), "{e:?}");
+    assert!(
+        e.first_timestamp.is_some() && e.last_timestamp.is_some(),
+        "{e:?}"
+    );
+    let sorted = s.k(&["get", "events", "--sort-by=.lastTimestamp"]);
+    assert!(
+        sorted.contains("SomethingFailed"),
+        "kubectl get events --sort-by=.lastTimestamp:\n{sorted}"
+    );
 
     let out = s.k(&[
         "get",

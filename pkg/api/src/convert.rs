@@ -135,12 +135,50 @@ fn event_core_to_events(mut obj: Value) -> Value {
 fn event_events_to_core(mut obj: Value) -> Value {
     obj["apiVersion"] = json!("v1");
     rename(&mut obj, EVENT_RENAMES, false);
-    if let Some(m) = obj.as_object_mut()
-        && let Some(c) = m.remove("reportingController")
-    {
-        m.insert("reportingComponent".into(), c);
+    if let Some(m) = obj.as_object_mut() {
+        if let Some(c) = m.remove("reportingController") {
+            m.insert("reportingComponent".into(), c);
+        }
+        fill_legacy_times(m);
     }
     obj
+}
+
+/// An event written through events.k8s.io carries `eventTime` (and `series` once repeated)
+/// but none of core's `firstTimestamp`/`lastTimestamp`/`count`. Upstream leaves them null;
+/// there most events still come from the kubelet's core recorder, but here every component
+/// records through events.k8s.io, so `kubectl get events --sort-by=.lastTimestamp` would find
+/// nothing to sort by and print "No resources found". Events are stored in the core form, so
+/// they are derived on the way in: first = eventTime, last = the series' lastObservedTime (else
+/// eventTime), count = the series' count (else 1). They show in the events.k8s.io view as the
+/// `deprecated*` fields, which clients ignore.
+fn fill_legacy_times(m: &mut serde_json::Map<String, Value>) {
+    // core's timestamps are `Time` (whole seconds); eventTime is a `MicroTime`.
+    let seconds = |t: &Value| match t.as_str() {
+        Some(s) => match (s.find('.'), s.rfind(['Z', '+', '-'])) {
+            (Some(dot), Some(zone)) if zone > dot => json!(format!("{}{}", &s[..dot], &s[zone..])),
+            _ => t.clone(),
+        },
+        None => t.clone(),
+    };
+    let Some(event_time) = m.get("eventTime").filter(|t| !t.is_null()).map(seconds) else {
+        return;
+    };
+    let series = m.get("series").cloned().unwrap_or(Value::Null);
+    if m.get("firstTimestamp").is_none_or(Value::is_null) {
+        m.insert("firstTimestamp".into(), event_time.clone());
+    }
+    let observed = series
+        .get("lastObservedTime")
+        .filter(|t| !t.is_null())
+        .map(seconds);
+    if observed.is_some() || m.get("lastTimestamp").is_none_or(Value::is_null) {
+        m.insert("lastTimestamp".into(), observed.unwrap_or(event_time));
+    }
+    let repeats = series.get("count").and_then(Value::as_i64);
+    if repeats.is_some() || m.get("count").is_none_or(Value::is_null) {
+        m.insert("count".into(), json!(repeats.unwrap_or(1)));
+    }
 }
 
 #[cfg(test)]
@@ -171,5 +209,22 @@ mod tests {
         assert_eq!(ev["deprecatedCount"], 2);
         assert_eq!(ev["reportingController"], "k8slite");
         assert_eq!(convert(ev, "v1"), core);
+    }
+
+    #[test]
+    fn events_api_event_gets_core_times() {
+        let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"},
+            "regarding": {"kind": "Pod", "name": "p"}, "reason": "Started", "note": "started", "type": "Normal",
+            "eventTime": "2026-01-01T00:00:00.000001Z", "reportingController": "kubelet", "action": "Start"});
+        let core = convert(ev.clone(), "v1");
+        assert_eq!(core["firstTimestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(core["lastTimestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(core["count"], 1);
+        let mut repeated = ev;
+        repeated["series"] = json!({"count": 4, "lastObservedTime": "2026-01-01T00:05:00.000001Z"});
+        let core = convert(repeated, "v1");
+        assert_eq!(core["firstTimestamp"], "2026-01-01T00:00:00Z");
+        assert_eq!(core["lastTimestamp"], "2026-01-01T00:05:00Z");
+        assert_eq!(core["count"], 4);
     }
 }

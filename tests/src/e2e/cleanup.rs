@@ -77,9 +77,16 @@ fn cni_result_is_ours(text: &str, base: &Path, cidr_prefix: &str) -> bool {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
         return false;
     };
-    if v["netns"]
-        .as_str()
-        .is_some_and(|ns| Path::new(ns).starts_with(base))
+    let under_base = |ns: &serde_json::Value| {
+        ns.as_str()
+            .is_some_and(|ns| Path::new(ns).starts_with(base))
+    };
+    // The netns path: top-level in some plugins' cache entries, only in the result's
+    // interfaces (`sandbox`) in others (the loopback plugin's).
+    if under_base(&v["netns"])
+        || v["result"]["interfaces"]
+            .as_array()
+            .is_some_and(|ifs| ifs.iter().any(|i| under_base(&i["sandbox"])))
     {
         return true;
     }
@@ -164,5 +171,13 @@ mod tests {
         assert!(cni_result_is_ours(&by_cfg, base, "\"10.203."));
         assert!(!cni_result_is_ours(&by_cfg, base, "\"10.204."));
         assert!(!cni_result_is_ours("not json", base, "\"10.203."));
+        // The loopback plugin's entry names the netns only in its result.
+        let lo = r#"{"kind":"cniCacheV1","networkName":"cni-loopback","result":{"interfaces":[{"name":"lo","sandbox":"/tmp/k8e03-1/server/run/containerd/state/io.containerd.grpc.v1.cri/netns/cni-2"}]}}"#;
+        assert!(cni_result_is_ours(lo, base, "\"10.203."));
+        assert!(!cni_result_is_ours(
+            lo,
+            Path::new("/tmp/k8e04-1"),
+            "\"10.204."
+        ));
     }
 }
