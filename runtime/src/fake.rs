@@ -129,6 +129,8 @@ struct State {
     used_ips: std::collections::BTreeSet<u32>,
     calls: Option<Vec<RuntimeCall>>,
     streaming_url: Option<String>,
+    /// `Some(reason)`: the pod network is not ready (see [`FakeRuntime::set_network_not_ready`]).
+    network_not_ready: Option<String>,
 }
 
 impl State {
@@ -311,6 +313,11 @@ impl FakeRuntime {
         }
     }
 
+    /// Make [`ContainerRuntime::network_not_ready`] answer `why` (None: ready).
+    pub fn set_network_not_ready(&self, why: Option<String>) {
+        self.lock().network_not_ready = why;
+    }
+
     /// Serve `exec`/`attach`/`port_forward` with URLs under `base` (a test's streaming server):
     /// `<base>/exec/<container>`, `<base>/attach/<container>`, `<base>/portforward/<sandbox>`.
     pub fn set_streaming_url(&self, base: Option<String>) {
@@ -360,6 +367,10 @@ impl ContainerRuntime for FakeRuntime {
             runtime_version: env!("CARGO_PKG_VERSION").into(),
             runtime_api_version: "v1".into(),
         })
+    }
+
+    async fn network_not_ready(&self) -> Result<Option<String>> {
+        Ok(self.lock().network_not_ready.clone())
     }
 
     async fn update_pod_cidr(&self, pod_cidr: &str) -> Result<()> {

@@ -430,6 +430,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// CRI `UpdateRuntimeConfig`: the node's pod CIDR, once known.
     async fn update_pod_cidr(&self, pod_cidr: &str) -> Result<()>;
 
+    /// CRI `Status`: `Ok(None)` when the runtime's `NetworkReady` condition holds, else
+    /// `Ok(Some("NetworkReady=false reason:… message:…"))`. Runtimes without a pod network
+    /// are always ready.
+    async fn network_not_ready(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// CRI `RunPodSandbox`: create and start a sandbox; returns its id.
     async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String>;
     /// CRI `StopPodSandbox`: stop the sandbox and every container in it.

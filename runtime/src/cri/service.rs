@@ -52,6 +52,29 @@ impl ContainerRuntime for CriRuntime {
         Ok(())
     }
 
+    async fn network_not_ready(&self) -> Result<Option<String>> {
+        let mut c = self.runtime.clone();
+        let t = self.timeouts.normal;
+        let r = call(
+            "Status",
+            t,
+            Subject::Nothing,
+            c.status(request(pb::StatusRequest { verbose: false }, t)),
+        )
+        .await?;
+        let conditions = r.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(
+            match conditions.iter().find(|c| c.r#type == "NetworkReady") {
+                Some(c) if c.status => None,
+                Some(c) => Some(format!(
+                    "NetworkReady=false reason:{} message:{}",
+                    c.reason, c.message
+                )),
+                None => Some("NetworkReady=false reason: message:no NetworkReady condition".into()),
+            },
+        )
+    }
+
     async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
         let mut c = self.runtime.clone();
         let t = self.timeouts.long;

@@ -746,7 +746,18 @@ impl E2eCluster {
     pub fn log_tails(&self, n: usize) -> String {
         self.nodes
             .iter()
-            .map(|node| format!("--- {} log ---\n{}", node.name, tail(&node.log(), n)))
+            .map(|node| {
+                let ctrd =
+                    std::fs::read_to_string(node.run_dir().join("containerd/containerd.log"))
+                        .unwrap_or_default();
+                format!(
+                    "--- {} log ---\n{}\n--- {} containerd log ---\n{}",
+                    node.name,
+                    tail(&node.log(), n),
+                    node.name,
+                    tail(&ctrd, n / 2)
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -43,7 +43,6 @@ impl Slot {
     /// Take the first free slot whose ranges the root netns does not use. What a crashed
     /// earlier holder of the slot left behind (netns, links) is removed first.
     pub fn acquire() -> anyhow::Result<Self> {
-        use nix::fcntl::{Flock, FlockArg};
         use std::io::Write;
         std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
         let used = String::from_utf8_lossy(&run("ip", &["-4", "-o", "addr"])?.stdout).to_string()
@@ -51,14 +50,7 @@ impl Slot {
         for n in 0..SLOTS {
             let prefix = format!("k8e{n:02}");
             let path = PathBuf::from(format!("{LOCK_DIR}/lan-{n}.lock"));
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            let Ok(mut lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            let Some(mut lock) = try_flock(&path)? else {
                 continue;
             };
             // Held by nobody alive: whatever carries the prefix is a crashed run's.
@@ -234,7 +226,6 @@ pub struct RunPermit {
 impl RunPermit {
     /// Wait for a free permit.
     pub fn acquire() -> anyhow::Result<Self> {
-        use nix::fcntl::{Flock, FlockArg};
         let limit = std::env::var("K8SLITE_E2E_PARALLEL")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
@@ -244,18 +235,24 @@ impl RunPermit {
         loop {
             for i in 0..limit {
                 let path = PathBuf::from(format!("{LOCK_DIR}/run-{i}.lock"));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                if let Some(lock) = try_flock(&path)? {
                     return Ok(Self { _lock: lock });
                 }
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
     }
+}
+
+/// An exclusive `flock` on `path` (created if missing), or None while someone else holds it.
+fn try_flock(path: &Path) -> anyhow::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock).ok())
 }

@@ -576,3 +576,35 @@ async fn a_new_worker_adopts_the_running_sandbox_after_an_agent_restart() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn no_sandbox_on_the_pod_network_until_the_runtime_network_is_ready() {
+    let mut h = harness(serde_json::json!({
+        "containers": [{"name": "c", "image": "busybox"}],
+    }));
+    h.rt.set_network_not_ready(Some(
+        "NetworkReady=false reason:NetworkPluginNotReady message:cni plugin not initialized".into(),
+    ));
+    assert_eq!(h.sync().await, Next::After(Duration::from_secs(1)));
+    assert!(h.rt.calls().is_empty(), "{:?}", h.rt.calls());
+    assert_eq!(h.api.event_reasons(), ["NetworkNotReady"]);
+    // A host-network pod does not need it.
+    let mut host = harness(serde_json::json!({
+        "hostNetwork": true,
+        "containers": [{"name": "c", "image": "busybox"}],
+    }));
+    host.rt.set_network_not_ready(Some("not ready".into()));
+    host.sync().await;
+    assert!(
+        host.rt
+            .calls()
+            .contains(&RuntimeCall::RunPodSandbox("default/p".into()))
+    );
+    // Once ready, the pod starts.
+    h.rt.set_network_not_ready(None);
+    h.sync().await;
+    assert_eq!(
+        h.rt.calls().first(),
+        Some(&RuntimeCall::RunPodSandbox("default/p".into()))
+    );
+}

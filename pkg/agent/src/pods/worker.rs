@@ -392,12 +392,7 @@ impl Worker {
 
     /// Write the pod's /etc/hosts once its IP is known; returns the mount for it.
     fn hosts_mount(&self, pod: &Pod) -> Option<Mount> {
-        let host_network = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false);
-        if host_network {
+        if host_network(pod) {
             return None;
         }
         let dir = self.pod_dir(pod)?;
@@ -480,6 +475,22 @@ impl Worker {
             if self.sandbox.is_none() {
                 if !self.setup_volumes(pod).await {
                     return Next::After(wake.max(Duration::from_secs(2)));
+                }
+                // Like the kubelet: no sandbox on the pod network before the runtime has
+                // loaded it. containerd answers such a RunPodSandbox only after a long
+                // cleanup (about 90 s here), holding the sandbox name all that time.
+                if !host_network(pod)
+                    && let Ok(Some(why)) = self.rt.network_not_ready().await
+                {
+                    self.event(
+                        pod,
+                        true,
+                        "NetworkNotReady",
+                        format!("network is not ready: container runtime network not ready: {why}"),
+                        None,
+                    )
+                    .await;
+                    return Next::After(Duration::from_secs(1));
                 }
                 let sc = self.sandbox_config(pod);
                 if !sc.log_directory.is_empty()
@@ -1416,4 +1427,12 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether the pod uses the node's network namespace.
+fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
