@@ -151,40 +151,11 @@ pub fn render(s: &CniSettings) -> Result<Value> {
 /// rename; mode 0644; `dir` and the IPAM dir are created). An identical file is left alone.
 /// Returns the file's path.
 pub fn write_conflist(dir: &Path, s: &CniSettings) -> Result<PathBuf> {
-    write_conflist_inner(dir, s, false)
-}
-
-/// Write the conflist in place (truncate and write, no rename), even when it is unchanged, for
-/// a runtime that missed the first one: containerd's CNI conf syncer reloads on a file's
-/// write, rename or removal events and ignores creation, so a write event is what it cannot
-/// miss.
-pub fn rewrite_conflist(dir: &Path, s: &CniSettings) -> Result<PathBuf> {
-    write_conflist_inner(dir, s, true)
-}
-
-fn write_conflist_inner(dir: &Path, s: &CniSettings, in_place: bool) -> Result<PathBuf> {
     let doc = render(s)?;
     let mut text = serde_json::to_string_pretty(&doc)
         .map_err(|e| invalid("CNI conflist", format!("encoding: {e}")))?;
     text.push('\n');
     let path = dir.join(CONFLIST_FILE);
-    if in_place && path.exists() {
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .and_then(|mut f| {
-                f.write_all(text.as_bytes())?;
-                f.sync_all()
-            });
-        return written
-            .map(|()| path.clone())
-            .map_err(|source| NetworkError::Io {
-                what: "rewriting".into(),
-                path,
-                source,
-            });
-    }
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return Ok(path);
     }
@@ -315,24 +286,5 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temp files left: {names:?}");
-    }
-
-    #[test]
-    fn rewrite_writes_in_place() {
-        use std::os::unix::fs::MetadataExt;
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path();
-        let s = CniSettings::new(data, parse_pod_cidr("10.42.3.0/24").expect("cidr"));
-        let p = write_conflist(&conf_dir(data), &s).expect("write");
-        let before = std::fs::read_to_string(&p).expect("read");
-        let ino = std::fs::metadata(&p).expect("meta").ino();
-        let again = rewrite_conflist(&conf_dir(data), &s).expect("rewrite");
-        assert_eq!(again, p);
-        assert_eq!(
-            std::fs::metadata(&p).expect("meta").ino(),
-            ino,
-            "same file, written in place"
-        );
-        assert_eq!(std::fs::read_to_string(&p).expect("read"), before);
     }
 }

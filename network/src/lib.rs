@@ -8,7 +8,7 @@ pub mod cni;
 pub mod host;
 pub mod teardown;
 
-pub use cni::{CniSettings, rewrite_conflist, write_conflist};
+pub use cni::{CniSettings, write_conflist};
 pub use host::{HostPrep, PrepOptions, prepare};
 
 /// Errors of the pod network setup.

@@ -221,20 +221,14 @@ impl PodNetwork {
         }
     }
 
-    /// Write the conflist for `pod_cidr` (left alone when unchanged, unless `force`); returns
-    /// its path.
-    pub fn write_conflist(&self, pod_cidr: &str, force: bool) -> Result<std::path::PathBuf> {
+    /// Write the conflist for `pod_cidr`; returns its path.
+    pub fn write_conflist(&self, pod_cidr: &str) -> Result<std::path::PathBuf> {
         let net = k8slite_network::cni::parse_pod_cidr(pod_cidr).map_err(Error::Network)?;
         let mut s = k8slite_network::CniSettings::new(&self.data_dir, net);
         s.bridge = self.bridge.clone();
         s.network_name = self.network_name.clone();
         s.ip_masq = self.ip_masq;
-        let write = if force {
-            k8slite_network::rewrite_conflist
-        } else {
-            k8slite_network::write_conflist
-        };
-        write(&self.conf_dir, &s).map_err(Error::Network)
+        k8slite_network::write_conflist(&self.conf_dir, &s).map_err(Error::Network)
     }
 }
 

@@ -384,52 +384,13 @@ pub async fn apply_pod_cidr(
     cidr: &str,
     assigned: bool,
 ) {
-    if let (true, Some(net)) = (assigned, &cfg.pod_network) {
-        match net.write_conflist(cidr, false) {
-            Ok(_) => wait_network_ready(cfg, net, runtime, cidr).await,
-            Err(e) => tracing::warn!(node = %cfg.node_name, "pod CIDR {cidr}: {e}"),
-        }
+    if let (true, Some(net)) = (assigned, &cfg.pod_network)
+        && let Err(e) = net.write_conflist(cidr)
+    {
+        tracing::warn!(node = %cfg.node_name, "pod CIDR {cidr}: {e}");
     }
     if let Err(e) = runtime.update_pod_cidr(cidr).await {
         tracing::warn!("pod CIDR {cidr}: {e}");
-    }
-}
-
-/// How long the runtime gets to load a written conflist before it is written again.
-const NETWORK_READY_WAIT: Duration = Duration::from_secs(3);
-/// Rewrites before giving up (the pod workers' sandbox retries go on regardless).
-const NETWORK_READY_REWRITES: u32 = 3;
-
-/// Wait until the runtime reports its pod network ready. containerd loads the conflist when
-/// its watcher sees the file renamed into place; seen on loaded CI machines: a runtime that
-/// still answered "cni plugin not initialized" a minute and a half after the file was written,
-/// so every sandbox failed. Writing the file again (a new rename event) makes it load.
-async fn wait_network_ready(
-    cfg: &AgentConfig,
-    net: &crate::PodNetwork,
-    runtime: &dyn ContainerRuntime,
-    cidr: &str,
-) {
-    for attempt in 0..=NETWORK_READY_REWRITES {
-        let deadline = tokio::time::Instant::now() + NETWORK_READY_WAIT;
-        let mut last = String::new();
-        while tokio::time::Instant::now() < deadline {
-            match runtime.network_not_ready().await {
-                Ok(None) => return,
-                Ok(Some(why)) => last = why,
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        if attempt == NETWORK_READY_REWRITES {
-            tracing::warn!(node = %cfg.node_name, reason = %last, "the runtime's pod network is still not ready after the CNI config was written {} times", attempt + 1);
-            return;
-        }
-        tracing::info!(node = %cfg.node_name, reason = %last, "the runtime has not loaded the CNI config yet; writing it again");
-        if let Err(e) = net.write_conflist(cidr, true) {
-            tracing::warn!(node = %cfg.node_name, "pod CIDR {cidr}: {e}");
-            return;
-        }
     }
 }
 
