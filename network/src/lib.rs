@@ -5,7 +5,10 @@
 //! proxy and node-local DNS come later.
 
 pub mod cni;
+pub mod dns;
 pub mod host;
+pub mod proxy;
+pub mod routes;
 pub mod teardown;
 
 pub use cni::{CniSettings, write_conflist};
