@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop k8slite and remove what packaging/install.sh and a running k8slite put on this machine:
 # the server (systemd unit or background process), its containerd and the containers under it,
-# mounts under the data and run dirs, the k8slite0 bridge, the /k8slite-* cgroups, pod logs,
+# mounts under the data and run dirs, the k8slite0 bridge, the VXLAN and DNS devices, the
+# routes to other nodes' pods, the service proxy's iptables chains, the /k8slite-* cgroups, pod logs,
 # the binary, /etc/k8slite and the data dir (/var/lib/k8slite: the cluster's state is lost).
 # Debian packages stay installed.
 set -uo pipefail
@@ -34,6 +35,21 @@ grep -E " ($data|$run)[/ ]" /proc/mounts | awk '{print $2}' | sort -r | while re
   umount "$m" 2>/dev/null || umount -l "$m"
 done
 ip link del k8slite0 2>/dev/null
+# The cluster network: the VXLAN device, the cluster DNS dummy device, the routes to the other
+# nodes' pod CIDRs (installed with k8slite's own route protocol number), and the service
+# proxy's K8SLITE-* chains with the jumps to them from the built-in chains.
+ip link del k8slite.1 2>/dev/null
+ip link del k8slite-dns 2>/dev/null
+ip route flush proto 117 2>/dev/null
+if command -v iptables-save >/dev/null; then
+  for t in raw nat filter; do
+    iptables-save -t "$t" | grep '^-A ' | grep -Ev '^-A K8SLITE-' | grep -E -- '-j K8SLITE-' \
+      | while read -r rule; do eval "iptables -t $t -D ${rule#-A }" 2>/dev/null; done
+    ours=$(iptables-save -t "$t" | grep -o '^:K8SLITE-[^ ]*' | tr -d ':')
+    for c in $ours; do iptables -t "$t" -F "$c" 2>/dev/null; done
+    for c in $ours; do iptables -t "$t" -X "$c" 2>/dev/null; done
+  done
+fi
 # NAT rules the CNI plugins (bridge ipMasq, portmap) made for pods that never got a CNI DEL:
 # every rule commented with our network's name, then the per-pod chains those rules jumped to.
 if command -v iptables-save >/dev/null; then

@@ -138,6 +138,24 @@ pub struct NodeArgs {
         value_name = "DIR"
     )]
     pub run_dir: PathBuf,
+    /// Pod network between nodes: `vxlan` (works across routed networks), `host-gw` (routes
+    /// via the nodes' addresses; nodes on one L2 segment) or `none` (another CNI provides the
+    /// pod network). On the server: the cluster's (default vxlan); on an agent: overrides the
+    /// server's for this node.
+    #[arg(
+        long,
+        env = "K8SLITE_NETWORK_BACKEND",
+        value_name = "BACKEND",
+        value_parser = ["vxlan", "host-gw", "none"]
+    )]
+    pub network_backend: Option<String>,
+    /// MTU of the pod network (default: the MTU of the node's interface, less 50 for vxlan).
+    #[arg(long, env = "K8SLITE_NETWORK_MTU", value_name = "BYTES")]
+    pub network_mtu: Option<u32>,
+    /// Turn off tx checksum offload on the VXLAN device: a workaround for hosts whose NIC or
+    /// kernel corrupts offloaded VXLAN checksums; it costs most of the throughput.
+    #[arg(long, env = "K8SLITE_VXLAN_DISABLE_CHECKSUM_OFFLOAD")]
+    pub vxlan_disable_checksum_offload: bool,
 }
 
 /// Flags of `k8slite agent`. Like the server's, every long flag can also be set in the config
@@ -213,22 +231,13 @@ pub struct AgentArgs {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
-    /// Cluster DNS address written into pods' resolv.conf.
-    #[arg(
-        long,
-        env = "K8SLITE_CLUSTER_DNS",
-        default_value = "10.43.0.10",
-        value_name = "IP"
-    )]
-    cluster_dns: IpAddr,
-    /// Cluster domain.
-    #[arg(
-        long,
-        env = "K8SLITE_CLUSTER_DOMAIN",
-        default_value = "cluster.local",
-        value_name = "DOMAIN"
-    )]
-    cluster_domain: String,
+    /// Cluster DNS address written into pods' resolv.conf and served on this node (default:
+    /// the server's `--cluster-dns`).
+    #[arg(long, env = "K8SLITE_CLUSTER_DNS", value_name = "IP")]
+    cluster_dns: Option<IpAddr>,
+    /// Cluster domain (default: the server's `--cluster-domain`).
+    #[arg(long, env = "K8SLITE_CLUSTER_DOMAIN", value_name = "DOMAIN")]
+    cluster_domain: Option<String>,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(
         long,
@@ -279,13 +288,20 @@ pub fn node_config(n: &NodeArgs, default_ip: IpAddr) -> anyhow::Result<k8slite_a
     Ok(cfg)
 }
 
-/// What the containerd-backed node needs besides [`k8slite_agent::AgentConfig`].
+/// What the containerd-backed node needs besides [`k8slite_agent::AgentConfig`];
+/// `cluster_dns`/`cluster_domain` override the server's published settings when given.
 pub fn node_setup(
     n: &NodeArgs,
     data_dir: &std::path::Path,
-    cluster_dns: IpAddr,
-    cluster_domain: &str,
+    cluster_dns: Option<IpAddr>,
+    cluster_domain: Option<&str>,
 ) -> k8slite_agent::boot::NodeSetup {
+    let mut network = k8slite_agent::network::NetworkOptions::new();
+    network.backend = n.network_backend.clone();
+    network.mtu = n.network_mtu;
+    network.tx_checksum_offload = !n.vxlan_disable_checksum_offload;
+    network.cluster_dns = cluster_dns;
+    network.cluster_domain = cluster_domain.map(str::to_string);
     k8slite_agent::boot::NodeSetup {
         data_dir: data_dir.to_path_buf(),
         run_dir: n.run_dir.clone(),
@@ -293,8 +309,7 @@ pub fn node_setup(
         kubelet_port: n.kubelet_port,
         pod_log_dir: n.pod_log_dir.clone(),
         resolv_conf: n.resolv_conf.clone(),
-        cluster_dns: vec![cluster_dns.to_string()],
-        cluster_domain: cluster_domain.to_string(),
+        network,
     }
 }
 
@@ -332,7 +347,12 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
             signals.cancel();
         });
         if a.runtime == RuntimeKind::Containerd {
-            let setup = node_setup(&a.node, &a.data_dir, a.cluster_dns, &a.cluster_domain);
+            let setup = node_setup(
+                &a.node,
+                &a.data_dir,
+                a.cluster_dns,
+                a.cluster_domain.as_deref(),
+            );
             return k8slite_agent::boot::run_joined(&a.join, &token, cfg, setup, shutdown)
                 .await
                 .context("agent failed");

@@ -128,6 +128,17 @@ struct ServerArgs {
         value_name = "DOMAIN"
     )]
     cluster_domain: String,
+    /// Turn off a packaged component: `servicelb` (leave LoadBalancer Services to another
+    /// controller, e.g. MetalLB), `dns` (the embedded cluster DNS and its kube-dns Service, for
+    /// users who bring CoreDNS; `coredns` is accepted too); repeatable.
+    #[arg(
+        long,
+        env = "K8SLITE_DISABLE",
+        value_delimiter = ',',
+        value_name = "COMPONENT",
+        value_parser = ["servicelb", "dns", "coredns"]
+    )]
+    disable: Vec<String>,
     /// Run only the control plane, without a node agent on this machine.
     #[arg(long, env = "K8SLITE_DISABLE_AGENT")]
     disable_agent: bool,
@@ -280,7 +291,12 @@ fn run_server(s: ServerArgs) -> anyhow::Result<()> {
         None
     } else {
         let cfg = agent::node_config(&s.node, advertise)?;
-        let setup = agent::node_setup(&s.node, &s.data_dir, s.cluster_dns, &s.cluster_domain);
+        let setup = agent::node_setup(
+            &s.node,
+            &s.data_dir,
+            Some(s.cluster_dns),
+            Some(&s.cluster_domain),
+        );
         let host = if s.bind_address.is_unspecified() {
             IpAddr::from([127, 0, 0, 1])
         } else {
@@ -305,6 +321,14 @@ fn run_server(s: ServerArgs) -> anyhow::Result<()> {
         service_cidr: s.service_cidr,
         cluster_dns: s.cluster_dns,
         cluster_domain: s.cluster_domain,
+        network_backend: s
+            .node
+            .network_backend
+            .clone()
+            .unwrap_or_else(|| "vxlan".into()),
+        network_mtu: s.node.network_mtu,
+        servicelb: !s.disable.iter().any(|d| d == "servicelb"),
+        cluster_dns_service: !s.disable.iter().any(|d| d == "dns" || d == "coredns"),
         compact_interval: std::time::Duration::from_secs(s.compact_interval.max(1)),
         compact_retention: s.compact_retention.max(1),
         controllers: k8slite_server::ControllersConfig {

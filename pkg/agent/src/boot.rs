@@ -31,10 +31,9 @@ pub struct NodeSetup {
     pub pod_log_dir: PathBuf,
     /// The host resolv.conf.
     pub resolv_conf: PathBuf,
-    /// Cluster DNS servers for pods.
-    pub cluster_dns: Vec<String>,
-    /// Cluster domain.
-    pub cluster_domain: String,
+    /// This node's network settings over the server's (cluster DNS address and domain, network
+    /// backend, MTU, …).
+    pub network: crate::network::NetworkOptions,
 }
 
 impl NodeSetup {
@@ -150,6 +149,26 @@ pub async fn run_joined(
     let Some(joined) = connect::join_with_retry(&opts, &shutdown).await? else {
         return Ok(());
     };
+    let mut net_opts = setup.network.clone();
+    net_opts.resolv_conf = setup.resolv_conf.clone();
+    net_opts.iptables = prep.iptables.clone();
+    let Some(cluster) = crate::network::load_settings(&joined.client, &net_opts, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    tracing::info!(
+        backend = %cluster.backend,
+        cluster_cidr = %cluster.cluster_cidr,
+        service_cidr = %cluster.service_cidr,
+        cluster_dns = %cluster.cluster_dns,
+        "cluster network settings"
+    );
+    let node_network = Arc::new(crate::network::NodeNetwork::new(
+        net_opts,
+        cluster.clone(),
+        cfg.node_name.clone(),
+        cfg.node_ip,
+    )?);
     let read = |f: &str| {
         let p = joined.certs.path(f);
         std::fs::read_to_string(&p).map_err(io(format!("reading {}", p.display())))
@@ -185,8 +204,8 @@ pub async fn run_joined(
         .unwrap_or_default();
     cfg.pods.runtime_scheme = "containerd".into();
     cfg.pods.node = pods::spec::NodeContext {
-        cluster_dns: setup.cluster_dns.clone(),
-        cluster_domain: setup.cluster_domain.clone(),
+        cluster_dns: vec![cluster.cluster_dns.to_string()],
+        cluster_domain: cluster.cluster_domain.clone(),
         log_root: setup.pod_log_dir.clone(),
         pods_dir: agent_dir.join("pods"),
         cgroup_root: format!("/k8slite-{}", cfg.node_name),
@@ -211,6 +230,16 @@ pub async fn run_joined(
     cfg.volumes = Some(Arc::new(volumes));
     cfg.host = Some(host_cfg);
     cfg.kubelet_port = setup.kubelet_port;
-    cfg.pod_network = Some(PodNetwork::new(&setup.data_dir));
-    crate::run(joined.client, cfg, runtime, shutdown).await
+    let mut pod_network = PodNetwork::new(&setup.data_dir);
+    // Pod egress is masqueraded by the service proxy's rules (`--random-fully`), never pod to
+    // pod across nodes, which the bridge plugin's ipMasq would do.
+    pod_network.ip_masq = false;
+    cfg.pod_network = Some(pod_network);
+    cfg.node_network = Some(node_network.clone());
+    let net_task = tokio::spawn(node_network.run(joined.client.clone(), shutdown.clone()));
+    let result = crate::run(joined.client, cfg, runtime, shutdown).await;
+    if let Err(e) = net_task.await {
+        tracing::warn!("network task: {e}");
+    }
+    result
 }

@@ -12,6 +12,7 @@ pub mod connect;
 pub mod host;
 pub mod kubelet;
 pub mod lease;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod volumes;
@@ -188,6 +189,9 @@ pub struct AgentConfig {
     pub kubelet_port: u16,
     /// Write the CNI conflist when the node learns its pod CIDR (`None`: simulated node).
     pub pod_network: Option<PodNetwork>,
+    /// The node's part of the cluster network: overlay, service proxy, DNS (`None`:
+    /// simulated node).
+    pub node_network: Option<Arc<network::NodeNetwork>>,
     /// Pod volumes (`None` on simulated nodes: volumes are not set up).
     pub volumes: Option<Arc<dyn pods::VolumeHooks>>,
 }
@@ -221,13 +225,15 @@ impl PodNetwork {
         }
     }
 
-    /// Write the conflist for `pod_cidr`; returns its path.
-    pub fn write_conflist(&self, pod_cidr: &str) -> Result<std::path::PathBuf> {
+    /// Write the conflist for `pod_cidr` with `mtu` (the default when `None`); returns its
+    /// path.
+    pub fn write_conflist(&self, pod_cidr: &str, mtu: Option<u32>) -> Result<std::path::PathBuf> {
         let net = k8slite_network::cni::parse_pod_cidr(pod_cidr).map_err(Error::Network)?;
         let mut s = k8slite_network::CniSettings::new(&self.data_dir, net);
         s.bridge = self.bridge.clone();
         s.network_name = self.network_name.clone();
         s.ip_masq = self.ip_masq;
+        s.mtu = mtu;
         k8slite_network::write_conflist(&self.conf_dir, &s).map_err(Error::Network)
     }
 }
@@ -249,6 +255,7 @@ impl AgentConfig {
             host: None,
             kubelet_port: 10250,
             pod_network: None,
+            node_network: None,
             volumes: None,
         }
     }

@@ -126,6 +126,9 @@ pub struct Observed {
     pub host: Option<crate::host::HostSample>,
     /// `status.images`.
     pub images: Option<Vec<ContainerImage>>,
+    /// Why the node's network is not ready (the runtime's NetworkReady condition, then this
+    /// node's pod network devices and routes); `None` when it is.
+    pub network_not_ready: Option<String>,
 }
 
 /// `status.images` from the runtime's images: the largest [`MAX_STATUS_IMAGES`] (as the
@@ -160,9 +163,17 @@ pub async fn observe(cfg: &AgentConfig, runtime: &dyn ContainerRuntime) -> Obser
             None
         }
     };
+    // As the kubelet: the node is not Ready while the runtime's network is not, and (ours)
+    // while this node's pod network devices and routes are not programmed.
+    let network_not_ready = match runtime.network_not_ready().await {
+        Ok(Some(why)) => Some(format!("container runtime network not ready: {why}")),
+        Ok(None) => cfg.node_network.as_ref().and_then(|n| n.not_ready()),
+        Err(e) => Some(format!("container runtime status check failed: {e}")),
+    };
     Observed {
         host: Some(crate::host::sample(host, cfg.resources.pods)),
         images,
+        network_not_ready,
     }
 }
 
@@ -271,12 +282,15 @@ pub fn node_status_observed(
         pressure("MemoryPressure", mem_p),
         pressure("DiskPressure", disk_p),
         pressure("PIDPressure", pid_p),
-        condition(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status",
-        ),
+        match &observed.network_not_ready {
+            None => condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            ),
+            Some(why) => condition("Ready", "False", "KubeletNotReady", why),
+        },
     ];
     let old = current.and_then(|s| s.conditions.as_ref());
     for c in &mut conditions {
@@ -376,18 +390,37 @@ pub fn fallback_pod_cidr(node_name: &str) -> String {
 }
 
 /// Hand the node's pod CIDR to the runtime and, when it was assigned by the server and
-/// `cfg.pod_network` is set, write the CNI conflist for it (before the runtime is told, so
-/// containerd finds the network when it reloads).
+/// `cfg.pod_network` is set, set up the node's pod network devices for it
+/// (`cfg.node_network`) and write the CNI conflist with their MTU (before the runtime is told,
+/// so containerd finds the network when it reloads). With the network backend `none` no
+/// conflist is written: another CNI provides the pod network.
 pub async fn apply_pod_cidr(
     cfg: &AgentConfig,
     runtime: &dyn ContainerRuntime,
     cidr: &str,
     assigned: bool,
 ) {
-    if let (true, Some(net)) = (assigned, &cfg.pod_network)
-        && let Err(e) = net.write_conflist(cidr)
-    {
-        tracing::warn!(node = %cfg.node_name, "pod CIDR {cidr}: {e}");
+    if let (true, Some(net)) = (assigned, &cfg.pod_network) {
+        let mtu = match (&cfg.node_network, cidr.parse::<ipnet::IpNet>()) {
+            (None, _) => Some(None),
+            (Some(_), Err(e)) => {
+                tracing::warn!(node = %cfg.node_name, "pod CIDR {cidr}: {e}");
+                Some(None)
+            }
+            (Some(nn), Ok(c)) => match nn.on_pod_cidr(c.trunc()).await {
+                Ok(Some(mtu)) => Some(Some(mtu)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(node = %cfg.node_name, "pod CIDR {cidr}: {e}");
+                    Some(None)
+                }
+            },
+        };
+        if let Some(mtu) = mtu
+            && let Err(e) = net.write_conflist(cidr, mtu)
+        {
+            tracing::warn!(node = %cfg.node_name, "pod CIDR {cidr}: {e}");
+        }
     }
     if let Err(e) = runtime.update_pod_cidr(cidr).await {
         tracing::warn!("pod CIDR {cidr}: {e}");
@@ -642,7 +675,31 @@ mod tests {
         let observed = Observed {
             host: Some(crate::host::sample(cfg.host.as_ref().expect("host"), 110)),
             images: Some(status_images(images)),
+            network_not_ready: None,
         };
+        let not_ready = Observed {
+            network_not_ready: Some(
+                "container runtime network not ready: NetworkReady=false".into(),
+            ),
+            ..observed.clone()
+        };
+        let s = node_status_observed(&cfg, &f, &not_ready, None, now_secs());
+        let ready = s
+            .conditions
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready").cloned())
+            .expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("KubeletNotReady"))
+        );
+        assert!(
+            ready
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("network not ready")),
+            "{ready:?}"
+        );
         let s = node_status_observed(&cfg, &f, &observed, None, now_secs());
         let cap = s.capacity.as_ref().expect("capacity");
         assert_eq!(cap["cpu"].0, "2");

@@ -6,6 +6,7 @@
 //! [`validation`] work on object metadata; [`quantity`] parses, prints and adds resource
 //! quantities for every crate.
 
+pub mod cluster_network;
 pub mod convert;
 pub mod defaults;
 pub mod expand;

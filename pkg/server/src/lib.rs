@@ -20,6 +20,7 @@ pub use k8slite_controllers::Config as ControllersConfig;
 
 pub mod inproc;
 pub mod leader;
+pub mod network;
 
 /// How long open connections get to finish after shutdown starts.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -49,6 +50,15 @@ pub struct ServerConfig {
     pub cluster_dns: IpAddr,
     /// Cluster domain.
     pub cluster_domain: String,
+    /// Pod network backend of the nodes: `vxlan`, `host-gw` or `none` (published to agents).
+    pub network_backend: String,
+    /// MTU of the pod network (detected by each node when `None`).
+    pub network_mtu: Option<u32>,
+    /// Serve LoadBalancer Services on the nodes' addresses (ServiceLB); off with
+    /// `--disable servicelb`.
+    pub servicelb: bool,
+    /// Run the embedded cluster DNS (and its `kube-dns` Service); off with `--disable dns`.
+    pub cluster_dns_service: bool,
     /// How often the datastore compacts.
     pub compact_interval: Duration,
     /// Revisions of history kept for watch resumption.
@@ -97,6 +107,9 @@ pub enum ServerError {
     /// Serving.
     #[error(transparent)]
     Serve(#[from] k8slite_apiserver::ServeError),
+    /// The cluster network settings could not be published for agents.
+    #[error("publishing the cluster network settings: {0}")]
+    NetworkConfig(#[source] kube::Error),
     /// The service CIDR has no usable address.
     #[error("service CIDR {0} has no host addresses")]
     ServiceCidr(IpNet),
@@ -250,6 +263,23 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
     api.bootstrap().await.map_err(ServerError::Bootstrap)?;
     let tracker = TaskTracker::new();
     api.spawn_background(&tracker);
+    let settings = k8slite_api::cluster_network::ClusterNetwork {
+        cluster_cidr: cfg.cluster_cidr,
+        service_cidr: cfg.service_cidr,
+        cluster_dns: cfg.cluster_dns,
+        cluster_domain: cfg.cluster_domain.clone(),
+        backend: cfg.network_backend.clone(),
+        mtu: cfg.network_mtu,
+        servicelb: cfg.servicelb,
+        dns: cfg.cluster_dns_service,
+    };
+    let admin_client = inproc::InProcess::client(
+        api.clone(),
+        Identity::new("system:k8slite-server", vec!["system:masters".to_string()]),
+    );
+    network::publish(admin_client, &settings)
+        .await
+        .map_err(ServerError::NetworkConfig)?;
 
     // Controllers and scheduler: over the in-process client, behind the leader Lease.
     let loops_client = inproc::InProcess::client(

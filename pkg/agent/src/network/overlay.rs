@@ -1,0 +1,81 @@
+//! The overlay's loop: publish this node's VTEP on its Node, then keep the routes / FDB /
+//! neighbour entries towards every other node in step with the Node objects (and resync
+//! periodically, so an entry removed by hand comes back).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use tokio_util::sync::CancellationToken;
+
+use super::cache::Cache;
+use super::{NodeNetwork, Progress, Woke, next_change};
+
+/// How often the peers are synced when nothing changed.
+const RESYNC: Duration = Duration::from_secs(60);
+/// How long to let a burst of Node changes settle.
+const SETTLE: Duration = Duration::from_millis(20);
+
+pub(super) async fn run(
+    net: Arc<NodeNetwork>,
+    client: kube::Client,
+    cache: Cache,
+    shutdown: CancellationToken,
+) {
+    let Some((_, local)) = net.wait_pod_cidr(&shutdown).await else {
+        return;
+    };
+    let nodes: Api<Node> = Api::all(client);
+    let annotations = k8slite_network::routes::local_annotations(net.backend, &local);
+    let body = serde_json::json!({ "metadata": { "annotations": annotations } });
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match nodes
+            .patch(&net.node_name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => tracing::warn!(node = %net.node_name, "publishing the VTEP annotations: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    if !cache.wait_ready(&shutdown).await {
+        return;
+    }
+    let mut changes = cache.changes();
+    let mut last_peers = None;
+    loop {
+        let all: Vec<Node> = cache.nodes.state().iter().map(|n| (**n).clone()).collect();
+        let peers = super::peers_from_nodes(&net.node_name, &all);
+        let mut guard = net.overlay.lock().await;
+        if let Some(overlay) = guard.as_mut() {
+            match overlay.sync(&peers).await {
+                Ok(report) => {
+                    if last_peers.as_ref() != Some(&peers) {
+                        tracing::info!(peers = peers.len(), ?report, "pod network routes synced");
+                    }
+                    last_peers = Some(peers);
+                    net.set_progress(Progress::Ready);
+                }
+                Err(e) => tracing::warn!("syncing the pod network routes: {e}"),
+            }
+        }
+        drop(guard);
+        let synced = changes.borrow_and_update().nodes;
+        loop {
+            match next_change(&mut changes, RESYNC, SETTLE, &shutdown).await {
+                None => return,
+                Some(Woke::Timer) => break,
+                // Only Node changes matter here.
+                Some(Woke::Changed) if changes.borrow_and_update().nodes != synced => break,
+                Some(Woke::Changed) => {}
+            }
+        }
+    }
+}
