@@ -281,8 +281,18 @@ impl Netlink for RecordingNetlink {
     async fn replace_route(&self, route: &Route) -> Result<()> {
         self.with(|i| {
             i.effects.push(NlEffect::ReplaceRoute(*route));
-            i.state.routes.retain(|r| r.dst != route.dst);
-            i.state.routes.push(*route);
+            let mut r = *route;
+            // As the kernel: a gateway route gets the link whose subnet holds the gateway.
+            if let (None, Some(gw)) = (r.oif, r.gateway) {
+                r.oif = i
+                    .state
+                    .addresses
+                    .iter()
+                    .find(|a| a.addr.contains(&gw))
+                    .map(|a| a.index);
+            }
+            i.state.routes.retain(|o| o.dst != r.dst);
+            i.state.routes.push(r);
         });
         Ok(())
     }
