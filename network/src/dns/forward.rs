@@ -106,14 +106,6 @@ impl Cache {
         }
         map.insert(key.into(), Entry { value, expires });
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
-    }
 }
 
 /// The upstream resolvers and the cache in front of them.
