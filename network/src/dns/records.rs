@@ -1,0 +1,708 @@
+//! One snapshot of the cluster's DNS records: an index built once from Services and
+//! EndpointSlices, and the lookup of a cluster name against it, with CoreDNS's `kubernetes`
+//! plugin semantics (names, NXDOMAIN vs NODATA, SRV weights, reverse names).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// The label linking an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// CoreDNS's schema version, served as `dns-version.<domain>` TXT.
+const DNS_SCHEMA_VERSION: &str = "1.1.0";
+
+/// What a cluster name resolves to.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// NOERROR with these records.
+    Answer {
+        /// Answer section.
+        answers: Vec<Record>,
+        /// Additional section (addresses of SRV targets).
+        additionals: Vec<Record>,
+    },
+    /// An ExternalName Service: the CNAME, and its target for the server to resolve.
+    Alias {
+        /// The CNAME record.
+        cname: Record,
+        /// The external name.
+        target: Name,
+    },
+    /// The name exists without records of the asked type: NOERROR, SOA in authority.
+    NoData,
+    /// The name does not exist in the cluster zone: NXDOMAIN, SOA in authority.
+    NxDomain,
+    /// Not a cluster name: forward it.
+    Forward,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Port {
+    name: Box<str>,
+    proto: Box<str>,
+    port: u16,
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    /// Lowercase first label: the hostname or the dashed IP.
+    host: Box<str>,
+    fqdn: Name,
+    ip: IpAddr,
+    ports: Vec<Port>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    ClusterIp(Vec<IpAddr>),
+    Headless,
+    External(Name),
+}
+
+#[derive(Debug)]
+struct Svc {
+    fqdn: Name,
+    kind: Kind,
+    ports: Vec<Port>,
+    endpoints: Vec<Endpoint>,
+}
+
+/// The DNS records of the cluster at one moment, indexed for lookups.
+#[derive(Debug)]
+pub struct Records {
+    /// Lowercase, no trailing dot.
+    domain: Box<str>,
+    origin: Name,
+    ttl: u32,
+    soa: Record,
+    services: Vec<Svc>,
+    /// `"<svc>.<ns>"` (lowercase) → index into `services`.
+    by_name: HashMap<Box<str>, u32>,
+    namespaces: HashSet<Box<str>>,
+    /// IP → PTR targets (a ClusterIP names its Service only, as CoreDNS answers).
+    reverse: HashMap<IpAddr, Vec<Name>>,
+    /// The ClusterIPs of `kube-system/kube-dns`, served as `ns.dns.<domain>`.
+    dns_ips: Vec<IpAddr>,
+    endpoint_count: usize,
+}
+
+fn normalize_domain(domain: &str) -> Box<str> {
+    domain.trim().trim_end_matches('.').to_ascii_lowercase().into()
+}
+
+fn fqdn(text: &str) -> Option<Name> {
+    let mut name = Name::from_ascii(text).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
+fn dashed(ip: &str) -> String {
+    ip.replace(['.', ':'], "-")
+}
+
+impl Records {
+    /// No records: every cluster name is NXDOMAIN (the intermediate nodes are NODATA), other
+    /// names are forwarded.
+    pub fn empty(domain: &str) -> Self {
+        Self::build(domain, &[], &[])
+    }
+
+    /// Index the Services and EndpointSlices of the cluster.
+    pub fn build(domain: &str, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Self {
+        let domain = normalize_domain(domain);
+        let origin = fqdn(&domain).unwrap_or_else(Name::root);
+        let serial = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        let mut recs = Records {
+            soa: soa_record(&origin, serial, 5),
+            domain,
+            origin,
+            ttl: 5,
+            services: Vec::with_capacity(services.len()),
+            by_name: HashMap::with_capacity(services.len()),
+            namespaces: HashSet::new(),
+            reverse: HashMap::new(),
+            dns_ips: Vec::new(),
+            endpoint_count: 0,
+        };
+        let mut publish_not_ready = Vec::with_capacity(services.len());
+        for svc in services {
+            let (Some(name), Some(ns)) = (&svc.metadata.name, &svc.metadata.namespace) else {
+                continue;
+            };
+            let key = format!("{name}.{ns}").to_ascii_lowercase();
+            let Some(fqdn) = fqdn(&format!("{key}.svc.{}", recs.domain)) else {
+                continue;
+            };
+            let Some(spec) = &svc.spec else { continue };
+            let kind = if spec.type_.as_deref() == Some("ExternalName") {
+                match spec.external_name.as_deref().and_then(fqdn_external) {
+                    Some(target) => Kind::External(target),
+                    None => continue,
+                }
+            } else if spec.cluster_ip.as_deref() == Some("None") {
+                Kind::Headless
+            } else {
+                let mut ips: Vec<IpAddr> = spec
+                    .cluster_ips
+                    .iter()
+                    .flatten()
+                    .chain(spec.cluster_ip.iter())
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                ips.dedup();
+                let mut seen = HashSet::new();
+                ips.retain(|ip| seen.insert(*ip));
+                Kind::ClusterIp(ips)
+            };
+            let ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(Port {
+                        name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
+                        proto: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase().into(),
+                        port: u16::try_from(p.port).ok()?,
+                    })
+                })
+                .collect();
+            if name == "kube-dns" && ns == "kube-system" {
+                if let Kind::ClusterIp(ips) = &kind {
+                    recs.dns_ips = ips.clone();
+                }
+            }
+            if recs.by_name.contains_key(key.as_str()) {
+                continue;
+            }
+            recs.namespaces.insert(ns.to_ascii_lowercase().into());
+            recs.by_name
+                .insert(key.into(), recs.services.len() as u32);
+            publish_not_ready.push(spec.publish_not_ready_addresses.unwrap_or(false));
+            recs.services.push(Svc {
+                fqdn,
+                kind,
+                ports,
+                endpoints: Vec::new(),
+            });
+        }
+
+        // Endpoints: per Service, deduplicated by (IP, name) across its slices (a Service whose
+        // endpoints resolve named ports differently has one slice per port set).
+        let mut seen: HashMap<(u32, IpAddr), usize> = HashMap::new();
+        for slice in slices {
+            if slice.address_type == "FQDN" {
+                continue;
+            }
+            let (Some(ns), Some(svc_name)) = (
+                &slice.metadata.namespace,
+                slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL)),
+            ) else {
+                continue;
+            };
+            let key = format!("{svc_name}.{ns}").to_ascii_lowercase();
+            let Some(&idx) = recs.by_name.get(key.as_str()) else {
+                continue;
+            };
+            let svc = &mut recs.services[idx as usize];
+            if matches!(svc.kind, Kind::External(_)) {
+                continue;
+            }
+            let all = publish_not_ready[idx as usize];
+            let ports: Vec<Port> = slice
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(Port {
+                        name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
+                        proto: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase().into(),
+                        port: u16::try_from(p.port?).ok()?,
+                    })
+                })
+                .collect();
+            for ep in &slice.endpoints {
+                // A nil `ready` means ready (EndpointSlice API); publishNotReadyAddresses serves
+                // them all.
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready) != Some(false);
+                if !ready && !all {
+                    continue;
+                }
+                for addr in &ep.addresses {
+                    let Ok(ip) = addr.parse::<IpAddr>() else { continue };
+                    if let Some(&at) = seen.get(&(idx, ip)) {
+                        let existing = &mut svc.endpoints[at];
+                        for p in &ports {
+                            if !existing.ports.contains(p) {
+                                existing.ports.push(p.clone());
+                            }
+                        }
+                        continue;
+                    }
+                    let host = match ep.hostname.as_deref() {
+                        Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
+                        _ => dashed(addr).to_ascii_lowercase(),
+                    };
+                    let Some(ep_fqdn) = Name::from_ascii(&host)
+                        .ok()
+                        .filter(|_| !host.contains('.'))
+                        .and_then(|l| l.append_domain(&svc.fqdn).ok())
+                    else {
+                        continue;
+                    };
+                    seen.insert((idx, ip), svc.endpoints.len());
+                    svc.endpoints.push(Endpoint {
+                        host: host.into(),
+                        fqdn: ep_fqdn,
+                        ip,
+                        ports: ports.clone(),
+                    });
+                    recs.endpoint_count += 1;
+                }
+            }
+        }
+
+        // Reverse names: endpoints first, then ClusterIPs replace them (CoreDNS answers a
+        // Service IP with the Service name only).
+        for svc in &recs.services {
+            for ep in &svc.endpoints {
+                let names = recs.reverse.entry(ep.ip).or_default();
+                if !names.contains(&ep.fqdn) {
+                    names.push(ep.fqdn.clone());
+                }
+            }
+        }
+        for svc in &recs.services {
+            if let Kind::ClusterIp(ips) = &svc.kind {
+                for ip in ips {
+                    recs.reverse.insert(*ip, vec![svc.fqdn.clone()]);
+                }
+            }
+        }
+        recs
+    }
+
+    /// Number of indexed Services and endpoints.
+    pub fn len(&self) -> usize {
+        self.services.len() + self.endpoint_count
+    }
+
+    /// Whether no Service is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    /// Serve the records with this TTL (also the SOA's minimum, as CoreDNS).
+    pub(crate) fn set_ttl(&mut self, ttl: u32) {
+        self.ttl = ttl;
+        let serial = match &self.soa.data {
+            RData::SOA(soa) => soa.serial,
+            _ => 1,
+        };
+        self.soa = soa_record(&self.origin, serial, ttl);
+    }
+
+    /// The zone's SOA record (for the authority section).
+    pub(crate) fn soa(&self) -> &Record {
+        &self.soa
+    }
+
+    /// The cluster domain, lowercase, without the trailing dot.
+    pub(crate) fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Resolve `qname` (given as asked, and as `lower`: lowercase, dotted, no trailing dot).
+    pub(crate) fn lookup(&self, lower: &str, qname: &Name, qtype: RecordType) -> Lookup {
+        let domain = &*self.domain;
+        if lower == domain {
+            return self.apex(qname, qtype);
+        }
+        let rel = match lower.strip_suffix(domain) {
+            Some(r) if r.ends_with('.') => &r[..r.len() - 1],
+            _ => return self.reverse(lower, qname, qtype),
+        };
+        if rel == "dns-version" {
+            return if qtype == RecordType::TXT {
+                let rec = Record::from_rdata(
+                    qname.clone(),
+                    28800,
+                    RData::TXT(TXT::new(vec![DNS_SCHEMA_VERSION.to_string()])),
+                );
+                answer(vec![rec], Vec::new())
+            } else {
+                Lookup::NoData
+            };
+        }
+        if rel == "ns.dns" {
+            return self.addresses(qname, qtype, self.dns_ips.iter().copied());
+        }
+        if rel == "svc" || rel == "pod" {
+            return Lookup::NoData;
+        }
+        if let Some(rest) = rel.strip_suffix(".svc") {
+            return self.service_name(rest, qname, qtype);
+        }
+        if let Some(rest) = rel.strip_suffix(".pod") {
+            return self.pod_name(rest, qname, qtype);
+        }
+        Lookup::NxDomain
+    }
+
+    fn apex(&self, qname: &Name, qtype: RecordType) -> Lookup {
+        match qtype {
+            RecordType::SOA => {
+                let mut soa = self.soa.clone();
+                soa.name = qname.clone();
+                answer(vec![soa], Vec::new())
+            }
+            RecordType::NS => {
+                let ns_name = ns_name(&self.origin);
+                let ns = Record::from_rdata(
+                    qname.clone(),
+                    self.ttl,
+                    RData::NS(NS(ns_name.clone())),
+                );
+                let extra = self
+                    .dns_ips
+                    .iter()
+                    .map(|ip| addr_record(ns_name.clone(), self.ttl, *ip))
+                    .collect();
+                answer(vec![ns], extra)
+            }
+            _ => Lookup::NoData,
+        }
+    }
+
+    /// `<ns>`, `<svc>.<ns>`, `<endpoint>.<svc>.<ns>` or `_<port>._<proto>.<svc>.<ns>`, each
+    /// followed by `.svc.<domain>`.
+    fn service_name(&self, rest: &str, qname: &Name, qtype: RecordType) -> Lookup {
+        // Split off the namespace, then the service; what is left are 0, 1 or 2 labels.
+        let Some((front, ns)) = rest.rsplit_once('.') else {
+            // `<ns>.svc.<domain>`: exists while the namespace has Services.
+            return if self.namespaces.contains(rest) {
+                Lookup::NoData
+            } else {
+                Lookup::NxDomain
+            };
+        };
+        let (prefix, svc_key) = match front.rsplit_once('.') {
+            Some((prefix, svc)) => (Some(prefix), &rest[rest.len() - svc.len() - ns.len() - 1..]),
+            None => (None, rest),
+        };
+        let Some(&idx) = self.by_name.get(svc_key) else {
+            return Lookup::NxDomain;
+        };
+        let svc = &self.services[idx as usize];
+        match prefix {
+            None => self.service(svc, qname, qtype),
+            Some(prefix) => match prefix.split_once('.') {
+                None => self.endpoint(svc, prefix, qname, qtype),
+                Some((port, proto)) if !proto.contains('.') => {
+                    let port = port.strip_prefix('_').unwrap_or(port);
+                    let proto = proto.strip_prefix('_').unwrap_or(proto);
+                    self.service_port(svc, port, proto, qname, qtype)
+                }
+                Some(_) => Lookup::NxDomain,
+            },
+        }
+    }
+
+    fn service(&self, svc: &Svc, qname: &Name, qtype: RecordType) -> Lookup {
+        match &svc.kind {
+            Kind::External(target) => self.alias(qname, qtype, target),
+            Kind::ClusterIp(ips) => match qtype {
+                RecordType::SRV => self.cluster_ip_srv(svc, ips, qname, |_| true),
+                _ => self.addresses(qname, qtype, ips.iter().copied()),
+            },
+            Kind::Headless => {
+                // CoreDNS: a headless Service without endpoints does not exist.
+                if svc.endpoints.is_empty() {
+                    return Lookup::NxDomain;
+                }
+                match qtype {
+                    RecordType::SRV => self.endpoint_srv(svc, qname, |_| true, |_| true),
+                    _ => self.addresses(qname, qtype, svc.endpoints.iter().map(|e| e.ip)),
+                }
+            }
+        }
+    }
+
+    fn endpoint(&self, svc: &Svc, host: &str, qname: &Name, qtype: RecordType) -> Lookup {
+        if matches!(svc.kind, Kind::External(_)) || !svc.endpoints.iter().any(|e| &*e.host == host)
+        {
+            return Lookup::NxDomain;
+        }
+        match qtype {
+            RecordType::SRV => self.endpoint_srv(svc, qname, |e| &*e.host == host, |_| true),
+            _ => self.addresses(
+                qname,
+                qtype,
+                svc.endpoints
+                    .iter()
+                    .filter(|e| &*e.host == host)
+                    .map(|e| e.ip),
+            ),
+        }
+    }
+
+    fn service_port(
+        &self,
+        svc: &Svc,
+        port: &str,
+        proto: &str,
+        qname: &Name,
+        qtype: RecordType,
+    ) -> Lookup {
+        let matches = |p: &Port| &*p.name == port && &*p.proto == proto;
+        match &svc.kind {
+            Kind::External(_) => Lookup::NxDomain,
+            Kind::ClusterIp(ips) => {
+                if !svc.ports.iter().any(matches) {
+                    return Lookup::NxDomain;
+                }
+                match qtype {
+                    RecordType::SRV => self.cluster_ip_srv(svc, ips, qname, matches),
+                    _ => self.addresses(qname, qtype, ips.iter().copied()),
+                }
+            }
+            Kind::Headless => {
+                if !svc.endpoints.iter().any(|e| e.ports.iter().any(matches)) {
+                    return Lookup::NxDomain;
+                }
+                match qtype {
+                    RecordType::SRV => self.endpoint_srv(svc, qname, |_| true, matches),
+                    _ => self.addresses(
+                        qname,
+                        qtype,
+                        svc.endpoints
+                            .iter()
+                            .filter(|e| e.ports.iter().any(matches))
+                            .map(|e| e.ip),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn alias(&self, qname: &Name, qtype: RecordType, target: &Name) -> Lookup {
+        if qtype == RecordType::SRV {
+            // CoreDNS serves no SRV for ExternalName Services.
+            return Lookup::NoData;
+        }
+        Lookup::Alias {
+            cname: Record::from_rdata(qname.clone(), self.ttl, RData::CNAME(CNAME(target.clone()))),
+            target: target.clone(),
+        }
+    }
+
+    /// A/AAAA records of the addresses of the asked family (deduplicated), NODATA for any
+    /// other type or when none is of that family.
+    fn addresses(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        ips: impl Iterator<Item = IpAddr>,
+    ) -> Lookup {
+        let want_v4 = match qtype {
+            RecordType::A => true,
+            RecordType::AAAA => false,
+            _ => return Lookup::NoData,
+        };
+        let mut answers: Vec<Record> = Vec::new();
+        let mut seen: Vec<IpAddr> = Vec::new();
+        for ip in ips {
+            if ip.is_ipv4() != want_v4 || seen.contains(&ip) {
+                continue;
+            }
+            seen.push(ip);
+            answers.push(addr_record(qname.clone(), self.ttl, ip));
+        }
+        answer(answers, Vec::new())
+    }
+
+    fn cluster_ip_srv(
+        &self,
+        svc: &Svc,
+        ips: &[IpAddr],
+        qname: &Name,
+        port_ok: impl Fn(&Port) -> bool,
+    ) -> Lookup {
+        let ports: Vec<&Port> = svc.ports.iter().filter(|p| port_ok(p)).collect();
+        let weight = srv_weight(ports.len());
+        let answers = ports
+            .iter()
+            .map(|p| {
+                Record::from_rdata(
+                    qname.clone(),
+                    self.ttl,
+                    RData::SRV(SRV::new(0, weight, p.port, svc.fqdn.clone())),
+                )
+            })
+            .collect();
+        let extra = if ports.is_empty() {
+            Vec::new()
+        } else {
+            ips.iter()
+                .map(|ip| addr_record(svc.fqdn.clone(), self.ttl, *ip))
+                .collect()
+        };
+        answer(answers, extra)
+    }
+
+    fn endpoint_srv(
+        &self,
+        svc: &Svc,
+        qname: &Name,
+        ep_ok: impl Fn(&Endpoint) -> bool,
+        port_ok: impl Fn(&Port) -> bool,
+    ) -> Lookup {
+        let pairs: Vec<(&Endpoint, &Port)> = svc
+            .endpoints
+            .iter()
+            .filter(|e| ep_ok(e))
+            .flat_map(|e| e.ports.iter().filter(|p| port_ok(p)).map(move |p| (e, p)))
+            .collect();
+        let weight = srv_weight(pairs.len());
+        let mut answers = Vec::with_capacity(pairs.len());
+        let mut extra: Vec<Record> = Vec::new();
+        let mut with_extra: Vec<IpAddr> = Vec::new();
+        for (ep, port) in pairs {
+            answers.push(Record::from_rdata(
+                qname.clone(),
+                self.ttl,
+                RData::SRV(SRV::new(0, weight, port.port, ep.fqdn.clone())),
+            ));
+            if !with_extra.contains(&ep.ip) {
+                with_extra.push(ep.ip);
+                extra.push(addr_record(ep.fqdn.clone(), self.ttl, ep.ip));
+            }
+        }
+        answer(answers, extra)
+    }
+
+    /// `<a-b-c-d>.<ns>.pod.<domain>` (`pods insecure`: any IP, any namespace).
+    fn pod_name(&self, rest: &str, qname: &Name, qtype: RecordType) -> Lookup {
+        let Some((pod, ns)) = rest.split_once('.') else {
+            // `<ns>.pod.<domain>`
+            return Lookup::NoData;
+        };
+        if ns.contains('.') || pod.is_empty() {
+            return Lookup::NxDomain;
+        }
+        let ip = if pod.matches('-').count() == 3 && !pod.contains("--") {
+            pod.replace('-', ".").parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+        } else {
+            pod.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        };
+        match ip {
+            Some(ip) => self.addresses(qname, qtype, std::iter::once(ip)),
+            None => Lookup::NxDomain,
+        }
+    }
+
+    /// PTR for a known IP in `in-addr.arpa`/`ip6.arpa`; everything else there falls through.
+    fn reverse(&self, lower: &str, qname: &Name, qtype: RecordType) -> Lookup {
+        if qtype != RecordType::PTR
+            || !(lower.ends_with(".in-addr.arpa") || lower.ends_with(".ip6.arpa"))
+            || self.reverse.is_empty()
+        {
+            return Lookup::Forward;
+        }
+        let Ok(net) = qname.parse_arpa_name() else {
+            return Lookup::Forward;
+        };
+        if net.prefix_len() != net.max_prefix_len() {
+            return Lookup::Forward;
+        }
+        match self.reverse.get(&net.addr()) {
+            Some(names) => answer(
+                names
+                    .iter()
+                    .map(|n| Record::from_rdata(qname.clone(), self.ttl, RData::PTR(PTR(n.clone()))))
+                    .collect(),
+                Vec::new(),
+            ),
+            None => Lookup::Forward,
+        }
+    }
+}
+
+/// An external name as an absolute DNS name (`example.com` → `example.com.`).
+fn fqdn_external(text: &str) -> Option<Name> {
+    let text = text.trim().trim_end_matches('.');
+    if text.is_empty() {
+        return None;
+    }
+    fqdn(text)
+}
+
+fn ns_name(origin: &Name) -> Name {
+    Name::from_ascii("ns.dns")
+        .ok()
+        .and_then(|n| n.append_domain(origin).ok())
+        .unwrap_or_else(|| origin.clone())
+}
+
+fn soa_record(origin: &Name, serial: u32, ttl: u32) -> Record {
+    let rname = Name::from_ascii("hostmaster")
+        .ok()
+        .and_then(|n| n.append_domain(origin).ok())
+        .unwrap_or_else(|| origin.clone());
+    let soa = SOA::new(ns_name(origin), rname, serial, 7200, 1800, 86400, ttl);
+    Record::from_rdata(origin.clone(), ttl, RData::SOA(soa))
+}
+
+fn addr_record(name: Name, ttl: u32, ip: IpAddr) -> Record {
+    let data = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(name, ttl, data)
+}
+
+/// CoreDNS's weight for `n` SRV records of one priority: 100/n, rounded down.
+fn srv_weight(n: usize) -> u16 {
+    if n == 0 { 100 } else { (100 / n) as u16 }
+}
+
+fn answer(answers: Vec<Record>, additionals: Vec<Record>) -> Lookup {
+    if answers.is_empty() {
+        Lookup::NoData
+    } else {
+        Lookup::Answer {
+            answers,
+            additionals,
+        }
+    }
+}
+
+/// Write `name` lowercase, dotted, without the trailing dot into `out`; false when a label
+/// holds a dot or a non-ASCII byte (such a name matches no cluster record).
+pub(crate) fn lower_name(name: &Name, out: &mut String) -> bool {
+    out.clear();
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        for &b in label {
+            if b == b'.' || !b.is_ascii() {
+                return false;
+            }
+            out.push(b.to_ascii_lowercase() as char);
+        }
+    }
+    true
+}
