@@ -40,6 +40,8 @@ need_file /usr/lib/cni/loopback containernetworking-plugins
 # as missing; the install below configures it.
 need_pkg iptables
 need_cmd iptables iptables
+# the service proxy deletes stale UDP conntrack entries with conntrack(8)
+need_cmd conntrack conntrack
 if $want_test; then
   need_pkg busybox-static
   need_cmd ip iproute2

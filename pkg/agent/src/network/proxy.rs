@@ -81,7 +81,7 @@ pub(super) async fn run(
         },
     );
     let backend = IptablesBackend::new(net.opts.iptables.clone());
-    let mut proxier = Some(Proxier::new(config(&net), backend, ConntrackTool::new()));
+    let mut proxier = Some(Proxier::new(config(&net), backend, ConntrackTool));
     let health = HealthChecks::new();
     if !cache.wait_ready(&shutdown).await {
         return;
