@@ -345,7 +345,10 @@ impl<N: Netlink> Overlay<N> {
             report.added += 1;
         }
         for h in &have {
-            if !wanted.contains_key(&h.ip) {
+            // Only entries like ours: the kernel keeps NOARP entries of its own on the device
+            // (IPv6 multicast).
+            let ours = h.permanent || self.cfg.cluster_cidr.contains(&h.ip);
+            if ours && !h.ip.is_multicast() && !wanted.contains_key(&h.ip) {
                 self.nl.del_neighbour(h).await?;
                 report.removed += 1;
             }
@@ -465,7 +468,7 @@ pub async fn ensure_dummy_address<N: Netlink>(nl: &N, device: &str, ip: IpAddr) 
         || async { Ok::<_, RoutesError>(nl.links().await?.into_iter().find(|l| l.name == device)) };
     let mut link = find().await?;
     if let Some(l) = &link
-        && l.kind != LinkKind::Dummy
+        && !l.kind.is_address_holder()
     {
         tracing::info!(device, kind = ?l.kind, "replacing a link that is not a dummy");
         nl.del_link(l.index).await?;
@@ -488,7 +491,7 @@ pub async fn ensure_dummy_address<N: Netlink>(nl: &N, device: &str, ip: IpAddr) 
 /// Delete the dummy link `device` (nothing when absent).
 pub async fn remove_dummy<N: Netlink>(nl: &N, device: &str) -> Result<()> {
     if let Some(l) = nl.links().await?.into_iter().find(|l| l.name == device)
-        && l.kind == LinkKind::Dummy
+        && l.kind.is_address_holder()
     {
         nl.del_link(l.index).await?;
     }

@@ -27,7 +27,7 @@ use netlink_packet_route::route::{
     RouteVia,
 };
 use rtnetlink::{
-    Handle, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder,
+    Handle, LinkBridge, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder,
     new_connection,
 };
 
@@ -41,6 +41,7 @@ const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
+const EOPNOTSUPP: i32 = 95;
 
 /// The real kernel, over rtnetlink.
 #[derive(Clone, Copy, Debug, Default)]
@@ -149,6 +150,16 @@ fn parse_link(m: &LinkMessage) -> Link {
     l
 }
 
+fn name_of(m: &LinkMessage) -> String {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 fn parse_address(m: &AddressMessage) -> Option<Address> {
     let mut local = None;
     let mut address = None;
@@ -255,6 +266,12 @@ fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
     match a {
         NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        // In AF_BRIDGE (FDB) messages the crate cannot tell the family: raw bytes.
+        NeighbourAddress::Other(b) => match b.len() {
+            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -315,8 +332,17 @@ impl Netlink for RtNetlink {
     async fn add_dummy(&self, name: &str) -> Result<()> {
         let what = format!("create dummy device {name}");
         let msg = LinkDummy::new(name).build();
+        let fallback = LinkBridge::new(name).build();
         with_handle(what, |h, what| async move {
-            h.link().add(msg).execute().await.map_err(nl_err(what))
+            match h.link().add(msg).execute().await {
+                // A kernel without the dummy driver (seen on these VMs): a bridge without
+                // ports holds a local address just as well.
+                Err(e) if errno(&e) == Some(EOPNOTSUPP) => {
+                    tracing::warn!(device = %name_of(&fallback), "no dummy driver in this kernel; using a bridge without ports");
+                    h.link().add(fallback).execute().await.map_err(nl_err(what))
+                }
+                other => other.map_err(nl_err(what)),
+            }
         })
         .await
     }

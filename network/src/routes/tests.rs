@@ -296,6 +296,26 @@ async fn vxlan_sync_adds_route_neighbour_and_fdb_per_peer_then_nothing() {
 }
 
 #[tokio::test]
+async fn kernel_neighbours_of_the_device_are_left_alone() {
+    let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
+    o.setup().await.unwrap();
+    let vx = o.netlink().link(VXLAN_DEVICE).unwrap().index;
+    // What the kernel keeps on a VXLAN device once it is up (IPv6 multicast, NOARP).
+    let mld = Neighbour {
+        index: vx,
+        ip: ip("ff02::16"),
+        mac: mac("33:33:00:00:00:16"),
+        permanent: false,
+    };
+    o.netlink().replace_neighbour(&mld).await.unwrap();
+    o.netlink().take_effects();
+    let r = o.sync(&[]).await.unwrap();
+    assert!(r.is_noop(), "{r:?}");
+    assert_eq!(o.netlink().effects(), vec![]);
+    assert!(o.netlink().state().neighbours.contains(&mld));
+}
+
+#[tokio::test]
 async fn vxlan_sync_follows_changed_and_removed_peers() {
     let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
     o.setup().await.unwrap();
