@@ -459,6 +459,12 @@ fn vxlan_and_host_gw_connect_pods_across_nodes() {
         let (_, r) = setup_and_sync(&na, hg_a.clone(), vec![pb.clone()]);
         assert!(r.is_noop(), "second host-gw sync changed something: {r:?}");
     }
+    // A peer the kernel cannot route to (host-gw across subnets) is reported, the others are
+    // still programmed.
+    let far = peer("far", "192.168.7.13", "10.42.2.0/24", None);
+    let (_, r) = setup_and_sync(&na, hg_a.clone(), vec![far, pb.clone()]);
+    assert_eq!((r.added, r.removed, r.failed.len()), (0, 0, 1), "{r:?}");
+    assert!(r.failed[0].contains("10.42.2.0/24"), "{r:?}");
     // b changes its IP: the route follows; b removed: the route goes, others stay.
     ok(&[
         "ip",

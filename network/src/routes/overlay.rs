@@ -24,12 +24,28 @@ pub struct SyncReport {
     pub removed: usize,
     /// Peers left out: no VTEP MAC published yet (vxlan), or unusable (address family).
     pub skipped: Vec<String>,
+    /// Entries the kernel refused (e.g. a host-gw gateway on no connected subnet), with the
+    /// error; the other entries are still programmed, and the next sync tries again.
+    pub failed: Vec<String>,
     /// Set when the sync had to (re)create the VXLAN device: the new local state, whose VTEP
     /// MAC must be published again.
     pub recreated: Option<LocalOverlay>,
 }
 
 impl SyncReport {
+    /// Count one write (`added`) or deletion, or note its failure.
+    fn count(&mut self, r: Result<()>, add: bool, what: impl FnOnce() -> String) {
+        match r {
+            Ok(()) if add => self.added += 1,
+            Ok(()) => self.removed += 1,
+            Err(e) => {
+                let what = what();
+                tracing::warn!(error = %e, "{what} not programmed");
+                self.failed.push(format!("{what}: {e}"));
+            }
+        }
+    }
+
     /// Nothing was changed.
     pub fn is_noop(&self) -> bool {
         self.added == 0 && self.removed == 0 && self.recreated.is_none()
@@ -233,12 +249,13 @@ impl<N: Netlink> Overlay<N> {
                 self.sync_routes(&routes, &mut report).await?;
             }
         }
-        if !report.is_noop() || !report.skipped.is_empty() {
+        if !report.is_noop() || !report.skipped.is_empty() || !report.failed.is_empty() {
             tracing::info!(
                 backend = %self.cfg.backend,
                 added = report.added,
                 removed = report.removed,
                 skipped = ?report.skipped,
+                failed = report.failed.len(),
                 "pod network routes synced"
             );
         }
@@ -313,14 +330,14 @@ impl<N: Netlink> Overlay<N> {
                 continue;
             }
             tracing::debug!(route = ?w, "route add/replace");
-            self.nl.replace_route(w).await?;
-            report.added += 1;
+            let r = self.nl.replace_route(w).await;
+            report.count(r, true, || format!("route {} via {:?}", w.dst, w.gateway));
         }
         for r in &have {
             if r.protocol == RTPROT_K8SLITE && !wanted.contains(&r.dst) {
                 tracing::debug!(route = ?r, "stale route delete");
-                self.nl.del_route(r).await?;
-                report.removed += 1;
+                let res = self.nl.del_route(r).await;
+                report.count(res, false, || format!("stale route {}", r.dst));
             }
         }
         Ok(())
@@ -341,16 +358,16 @@ impl<N: Netlink> Overlay<N> {
             {
                 continue;
             }
-            self.nl.replace_neighbour(w).await?;
-            report.added += 1;
+            let r = self.nl.replace_neighbour(w).await;
+            report.count(r, true, || format!("neighbour {} lladdr {}", w.ip, w.mac));
         }
         for h in &have {
             // Only entries like ours: the kernel keeps NOARP entries of its own on the device
             // (IPv6 multicast).
             let ours = h.permanent || self.cfg.cluster_cidr.contains(&h.ip);
             if ours && !h.ip.is_multicast() && !wanted.contains_key(&h.ip) {
-                self.nl.del_neighbour(h).await?;
-                report.removed += 1;
+                let r = self.nl.del_neighbour(h).await;
+                report.count(r, false, || format!("stale neighbour {}", h.ip));
             }
         }
         Ok(())
@@ -367,23 +384,27 @@ impl<N: Netlink> Overlay<N> {
             if for_mac.iter().any(|h| h.dst == w.dst) {
                 // Right destination plus others (someone appended): drop the others.
                 for other in for_mac.iter().filter(|h| h.dst != w.dst) {
-                    self.nl.del_fdb(other).await?;
-                    report.removed += 1;
+                    let r = self.nl.del_fdb(other).await;
+                    report.count(r, false, || {
+                        format!("extra FDB {} dst {}", other.mac, other.dst)
+                    });
                 }
                 continue;
             }
             // Replace the first destination in place (no gap), drop any others.
             for other in for_mac.iter().skip(1) {
-                self.nl.del_fdb(other).await?;
-                report.removed += 1;
+                let r = self.nl.del_fdb(other).await;
+                report.count(r, false, || {
+                    format!("extra FDB {} dst {}", other.mac, other.dst)
+                });
             }
-            self.nl.replace_fdb(w).await?;
-            report.added += 1;
+            let r = self.nl.replace_fdb(w).await;
+            report.count(r, true, || format!("FDB {} dst {}", w.mac, w.dst));
         }
         for h in &have {
             if !wanted.contains_key(&h.mac) {
-                self.nl.del_fdb(h).await?;
-                report.removed += 1;
+                let r = self.nl.del_fdb(h).await;
+                report.count(r, false, || format!("stale FDB {} dst {}", h.mac, h.dst));
             }
         }
         Ok(())

@@ -562,6 +562,24 @@ async fn host_gw_routes_follow_the_nodes_and_leave_other_routes_alone() {
 }
 
 #[tokio::test]
+async fn a_refused_route_does_not_stop_the_others() {
+    let mut o = Overlay::new(cfg(Backend::HostGw), kernel());
+    o.setup().await.expect("setup");
+    // c's node is on another subnet: host-gw cannot reach it (the kernel says unreachable).
+    let b = peer("b", "192.168.251.12", "10.42.1.0/24", None);
+    let c = peer("c", "192.168.7.13", "10.42.2.0/24", None);
+    let r = o.sync(&[c.clone(), b.clone()]).await.expect("sync");
+    assert_eq!(r.added, 1, "{r:?}");
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert!(r.failed[0].contains("10.42.2.0/24"), "{r:?}");
+    assert_eq!(routes_of(o.netlink()).len(), 1);
+    // Tried again next time, the rest untouched.
+    o.netlink().take_effects();
+    let r = o.sync(&[c, b]).await.expect("sync");
+    assert_eq!((r.added, r.removed, r.failed.len()), (0, 0, 1), "{r:?}");
+}
+
+#[tokio::test]
 async fn host_gw_setup_removes_a_leftover_vxlan_device_and_replaces_vxlan_routes() {
     let nl = std::sync::Arc::new(kernel());
     let b = peer("b", "192.168.251.12", "10.42.1.0/24", Some(MAC_B));
