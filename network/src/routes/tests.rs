@@ -712,3 +712,18 @@ fn local_annotations_publish_the_vtep_for_vxlan_only() {
     assert_eq!(a.len(), 1);
     assert_eq!(a[BACKEND_ANNOTATION], "host-gw");
 }
+
+#[test]
+fn overlay_futures_can_be_spawned() {
+    fn is_send<T: Send>(_: &T) {}
+    let mut o = Overlay::new(cfg(Backend::Vxlan), RtNetlink);
+    is_send(&o.setup());
+    is_send(&o.sync(&[]));
+    is_send(&o.teardown());
+    is_send(&ensure_dummy_address(
+        &RtNetlink,
+        "k8slite-dns",
+        ip("10.43.0.10"),
+    ));
+    is_send(&remove_dummy(&RtNetlink, "k8slite-dns"));
+}
