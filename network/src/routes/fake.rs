@@ -5,10 +5,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use ipnet::IpNet;
 
-use super::Result;
 use super::nl::{
     Address, FdbEntry, Link, LinkKind, MacAddr, Neighbour, Netlink, Route, VxlanAttrs, VxlanSpec,
 };
+use super::{Result, RoutesError};
 
 /// One change [`RecordingNetlink`] saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -280,6 +280,16 @@ impl Netlink for RecordingNetlink {
 
     async fn replace_route(&self, route: &Route) -> Result<()> {
         self.with(|i| {
+            // As the kernel: a gateway must be on a connected subnet unless onlink.
+            if let Some(gw) = route.gateway
+                && !route.onlink
+                && !i.state.addresses.iter().any(|a| a.addr.contains(&gw))
+            {
+                return Err(RoutesError::Unexpected {
+                    what: format!("replace route {} via {gw}", route.dst),
+                    reason: "Network is unreachable".into(),
+                });
+            }
             i.effects.push(NlEffect::ReplaceRoute(*route));
             let mut r = *route;
             // As the kernel: a gateway route gets the link whose subnet holds the gateway.
@@ -293,8 +303,8 @@ impl Netlink for RecordingNetlink {
             }
             i.state.routes.retain(|o| o.dst != r.dst);
             i.state.routes.push(r);
-        });
-        Ok(())
+            Ok(())
+        })
     }
 
     async fn del_route(&self, route: &Route) -> Result<()> {

@@ -19,7 +19,10 @@
 //! socket per call, opened in the calling thread's network namespace), [`RecordingNetlink`] an
 //! in-memory kernel for unit tests.
 
+mod diff;
+mod dummy;
 mod fake;
+mod msg;
 mod nl;
 mod overlay;
 mod rtnl;
@@ -34,11 +37,13 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 
+pub use diff::SyncReport;
+pub use dummy::{ensure_dummy_address, remove_dummy};
 pub use fake::{NetState, NlEffect, RecordingNetlink};
 pub use nl::{
     Address, FdbEntry, Link, LinkKind, MacAddr, Neighbour, Netlink, Route, VxlanAttrs, VxlanSpec,
 };
-pub use overlay::{Overlay, SyncReport, ensure_dummy_address, remove_dummy};
+pub use overlay::Overlay;
 pub use rtnl::RtNetlink;
 
 /// Annotation on a Node: the MAC address of its VXLAN device (VTEP).

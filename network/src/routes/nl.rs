@@ -82,6 +82,18 @@ pub enum LinkKind {
     Other(String),
 }
 
+impl LinkKind {
+    /// A device that only holds addresses: dummy, or the bridge [`Netlink::add_dummy`] makes
+    /// where there is no dummy driver.
+    pub fn is_address_holder(&self) -> bool {
+        match self {
+            LinkKind::Dummy => true,
+            LinkKind::Other(k) => k == "bridge",
+            LinkKind::Vxlan(_) => false,
+        }
+    }
+}
+
 /// A network interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -171,7 +183,8 @@ pub trait Netlink: Send + Sync {
     async fn links(&self) -> Result<Vec<Link>>;
     /// Create a VXLAN device (learning off, down).
     async fn add_vxlan(&self, spec: &VxlanSpec) -> Result<()>;
-    /// Create a dummy device (down).
+    /// Create a dummy device (down); on a kernel without the dummy driver, a bridge without
+    /// ports (it holds a local address just as well).
     async fn add_dummy(&self, name: &str) -> Result<()>;
     /// Set a link's MTU (when given) and bring it up.
     async fn set_link_up(&self, index: u32, mtu: Option<u32>) -> Result<()>;

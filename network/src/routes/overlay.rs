@@ -1,12 +1,9 @@
-//! [`Overlay`]: the VXLAN device / host-gw routes of one node, kept in step with the peers, and
-//! the node-local dummy device of the cluster DNS address.
+//! [`Overlay`]: the VXLAN device / host-gw routes of one node, kept in step with the peers.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::collections::BTreeSet;
 
-use ipnet::IpNet;
-
-use super::nl::{Address, FdbEntry, Link, LinkKind, MacAddr, Neighbour, Netlink, Route, VxlanSpec};
+use super::diff::{SyncReport, host_net, sync_addresses, sync_fdb, sync_neighbours, sync_routes};
+use super::nl::{FdbEntry, Link, LinkKind, MacAddr, Neighbour, Netlink, Route, VxlanSpec};
 use super::{
     Backend, LocalOverlay, OverlayConfig, Peer, RTPROT_K8SLITE, Result, RoutesError,
     VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6,
@@ -14,27 +11,6 @@ use super::{
 
 /// MTU used for `none` when the node IP's link is not found.
 const FALLBACK_MTU: u32 = 1500;
-
-/// What one [`Overlay::sync`] changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyncReport {
-    /// Routes, neighbours and FDB entries written (new or changed).
-    pub added: usize,
-    /// Routes, neighbours and FDB entries deleted (stale).
-    pub removed: usize,
-    /// Peers left out: no VTEP MAC published yet (vxlan), or unusable (address family).
-    pub skipped: Vec<String>,
-    /// Set when the sync had to (re)create the VXLAN device: the new local state, whose VTEP
-    /// MAC must be published again.
-    pub recreated: Option<LocalOverlay>,
-}
-
-impl SyncReport {
-    /// Nothing was changed.
-    pub fn is_noop(&self) -> bool {
-        self.added == 0 && self.removed == 0 && self.recreated.is_none()
-    }
-}
 
 /// The cross-node pod network of this node.
 pub struct Overlay<N: Netlink> {
@@ -189,7 +165,7 @@ impl<N: Netlink> Overlay<N> {
                         protocol: RTPROT_K8SLITE,
                     })
                     .collect();
-                self.sync_routes(&want, &mut report).await?;
+                sync_routes(&self.nl, &want, &mut report).await?;
             }
             Backend::Vxlan => {
                 let dev = match self.find_link(&self.cfg.vxlan_device).await? {
@@ -227,18 +203,25 @@ impl<N: Netlink> Overlay<N> {
                     });
                 }
                 // FDB and neighbour before the route: the first packet finds its way.
-                self.sync_fdb(dev.index, &fdb, &mut report).await?;
-                self.sync_neighbours(dev.index, &neighs, &mut report)
-                    .await?;
-                self.sync_routes(&routes, &mut report).await?;
+                sync_fdb(&self.nl, dev.index, &fdb, &mut report).await?;
+                sync_neighbours(
+                    &self.nl,
+                    self.cfg.cluster_cidr,
+                    dev.index,
+                    &neighs,
+                    &mut report,
+                )
+                .await?;
+                sync_routes(&self.nl, &routes, &mut report).await?;
             }
         }
-        if !report.is_noop() || !report.skipped.is_empty() {
+        if !report.is_noop() || !report.skipped.is_empty() || !report.failed.is_empty() {
             tracing::info!(
                 backend = %self.cfg.backend,
                 added = report.added,
                 removed = report.removed,
                 skipped = ?report.skipped,
+                failed = report.failed.len(),
                 "pod network routes synced"
             );
         }
@@ -304,88 +287,6 @@ impl<N: Netlink> Overlay<N> {
         out
     }
 
-    async fn sync_routes(&self, want: &[Route], report: &mut SyncReport) -> Result<()> {
-        let have = self.nl.routes().await?;
-        let wanted: BTreeSet<IpNet> = want.iter().map(|r| r.dst).collect();
-        for w in want {
-            let same_dst: Vec<&Route> = have.iter().filter(|r| r.dst == w.dst).collect();
-            if same_dst.iter().any(|r| route_matches(r, w)) {
-                continue;
-            }
-            tracing::debug!(route = ?w, "route add/replace");
-            self.nl.replace_route(w).await?;
-            report.added += 1;
-        }
-        for r in &have {
-            if r.protocol == RTPROT_K8SLITE && !wanted.contains(&r.dst) {
-                tracing::debug!(route = ?r, "stale route delete");
-                self.nl.del_route(r).await?;
-                report.removed += 1;
-            }
-        }
-        Ok(())
-    }
-
-    async fn sync_neighbours(
-        &self,
-        index: u32,
-        want: &[Neighbour],
-        report: &mut SyncReport,
-    ) -> Result<()> {
-        let have = self.nl.neighbours(index).await?;
-        let wanted: BTreeMap<IpAddr, &Neighbour> = want.iter().map(|n| (n.ip, n)).collect();
-        for w in want {
-            if have
-                .iter()
-                .any(|h| h.ip == w.ip && h.mac == w.mac && h.permanent)
-            {
-                continue;
-            }
-            self.nl.replace_neighbour(w).await?;
-            report.added += 1;
-        }
-        for h in &have {
-            if !wanted.contains_key(&h.ip) {
-                self.nl.del_neighbour(h).await?;
-                report.removed += 1;
-            }
-        }
-        Ok(())
-    }
-
-    async fn sync_fdb(&self, index: u32, want: &[FdbEntry], report: &mut SyncReport) -> Result<()> {
-        let have = self.nl.fdb(index).await?;
-        let wanted: BTreeMap<MacAddr, &FdbEntry> = want.iter().map(|f| (f.mac, f)).collect();
-        for w in want {
-            let for_mac: Vec<&FdbEntry> = have.iter().filter(|h| h.mac == w.mac).collect();
-            if for_mac.len() == 1 && for_mac[0].dst == w.dst {
-                continue;
-            }
-            if for_mac.iter().any(|h| h.dst == w.dst) {
-                // Right destination plus others (someone appended): drop the others.
-                for other in for_mac.iter().filter(|h| h.dst != w.dst) {
-                    self.nl.del_fdb(other).await?;
-                    report.removed += 1;
-                }
-                continue;
-            }
-            // Replace the first destination in place (no gap), drop any others.
-            for other in for_mac.iter().skip(1) {
-                self.nl.del_fdb(other).await?;
-                report.removed += 1;
-            }
-            self.nl.replace_fdb(w).await?;
-            report.added += 1;
-        }
-        for h in &have {
-            if !wanted.contains_key(&h.mac) {
-                self.nl.del_fdb(h).await?;
-                report.removed += 1;
-            }
-        }
-        Ok(())
-    }
-
     async fn find_link(&self, name: &str) -> Result<Option<Link>> {
         Ok(self.nl.links().await?.into_iter().find(|l| l.name == name))
     }
@@ -417,80 +318,4 @@ impl<N: Netlink> Overlay<N> {
             .find(|l| l.index == index)
             .ok_or(RoutesError::NodeIpNotFound(ip))
     }
-}
-
-/// `ip` as a host prefix (/32 or /128).
-fn host_net(ip: IpAddr) -> IpNet {
-    IpNet::from(ip)
-}
-
-/// Whether an existing route `have` does what `want` asks (the kernel fills in the output
-/// link of a gateway route given without one).
-fn route_matches(have: &Route, want: &Route) -> bool {
-    have.dst == want.dst
-        && have.gateway == want.gateway
-        && have.protocol == want.protocol
-        && have.onlink == want.onlink
-        && (want.oif.is_none() || have.oif == want.oif)
-}
-
-/// Make `want` the only address of its family on link `index` (IPv6 link-local addresses are
-/// left alone).
-async fn sync_addresses<N: Netlink>(nl: &N, index: u32, want: IpNet) -> Result<()> {
-    let have: Vec<Address> = nl
-        .addresses()
-        .await?
-        .into_iter()
-        .filter(|a| a.index == index)
-        .collect();
-    for a in &have {
-        let same_family = a.addr.addr().is_ipv4() == want.addr().is_ipv4();
-        let link_local =
-            matches!(a.addr.addr(), IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
-        if same_family && !link_local && a.addr != want {
-            nl.del_address(a).await?;
-        }
-    }
-    if !have.iter().any(|a| a.addr == want) {
-        nl.add_address(&Address { index, addr: want }).await?;
-    }
-    Ok(())
-}
-
-/// Make `device` a dummy link, up, whose only address (of that family) is `ip` as a host
-/// prefix: where the cluster DNS address is served on each node. Idempotent; a link of that
-/// name that is not a dummy is replaced.
-pub async fn ensure_dummy_address<N: Netlink>(nl: &N, device: &str, ip: IpAddr) -> Result<()> {
-    let find =
-        || async { Ok::<_, RoutesError>(nl.links().await?.into_iter().find(|l| l.name == device)) };
-    let mut link = find().await?;
-    if let Some(l) = &link
-        && l.kind != LinkKind::Dummy
-    {
-        tracing::info!(device, kind = ?l.kind, "replacing a link that is not a dummy");
-        nl.del_link(l.index).await?;
-        link = None;
-    }
-    if link.is_none() {
-        nl.add_dummy(device).await?;
-        link = find().await?;
-    }
-    let link = link.ok_or_else(|| RoutesError::Unexpected {
-        what: format!("link {device}"),
-        reason: "not found after creating it".into(),
-    })?;
-    if !link.up {
-        nl.set_link_up(link.index, None).await?;
-    }
-    sync_addresses(nl, link.index, host_net(ip)).await
-}
-
-/// Delete the dummy link `device` (nothing when absent).
-pub async fn remove_dummy<N: Netlink>(nl: &N, device: &str) -> Result<()> {
-    if let Some(l) = nl.links().await?.into_iter().find(|l| l.name == device)
-        && l.kind == LinkKind::Dummy
-    {
-        nl.del_link(l.index).await?;
-    }
-    Ok(())
 }

@@ -13,27 +13,19 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use futures::future::{Either, select};
-use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
-use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteType,
-    RouteVia,
-};
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourState};
 use rtnetlink::{
-    Handle, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder,
+    Handle, LinkBridge, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder,
     new_connection,
 };
 
-use super::nl::{
-    Address, FdbEntry, Link, LinkKind, MacAddr, Neighbour, Netlink, Route, VxlanAttrs, VxlanSpec,
+use super::msg::{
+    name_of, neigh_addr, neigh_parts, neighbour_message, parse_address, parse_link, parse_route,
+    route_message,
 };
+use super::nl::{Address, FdbEntry, Link, MacAddr, Neighbour, Netlink, Route, VxlanSpec};
 use super::{Result, RoutesError};
 
 const ENOENT: i32 = 2;
@@ -41,6 +33,7 @@ const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
+const EOPNOTSUPP: i32 = 95;
 
 /// The real kernel, over rtnetlink.
 #[derive(Clone, Copy, Debug, Default)]
@@ -87,191 +80,6 @@ fn absent_ok(r: std::result::Result<(), rtnetlink::Error>, what: String) -> Resu
     }
 }
 
-fn parse_link(m: &LinkMessage) -> Link {
-    let mut l = Link {
-        index: m.header.index,
-        name: String::new(),
-        mtu: 0,
-        mac: None,
-        up: m.header.flags.contains(LinkFlags::Up),
-        kind: LinkKind::Other(String::new()),
-    };
-    let mut vx: Option<VxlanAttrs> = None;
-    for a in &m.attributes {
-        match a {
-            LinkAttribute::IfName(n) => l.name = n.clone(),
-            LinkAttribute::Mtu(v) => l.mtu = *v,
-            LinkAttribute::Address(b) => l.mac = MacAddr::from_bytes(b),
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    match i {
-                        LinkInfo::Kind(InfoKind::Dummy) => l.kind = LinkKind::Dummy,
-                        LinkInfo::Kind(InfoKind::Vxlan) => {
-                            vx.get_or_insert(VxlanAttrs {
-                                vni: 0,
-                                port: 0,
-                                local: None,
-                                learning: true,
-                                parent: None,
-                            });
-                        }
-                        LinkInfo::Kind(k) => l.kind = LinkKind::Other(k.to_string()),
-                        LinkInfo::Data(InfoData::Vxlan(data)) => {
-                            let v = vx.get_or_insert(VxlanAttrs {
-                                vni: 0,
-                                port: 0,
-                                local: None,
-                                learning: true,
-                                parent: None,
-                            });
-                            for d in data {
-                                match d {
-                                    InfoVxlan::Id(id) => v.vni = *id,
-                                    InfoVxlan::Port(p) => v.port = *p,
-                                    InfoVxlan::Local(ip) => v.local = Some(IpAddr::V4(*ip)),
-                                    InfoVxlan::Local6(ip) => v.local = Some(IpAddr::V6(*ip)),
-                                    InfoVxlan::Learning(b) => v.learning = *b,
-                                    InfoVxlan::Link(i) => v.parent = Some(*i),
-                                    _ => {}
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(v) = vx {
-        l.kind = LinkKind::Vxlan(v);
-    }
-    l
-}
-
-fn parse_address(m: &AddressMessage) -> Option<Address> {
-    let mut local = None;
-    let mut address = None;
-    for a in &m.attributes {
-        match a {
-            AddressAttribute::Local(ip) => local = Some(*ip),
-            AddressAttribute::Address(ip) => address = Some(*ip),
-            _ => {}
-        }
-    }
-    let ip = local.or(address)?;
-    IpNet::new(ip, m.header.prefix_len)
-        .ok()
-        .map(|addr| Address {
-            index: m.header.index,
-            addr,
-        })
-}
-
-fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
-fn parse_route(m: &RouteMessage) -> Option<Route> {
-    if m.header.kind != RouteType::Unicast {
-        return None;
-    }
-    let mut table = u32::from(m.header.table);
-    let mut dst = None;
-    let mut gateway = None;
-    let mut oif = None;
-    for a in &m.attributes {
-        match a {
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(d) => dst = route_ip(d),
-            RouteAttribute::Gateway(g) => gateway = route_ip(g),
-            RouteAttribute::Via(RouteVia::Inet(v4)) => gateway = Some(IpAddr::V4(*v4)),
-            RouteAttribute::Via(RouteVia::Inet6(v6)) => gateway = Some(IpAddr::V6(*v6)),
-            RouteAttribute::Oif(i) => oif = Some(*i),
-            _ => {}
-        }
-    }
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-        return None;
-    }
-    let dst = match dst {
-        Some(ip) => ip,
-        None if m.header.address_family == AddressFamily::Inet6 => {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        }
-        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    };
-    Some(Route {
-        dst: IpNet::new(dst, m.header.destination_prefix_length).ok()?,
-        gateway,
-        oif,
-        onlink: m.header.flags.contains(RouteFlags::Onlink),
-        protocol: u8::from(m.header.protocol),
-    })
-}
-
-fn route_message(r: &Route) -> Result<RouteMessage> {
-    fn invalid<E: std::fmt::Display>(dst: IpNet) -> impl Fn(E) -> RoutesError {
-        move |e| RoutesError::Invalid {
-            what: format!("route {dst}"),
-            reason: e.to_string(),
-        }
-    }
-    let mut b = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(r.dst.addr(), r.dst.prefix_len())
-        .map_err(invalid(r.dst))?
-        .protocol(RouteProtocol::from(r.protocol));
-    if let Some(gw) = r.gateway {
-        b = b.gateway(gw).map_err(invalid(r.dst))?;
-    }
-    if let Some(oif) = r.oif {
-        b = b.output_interface(oif);
-    }
-    if r.onlink {
-        b = b.onlink();
-    }
-    Ok(b.build())
-}
-
-fn neighbour_message(family: AddressFamily, index: u32) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = family;
-    m.header.ifindex = index;
-    m
-}
-
-fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
-    match ip {
-        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-    }
-}
-
-fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
-    match a {
-        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
-fn neigh_parts(m: &NeighbourMessage) -> (Option<IpAddr>, Option<MacAddr>) {
-    let mut ip = None;
-    let mut mac = None;
-    for a in &m.attributes {
-        match a {
-            NeighbourAttribute::Destination(d) => ip = neigh_ip(d),
-            NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_bytes(b),
-            _ => {}
-        }
-    }
-    (ip, mac)
-}
-
 /// `ethtool` on PATH, or in the sbin directories.
 fn find_ethtool() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -315,8 +123,17 @@ impl Netlink for RtNetlink {
     async fn add_dummy(&self, name: &str) -> Result<()> {
         let what = format!("create dummy device {name}");
         let msg = LinkDummy::new(name).build();
+        let fallback = LinkBridge::new(name).build();
         with_handle(what, |h, what| async move {
-            h.link().add(msg).execute().await.map_err(nl_err(what))
+            match h.link().add(msg).execute().await {
+                // A kernel without the dummy driver (seen on these VMs): a bridge without
+                // ports holds a local address just as well.
+                Err(e) if errno(&e) == Some(EOPNOTSUPP) => {
+                    tracing::warn!(device = %name_of(&fallback), "no dummy driver in this kernel; using a bridge without ports");
+                    h.link().add(fallback).execute().await.map_err(nl_err(what))
+                }
+                other => other.map_err(nl_err(what)),
+            }
         })
         .await
     }

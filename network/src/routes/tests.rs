@@ -8,11 +8,11 @@ use k8s_openapi::api::core::v1::Node;
 use super::*;
 
 fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+    s.parse().expect("valid literal")
 }
 
 fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
+    s.parse().expect("valid literal")
 }
 
 /// Node a: 192.168.251.11 on eth0 (MTU 1500), pods 10.42.0.0/24.
@@ -42,7 +42,7 @@ const MAC_B: &str = "0a:00:00:00:00:0b";
 const MAC_C: &str = "0a:00:00:00:00:0c";
 
 fn mac(s: &str) -> MacAddr {
-    s.parse().unwrap()
+    s.parse().expect("valid literal")
 }
 
 fn eth0() -> u32 {
@@ -53,16 +53,19 @@ fn eth0() -> u32 {
 fn backend_parses_and_prints_the_flag_values() {
     assert_eq!(Backend::default(), Backend::Vxlan);
     for b in [Backend::Vxlan, Backend::HostGw, Backend::None] {
-        assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
+        assert_eq!(b.to_string().parse::<Backend>().expect("present"), b);
     }
-    assert_eq!("host-gw".parse::<Backend>().unwrap(), Backend::HostGw);
-    let err = "flannel".parse::<Backend>().unwrap_err();
+    assert_eq!(
+        "host-gw".parse::<Backend>().expect("present"),
+        Backend::HostGw
+    );
+    let err = "flannel".parse::<Backend>().expect_err("must fail");
     assert!(err.to_string().contains("flannel"), "{err}");
 }
 
 #[test]
 fn mac_addresses_parse_and_print() {
-    let m: MacAddr = "0A:1b:2c:3d:4e:5f".parse().unwrap();
+    let m: MacAddr = "0A:1b:2c:3d:4e:5f".parse().expect("present");
     assert_eq!(m.to_string(), "0a:1b:2c:3d:4e:5f");
     assert!("0a:1b:2c".parse::<MacAddr>().is_err());
     assert!("zz:1b:2c:3d:4e:5f".parse::<MacAddr>().is_err());
@@ -71,7 +74,7 @@ fn mac_addresses_parse_and_print() {
 #[tokio::test]
 async fn vxlan_setup_creates_the_device_as_the_lab_did_and_is_idempotent() {
     let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
-    let local = o.setup().await.unwrap();
+    let local = o.setup().await.expect("netlink");
     assert_eq!(local.mtu, 1450);
     assert_eq!(local.vtep_ip, Some(ip("192.168.251.11")));
     let dev = o.netlink().link(VXLAN_DEVICE).expect("device");
@@ -101,7 +104,7 @@ async fn vxlan_setup_creates_the_device_as_the_lab_did_and_is_idempotent() {
     );
 
     // Again: nothing to do, same answer.
-    let again = o.setup().await.unwrap();
+    let again = o.setup().await.expect("netlink");
     assert_eq!(again, local);
     assert_eq!(o.netlink().effects(), vec![]);
 }
@@ -110,8 +113,8 @@ async fn vxlan_setup_creates_the_device_as_the_lab_did_and_is_idempotent() {
 async fn vxlan_setup_recreates_a_device_with_wrong_settings_and_fixes_mtu_in_place() {
     let nl = kernel();
     let mut o = Overlay::new(cfg(Backend::Vxlan), nl);
-    o.setup().await.unwrap();
-    let first = o.netlink().link(VXLAN_DEVICE).unwrap();
+    o.setup().await.expect("netlink");
+    let first = o.netlink().link(VXLAN_DEVICE).expect("present");
 
     // Wrong MTU and down: fixed in place, the device (and its MAC) kept.
     o.netlink().edit_link(VXLAN_DEVICE, |l| {
@@ -119,7 +122,7 @@ async fn vxlan_setup_recreates_a_device_with_wrong_settings_and_fixes_mtu_in_pla
         l.up = false;
     });
     o.netlink().take_effects();
-    o.setup().await.unwrap();
+    o.setup().await.expect("netlink");
     assert_eq!(
         o.netlink().take_effects(),
         vec![NlEffect::SetLinkUp {
@@ -127,7 +130,10 @@ async fn vxlan_setup_recreates_a_device_with_wrong_settings_and_fixes_mtu_in_pla
             mtu: Some(1450)
         }]
     );
-    assert_eq!(o.netlink().link(VXLAN_DEVICE).unwrap().mac, first.mac);
+    assert_eq!(
+        o.netlink().link(VXLAN_DEVICE).expect("present").mac,
+        first.mac
+    );
 
     // Wrong VNI: recreated.
     o.netlink().edit_link(VXLAN_DEVICE, |l| {
@@ -135,11 +141,11 @@ async fn vxlan_setup_recreates_a_device_with_wrong_settings_and_fixes_mtu_in_pla
             v.vni = 42;
         }
     });
-    let local = o.setup().await.unwrap();
+    let local = o.setup().await.expect("netlink");
     let effects = o.netlink().take_effects();
     assert_eq!(effects[0], NlEffect::DelLink(VXLAN_DEVICE.into()));
     assert!(matches!(&effects[1], NlEffect::AddVxlan(s) if s.vni == 1));
-    let second = o.netlink().link(VXLAN_DEVICE).unwrap();
+    let second = o.netlink().link(VXLAN_DEVICE).expect("present");
     assert_ne!(second.mac, first.mac);
     assert_eq!(local.vtep_mac, second.mac.map(|m| m.to_string()));
 
@@ -149,7 +155,7 @@ async fn vxlan_setup_recreates_a_device_with_wrong_settings_and_fixes_mtu_in_pla
             v.local = Some(ip("192.168.251.99"));
         }
     });
-    o.setup().await.unwrap();
+    o.setup().await.expect("netlink");
     assert_eq!(
         o.netlink().take_effects()[0],
         NlEffect::DelLink(VXLAN_DEVICE.into())
@@ -159,17 +165,17 @@ async fn vxlan_setup_recreates_a_device_with_wrong_settings_and_fixes_mtu_in_pla
 #[tokio::test]
 async fn a_stale_address_on_the_device_is_replaced() {
     let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
-    o.setup().await.unwrap();
-    let idx = o.netlink().link(VXLAN_DEVICE).unwrap().index;
+    o.setup().await.expect("netlink");
+    let idx = o.netlink().link(VXLAN_DEVICE).expect("present").index;
     o.netlink()
         .add_address(&Address {
             index: idx,
             addr: net("10.42.9.0/32"),
         })
         .await
-        .unwrap();
+        .expect("present");
     o.netlink().take_effects();
-    o.setup().await.unwrap();
+    o.setup().await.expect("netlink");
     assert_eq!(
         o.netlink().take_effects(),
         vec![NlEffect::DelAddress(Address {
@@ -183,31 +189,31 @@ async fn a_stale_address_on_the_device_is_replaced() {
 async fn mtu_is_detected_from_the_node_ip_link_or_overridden() {
     let big = RecordingNetlink::new().with_uplink("eth0", 9000, net("192.168.251.11/24"));
     let mut o = Overlay::new(cfg(Backend::Vxlan), big);
-    assert_eq!(o.setup().await.unwrap().mtu, 8950);
+    assert_eq!(o.setup().await.expect("netlink").mtu, 8950);
 
     let mut c = cfg(Backend::Vxlan);
     c.mtu = Some(1400);
     let mut o = Overlay::new(c, kernel());
-    assert_eq!(o.setup().await.unwrap().mtu, 1400);
-    assert_eq!(o.netlink().link(VXLAN_DEVICE).unwrap().mtu, 1400);
+    assert_eq!(o.setup().await.expect("netlink").mtu, 1400);
+    assert_eq!(o.netlink().link(VXLAN_DEVICE).expect("present").mtu, 1400);
 
     let mut o = Overlay::new(cfg(Backend::HostGw), kernel());
-    assert_eq!(o.setup().await.unwrap().mtu, 1500);
+    assert_eq!(o.setup().await.expect("netlink").mtu, 1500);
 
     let mut c = cfg(Backend::HostGw);
     c.mtu = Some(1280);
     let mut o = Overlay::new(c, kernel());
-    assert_eq!(o.setup().await.unwrap().mtu, 1280);
+    assert_eq!(o.setup().await.expect("netlink").mtu, 1280);
 
     // The node IP is on no link: vxlan cannot work, none falls back.
     let mut c = cfg(Backend::Vxlan);
     c.node_ip = ip("192.168.251.77");
     let mut o = Overlay::new(c.clone(), kernel());
-    let err = o.setup().await.unwrap_err();
+    let err = o.setup().await.expect_err("must fail");
     assert!(matches!(err, RoutesError::NodeIpNotFound(_)), "{err}");
     c.backend = Backend::None;
     let mut o = Overlay::new(c, kernel());
-    assert_eq!(o.setup().await.unwrap().mtu, 1500);
+    assert_eq!(o.setup().await.expect("netlink").mtu, 1500);
     assert_eq!(o.netlink().effects(), vec![]);
 }
 
@@ -216,7 +222,7 @@ async fn checksum_offload_off_only_when_asked() {
     let mut c = cfg(Backend::Vxlan);
     c.tx_checksum_offload = false;
     let mut o = Overlay::new(c, kernel());
-    o.setup().await.unwrap();
+    o.setup().await.expect("netlink");
     assert!(o.netlink().effects().contains(&NlEffect::TxChecksum {
         device: VXLAN_DEVICE.into(),
         on: false
@@ -237,8 +243,8 @@ fn routes_of(nl: &RecordingNetlink) -> Vec<Route> {
 #[tokio::test]
 async fn vxlan_sync_adds_route_neighbour_and_fdb_per_peer_then_nothing() {
     let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
-    o.setup().await.unwrap();
-    let vx = o.netlink().link(VXLAN_DEVICE).unwrap().index;
+    o.setup().await.expect("netlink");
+    let vx = o.netlink().link(VXLAN_DEVICE).expect("present").index;
     o.netlink().take_effects();
     let peers = vec![
         peer("b", "192.168.251.12", "10.42.1.0/24", Some(MAC_B)),
@@ -251,7 +257,7 @@ async fn vxlan_sync_adds_route_neighbour_and_fdb_per_peer_then_nothing() {
             Some("0a:00:00:00:00:0a"),
         ),
     ];
-    let r = o.sync(&peers).await.unwrap();
+    let r = o.sync(&peers).await.expect("netlink");
     assert_eq!(r.added, 6, "{r:?}");
     assert_eq!(r.removed, 0);
     assert_eq!(r.skipped, vec!["d".to_string(), "a".to_string()]);
@@ -290,25 +296,45 @@ async fn vxlan_sync_adds_route_neighbour_and_fdb_per_peer_then_nothing() {
     assert_eq!(s.fdb.len(), 2);
 
     o.netlink().take_effects();
-    let r = o.sync(&peers).await.unwrap();
+    let r = o.sync(&peers).await.expect("netlink");
     assert!(r.is_noop(), "{r:?}");
     assert_eq!(o.netlink().effects(), vec![]);
 }
 
 #[tokio::test]
+async fn kernel_neighbours_of_the_device_are_left_alone() {
+    let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
+    o.setup().await.expect("netlink");
+    let vx = o.netlink().link(VXLAN_DEVICE).expect("present").index;
+    // What the kernel keeps on a VXLAN device once it is up (IPv6 multicast, NOARP).
+    let mld = Neighbour {
+        index: vx,
+        ip: ip("ff02::16"),
+        mac: mac("33:33:00:00:00:16"),
+        permanent: false,
+    };
+    o.netlink().replace_neighbour(&mld).await.expect("netlink");
+    o.netlink().take_effects();
+    let r = o.sync(&[]).await.expect("netlink");
+    assert!(r.is_noop(), "{r:?}");
+    assert_eq!(o.netlink().effects(), vec![]);
+    assert!(o.netlink().state().neighbours.contains(&mld));
+}
+
+#[tokio::test]
 async fn vxlan_sync_follows_changed_and_removed_peers() {
     let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
-    o.setup().await.unwrap();
-    let vx = o.netlink().link(VXLAN_DEVICE).unwrap().index;
+    o.setup().await.expect("netlink");
+    let vx = o.netlink().link(VXLAN_DEVICE).expect("present").index;
     let b = peer("b", "192.168.251.12", "10.42.1.0/24", Some(MAC_B));
     let c = peer("c", "192.168.251.13", "10.42.2.0/24", Some(MAC_C));
-    o.sync(&[b.clone(), c.clone()]).await.unwrap();
+    o.sync(&[b.clone(), c.clone()]).await.expect("netlink");
     o.netlink().take_effects();
 
     // b's node IP changed: only its FDB entry, replaced in place.
     let mut b2 = b.clone();
     b2.node_ip = ip("192.168.251.22");
-    let r = o.sync(&[b2.clone(), c.clone()]).await.unwrap();
+    let r = o.sync(&[b2.clone(), c.clone()]).await.expect("netlink");
     assert_eq!((r.added, r.removed), (1, 0));
     assert_eq!(
         o.netlink().take_effects(),
@@ -323,7 +349,7 @@ async fn vxlan_sync_follows_changed_and_removed_peers() {
     // replaced; the route stays.
     let mut b3 = b2.clone();
     b3.vtep_mac = Some("0a:00:00:00:00:bb".into());
-    let r = o.sync(&[b3.clone(), c.clone()]).await.unwrap();
+    let r = o.sync(&[b3.clone(), c.clone()]).await.expect("netlink");
     assert_eq!((r.added, r.removed), (2, 1), "{r:?}");
     let s = o.netlink().state();
     assert!(!s.fdb.iter().any(|f| f.mac == mac(MAC_B)));
@@ -338,7 +364,7 @@ async fn vxlan_sync_follows_changed_and_removed_peers() {
     // c's pod CIDR changed: new route and neighbour, old ones deleted.
     let mut c2 = c.clone();
     c2.pod_cidr = net("10.42.7.0/24");
-    let r = o.sync(&[b3.clone(), c2.clone()]).await.unwrap();
+    let r = o.sync(&[b3.clone(), c2.clone()]).await.expect("netlink");
     assert_eq!((r.added, r.removed), (2, 2), "{r:?}");
     let dsts: Vec<IpNet> = routes_of(o.netlink()).iter().map(|r| r.dst).collect();
     assert_eq!(dsts, vec![net("10.42.1.0/24"), net("10.42.7.0/24")]);
@@ -351,7 +377,7 @@ async fn vxlan_sync_follows_changed_and_removed_peers() {
     );
 
     // c removed: its route, neighbour and FDB entry go.
-    let r = o.sync(std::slice::from_ref(&b3)).await.unwrap();
+    let r = o.sync(std::slice::from_ref(&b3)).await.expect("netlink");
     assert_eq!((r.added, r.removed), (0, 3), "{r:?}");
     let s = o.netlink().state();
     assert_eq!(routes_of(o.netlink()).len(), 1);
@@ -365,22 +391,22 @@ async fn a_restarted_agent_only_fixes_differences() {
     let b = peer("b", "192.168.251.12", "10.42.1.0/24", Some(MAC_B));
     let c = peer("c", "192.168.251.13", "10.42.2.0/24", Some(MAC_C));
     let mut first = Overlay::new(cfg(Backend::Vxlan), ArcNl(nl.clone()));
-    let local = first.setup().await.unwrap();
-    first.sync(&[b.clone(), c.clone()]).await.unwrap();
+    let local = first.setup().await.expect("netlink");
+    first.sync(&[b.clone(), c.clone()]).await.expect("netlink");
     drop(first);
     nl.take_effects();
 
     // Same peers: nothing at all.
     let mut second = Overlay::new(cfg(Backend::Vxlan), ArcNl(nl.clone()));
-    assert_eq!(second.setup().await.unwrap(), local);
-    let r = second.sync(&[b.clone(), c.clone()]).await.unwrap();
+    assert_eq!(second.setup().await.expect("netlink"), local);
+    let r = second.sync(&[b.clone(), c.clone()]).await.expect("netlink");
     assert!(r.is_noop(), "{r:?}");
     assert_eq!(nl.take_effects(), vec![]);
 
     // c went away while the agent was down: only c's entries are removed.
     let mut third = Overlay::new(cfg(Backend::Vxlan), ArcNl(nl.clone()));
-    third.setup().await.unwrap();
-    let r = third.sync(std::slice::from_ref(&b)).await.unwrap();
+    third.setup().await.expect("netlink");
+    let r = third.sync(std::slice::from_ref(&b)).await.expect("netlink");
     assert_eq!((r.added, r.removed), (0, 3));
     assert!(nl.take_effects().iter().all(|e| matches!(
         e,
@@ -452,12 +478,12 @@ impl Netlink for ArcNl {
 #[tokio::test]
 async fn sync_recreates_a_vanished_device_and_reports_the_new_mac() {
     let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
-    let local = o.setup().await.unwrap();
+    let local = o.setup().await.expect("netlink");
     let b = peer("b", "192.168.251.12", "10.42.1.0/24", Some(MAC_B));
-    o.sync(std::slice::from_ref(&b)).await.unwrap();
-    let idx = o.netlink().link(VXLAN_DEVICE).unwrap().index;
-    o.netlink().del_link(idx).await.unwrap();
-    let r = o.sync(std::slice::from_ref(&b)).await.unwrap();
+    o.sync(std::slice::from_ref(&b)).await.expect("netlink");
+    let idx = o.netlink().link(VXLAN_DEVICE).expect("present").index;
+    o.netlink().del_link(idx).await.expect("netlink");
+    let r = o.sync(std::slice::from_ref(&b)).await.expect("netlink");
     let again = r.recreated.clone().expect("recreated");
     assert_ne!(again.vtep_mac, local.vtep_mac);
     assert_eq!(r.added, 3, "{r:?}");
@@ -482,7 +508,7 @@ async fn host_gw_routes_follow_the_nodes_and_leave_other_routes_alone() {
     let nl = kernel().with_route(foreign).with_route(stale);
     let mut o = Overlay::new(cfg(Backend::HostGw), nl);
     assert_eq!(
-        o.setup().await.unwrap(),
+        o.setup().await.expect("netlink"),
         LocalOverlay {
             mtu: 1500,
             vtep_mac: None,
@@ -491,7 +517,7 @@ async fn host_gw_routes_follow_the_nodes_and_leave_other_routes_alone() {
     );
     let b = peer("b", "192.168.251.12", "10.42.1.0/24", None);
     let c = peer("c", "192.168.251.13", "10.42.2.0/24", None);
-    let r = o.sync(&[b.clone(), c.clone()]).await.unwrap();
+    let r = o.sync(&[b.clone(), c.clone()]).await.expect("netlink");
     assert_eq!((r.added, r.removed), (2, 1), "{r:?}");
     assert!(r.skipped.is_empty());
     let want_b = Route {
@@ -507,13 +533,18 @@ async fn host_gw_routes_follow_the_nodes_and_leave_other_routes_alone() {
 
     // The kernel reports the output link it resolved (the fake too): still the same route.
     o.netlink().take_effects();
-    assert!(o.sync(&[b.clone(), c.clone()]).await.unwrap().is_noop());
+    assert!(
+        o.sync(&[b.clone(), c.clone()])
+            .await
+            .expect("netlink")
+            .is_noop()
+    );
     assert_eq!(o.netlink().effects(), vec![]);
 
     // b moved to another IP: replaced. c removed: deleted.
     let mut b2 = b.clone();
     b2.node_ip = ip("192.168.251.32");
-    let r = o.sync(std::slice::from_ref(&b2)).await.unwrap();
+    let r = o.sync(std::slice::from_ref(&b2)).await.expect("netlink");
     assert_eq!((r.added, r.removed), (1, 1));
     assert_eq!(
         routes_of(o.netlink()),
@@ -525,9 +556,27 @@ async fn host_gw_routes_follow_the_nodes_and_leave_other_routes_alone() {
     assert!(o.netlink().state().routes.contains(&foreign));
 
     // Teardown: our routes go, the foreign one stays.
-    o.teardown().await.unwrap();
+    o.teardown().await.expect("netlink");
     assert_eq!(routes_of(o.netlink()), vec![]);
     assert!(o.netlink().state().routes.contains(&foreign));
+}
+
+#[tokio::test]
+async fn a_refused_route_does_not_stop_the_others() {
+    let mut o = Overlay::new(cfg(Backend::HostGw), kernel());
+    o.setup().await.expect("setup");
+    // c's node is on another subnet: host-gw cannot reach it (the kernel says unreachable).
+    let b = peer("b", "192.168.251.12", "10.42.1.0/24", None);
+    let c = peer("c", "192.168.7.13", "10.42.2.0/24", None);
+    let r = o.sync(&[c.clone(), b.clone()]).await.expect("sync");
+    assert_eq!(r.added, 1, "{r:?}");
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert!(r.failed[0].contains("10.42.2.0/24"), "{r:?}");
+    assert_eq!(routes_of(o.netlink()).len(), 1);
+    // Tried again next time, the rest untouched.
+    o.netlink().take_effects();
+    let r = o.sync(&[c, b]).await.expect("sync");
+    assert_eq!((r.added, r.removed, r.failed.len()), (0, 0, 1), "{r:?}");
 }
 
 #[tokio::test]
@@ -535,12 +584,12 @@ async fn host_gw_setup_removes_a_leftover_vxlan_device_and_replaces_vxlan_routes
     let nl = std::sync::Arc::new(kernel());
     let b = peer("b", "192.168.251.12", "10.42.1.0/24", Some(MAC_B));
     let mut vx = Overlay::new(cfg(Backend::Vxlan), ArcNl(nl.clone()));
-    vx.setup().await.unwrap();
-    vx.sync(std::slice::from_ref(&b)).await.unwrap();
+    vx.setup().await.expect("netlink");
+    vx.sync(std::slice::from_ref(&b)).await.expect("netlink");
     let mut hg = Overlay::new(cfg(Backend::HostGw), ArcNl(nl.clone()));
-    hg.setup().await.unwrap();
+    hg.setup().await.expect("netlink");
     assert!(nl.link(VXLAN_DEVICE).is_none());
-    hg.sync(std::slice::from_ref(&b)).await.unwrap();
+    hg.sync(std::slice::from_ref(&b)).await.expect("netlink");
     assert_eq!(routes_of(&nl).len(), 1);
     assert_eq!(routes_of(&nl)[0].gateway, Some(ip("192.168.251.12")));
     assert!(nl.state().fdb.is_empty());
@@ -549,27 +598,27 @@ async fn host_gw_setup_removes_a_leftover_vxlan_device_and_replaces_vxlan_routes
 #[tokio::test]
 async fn vxlan_teardown_removes_the_device_and_its_entries() {
     let mut o = Overlay::new(cfg(Backend::Vxlan), kernel());
-    o.setup().await.unwrap();
+    o.setup().await.expect("netlink");
     o.sync(&[peer("b", "192.168.251.12", "10.42.1.0/24", Some(MAC_B))])
         .await
-        .unwrap();
-    o.teardown().await.unwrap();
+        .expect("present");
+    o.teardown().await.expect("netlink");
     let s = o.netlink().state();
     assert!(o.netlink().link(VXLAN_DEVICE).is_none());
     assert!(routes_of(o.netlink()).is_empty());
     assert!(s.neighbours.is_empty() && s.fdb.is_empty());
     // Twice is fine.
-    o.teardown().await.unwrap();
+    o.teardown().await.expect("netlink");
 }
 
 #[tokio::test]
 async fn none_does_nothing() {
     let mut o = Overlay::new(cfg(Backend::None), kernel());
-    o.setup().await.unwrap();
+    o.setup().await.expect("netlink");
     let r = o
         .sync(&[peer("b", "192.168.251.12", "10.42.1.0/24", Some(MAC_B))])
         .await
-        .unwrap();
+        .expect("present");
     assert!(r.is_noop());
     assert_eq!(o.netlink().effects(), vec![]);
 }
@@ -579,7 +628,7 @@ async fn dummy_device_holds_exactly_the_dns_address() {
     let nl = kernel();
     ensure_dummy_address(&nl, "k8slite-dns", ip("10.43.0.10"))
         .await
-        .unwrap();
+        .expect("present");
     let l = nl.link("k8slite-dns").expect("dummy");
     assert_eq!(l.kind, LinkKind::Dummy);
     assert!(l.up);
@@ -595,15 +644,15 @@ async fn dummy_device_holds_exactly_the_dns_address() {
     nl.take_effects();
     ensure_dummy_address(&nl, "k8slite-dns", ip("10.43.0.10"))
         .await
-        .unwrap();
+        .expect("present");
     assert_eq!(nl.effects(), vec![]);
     ensure_dummy_address(&nl, "k8slite-dns", ip("10.43.0.53"))
         .await
-        .unwrap();
+        .expect("present");
     assert_eq!(addrs(&nl), vec![net("10.43.0.53/32")]);
-    remove_dummy(&nl, "k8slite-dns").await.unwrap();
+    remove_dummy(&nl, "k8slite-dns").await.expect("netlink");
     assert!(nl.link("k8slite-dns").is_none());
-    remove_dummy(&nl, "k8slite-dns").await.unwrap();
+    remove_dummy(&nl, "k8slite-dns").await.expect("netlink");
 }
 
 fn node(name: &str, cidr: Option<&str>, ips: &[&str], mac: Option<&str>) -> Node {
@@ -621,7 +670,7 @@ fn node(name: &str, cidr: Option<&str>, ips: &[&str], mac: Option<&str>) -> Node
         "spec": {"podCIDR": cidr},
         "status": {"addresses": addresses},
     }))
-    .unwrap()
+    .expect("present")
 }
 
 #[test]
@@ -662,4 +711,19 @@ fn local_annotations_publish_the_vtep_for_vxlan_only() {
     let a = local_annotations(Backend::HostGw, &local);
     assert_eq!(a.len(), 1);
     assert_eq!(a[BACKEND_ANNOTATION], "host-gw");
+}
+
+#[test]
+fn overlay_futures_can_be_spawned() {
+    fn is_send<T: Send>(_: &T) {}
+    let mut o = Overlay::new(cfg(Backend::Vxlan), RtNetlink);
+    is_send(&o.setup());
+    is_send(&o.sync(&[]));
+    is_send(&o.teardown());
+    is_send(&ensure_dummy_address(
+        &RtNetlink,
+        "k8slite-dns",
+        ip("10.43.0.10"),
+    ));
+    is_send(&remove_dummy(&RtNetlink, "k8slite-dns"));
 }
