@@ -160,15 +160,27 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A connection that was refused (not timed out, not answered).
-fn assert_refused(o: &Output, what: &str) {
-    assert!(!o.status.success(), "{what} answered: {}", text(o));
-    assert_ne!(o.status.code(), Some(124), "{what} timed out instead of being refused");
+/// The node's rules with counters (for failure messages).
+fn dump(node: &str) -> String {
+    let o = in_ns(node, &["iptables-save", "-c"]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A connection from `from` that was refused (not timed out, not answered).
+fn assert_refused(node: &str, from: &str, url: &str, what: &str) {
+    let o = wget(from, url);
+    assert!(!o.status.success(), "{what} answered: {}", text(&o));
+    assert_ne!(
+        o.status.code(),
+        Some(124),
+        "{what} ({url} from {from}) timed out instead of being refused; rules:\n{}",
+        dump(node)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("refused") || err.contains("unreachable"),
         "{what}: {}",
-        text(o)
+        text(&o)
     );
 }
 
@@ -191,7 +203,7 @@ fn service_proxy_in_network_namespaces() {
         guard.netns.push(n.clone());
         must("ip", &["-n", n, "link", "set", "lo", "up"]);
     }
-    // Node: bridge = pods' gateway, a dummy device holding the node IP with the route to the
+    // Node: bridge = pods' gateway, also holding the node IP with the route to the
     // service CIDR (the node itself needs a route to connect to a VIP), forwarding and
     // br_netfilter on.
     let ipn = |args: &[&str]| {
@@ -202,13 +214,18 @@ fn service_proxy_in_network_namespaces() {
     ipn(&["link", "add", "kpxbr", "type", "bridge"]);
     ipn(&["addr", "add", "10.199.5.1/24", "dev", "kpxbr"]);
     ipn(&["link", "set", "kpxbr", "up"]);
-    ipn(&["link", "add", "kpxd0", "type", "dummy"]);
-    ipn(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "kpxd0"]);
-    ipn(&["link", "set", "kpxd0", "up"]);
-    ipn(&["route", "add", SERVICE_CIDR, "dev", "kpxd0"]);
+    // (No dummy driver on every kernel: the node address sits on the bridge too.)
+    ipn(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "kpxbr"]);
+    ipn(&["route", "add", SERVICE_CIDR, "dev", "kpxbr", "src", NODE_IP]);
+    // No ICMP redirects from the node: pod → VIP → pod on the same bridge makes the kernel
+    // send them, and they use up the per-peer ICMP tokens, so the REJECT's port-unreachable
+    // for that pod would be rate-limited away (the client then times out instead of failing
+    // at once).
     for (k, v) in [
         ("net/ipv4/ip_forward", "1"),
         ("net/bridge/bridge-nf-call-iptables", "1"),
+        ("net/ipv4/conf/all/send_redirects", "0"),
+        ("net/ipv4/conf/kpxbr/send_redirects", "0"),
     ] {
         let out = in_ns(
             &node,
@@ -360,8 +377,8 @@ fn service_proxy_in_network_namespaces() {
     }
     // No endpoints, and an address no service owns: refused at once.
     for from in [&node, &pb] {
-        assert_refused(&wget(from, "http://10.198.0.101/"), "service without endpoints");
-        assert_refused(&wget(from, "http://10.198.0.250/"), "unowned service address");
+        assert_refused(&node, from, "http://10.198.0.101/", "service without endpoints");
+        assert_refused(&node, from, "http://10.198.0.250/", "unowned service address");
     }
     // Hairpin: pod A reaches itself through its service.
     let o = wget(&pa, "http://10.198.0.102/");
@@ -424,7 +441,7 @@ fn service_proxy_in_network_namespaces() {
     // A service removed: its chains go in the same restore, the VIP is refused again.
     services.retain(|s| s.metadata.name.as_deref() != Some("self"));
     proxier.sync(&services, &with_web(&[POD_A])).expect("sync");
-    assert_refused(&wget(&pb, "http://10.198.0.102/"), "removed service");
+    assert_refused(&node, &pb, "http://10.198.0.102/", "removed service");
 
     // Cleanup: no chain or jump with our prefix remains.
     proxier.cleanup().expect("cleanup");

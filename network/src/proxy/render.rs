@@ -14,8 +14,10 @@ use super::chains::{self, FILTER_TOP, NAT_TOP, RAW_TOP};
 use super::model::{self, Ep, PortModel, Proto, SvcModel};
 use super::{HealthCheck, Problem, ProxyConfig};
 
-/// The masquerade mark (kube-proxy's).
+/// The masquerade mark (kube-proxy's), as a match.
 const MASQ_MARK: &str = "0x4000/0x4000";
+/// The masquerade bit, to set and clear.
+const MASQ_BIT: &str = "0x4000";
 /// Port of the node-local DNS server.
 const DNS_PORT: u16 = 53;
 
@@ -600,14 +602,14 @@ impl<'c> Writer<'c> {
         for c in &stale {
             w!(t, ":{c} - [0:0]\n");
         }
-        w!(t, "-A {p}-MARK-MASQ -j MARK --or-mark {MASQ_MARK}\n");
+        w!(t, "-A {p}-MARK-MASQ -j MARK --or-mark {MASQ_BIT}\n");
         if cfg.masquerade_egress
             && let Some(pod) = cfg.pod_cidr.filter(|c| c.addr().is_ipv4() == self.v4)
         {
             w!(t, "-A {p}-POSTROUTING -s {} ! -d {cidr} -m comment --comment \"k8slite pod egress\" -j MASQUERADE --random-fully\n", pod.trunc());
         }
         w!(t, "-A {p}-POSTROUTING -m mark ! --mark {MASQ_MARK} -j RETURN\n");
-        w!(t, "-A {p}-POSTROUTING -j MARK --xor-mark {MASQ_MARK}\n");
+        w!(t, "-A {p}-POSTROUTING -j MARK --xor-mark {MASQ_BIT}\n");
         w!(t, "-A {p}-POSTROUTING -m comment --comment \"k8slite service traffic requiring SNAT\" -j MASQUERADE --random-fully\n");
         t.push_str(&self.nat_svc);
         let mut np = String::new();

@@ -145,7 +145,7 @@ fn cluster_ip_spreads_over_two_endpoints_with_masquerade_and_hairpin() {
         assert!(sep[1].ends_with(&format!("-p tcp -m tcp -j DNAT --to-destination {ip}:8080")), "{sep:?}");
     }
     // Marked packets are masqueraded in our POSTROUTING chain.
-    one(nat, &["-A K8SLITE-MARK-MASQ -j MARK --or-mark 0x4000/0x4000"]);
+    one(nat, &["-A K8SLITE-MARK-MASQ -j MARK --or-mark 0x4000"]);
     one(nat, &["-A K8SLITE-POSTROUTING", "SNAT", "-j MASQUERADE --random-fully"]);
     // Declared chains, no appends to built-in chains in the restore text.
     for l in r.text.lines().filter(|l| l.starts_with(':')) {
