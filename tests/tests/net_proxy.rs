@@ -7,6 +7,8 @@
 //! cleanup leaves no chain with the test's prefix. Everything is removed on drop, failure
 //! included; processes are killed by PID.
 
+#![allow(clippy::print_stderr)] // the counts are part of the report
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -118,8 +120,10 @@ impl Drop for Guard {
 
 fn service(name: &str, spec: serde_json::Value) -> Arc<Service> {
     Arc::new(
-        serde_json::from_value(json!({"metadata": {"namespace": "default", "name": name}, "spec": spec}))
-            .expect("service"),
+        serde_json::from_value(
+            json!({"metadata": {"namespace": "default", "name": name}, "spec": spec}),
+        )
+        .expect("service"),
     )
 }
 
@@ -227,10 +231,7 @@ fn service_proxy_in_network_namespaces() {
         ("net/ipv4/conf/all/send_redirects", "0"),
         ("net/ipv4/conf/kpxbr/send_redirects", "0"),
     ] {
-        let out = in_ns(
-            &node,
-            &["sh", "-c", &format!("echo {v} > /proc/sys/{k}")],
-        );
+        let out = in_ns(&node, &["sh", "-c", &format!("echo {v} > /proc/sys/{k}")]);
         assert!(
             out.status.success(),
             "prerequisite missing: sysctl {k} in a network namespace (br_netfilter): {}",
@@ -239,12 +240,20 @@ fn service_proxy_in_network_namespaces() {
     }
     let web_root = tempfile::tempdir().expect("tmp");
     for (pod, ip, veth) in [(&pa, POD_A, "vpa"), (&pb, POD_B, "vpb")] {
-        ipn(&["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod]);
+        ipn(&[
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod,
+        ]);
         ipn(&["link", "set", veth, "master", "kpxbr", "up"]);
         ipn(&["link", "set", veth, "type", "bridge_slave", "hairpin", "on"]);
-        must("ip", &["-n", pod, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        must(
+            "ip",
+            &["-n", pod, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
         must("ip", &["-n", pod, "link", "set", "eth0", "up"]);
-        must("ip", &["-n", pod, "route", "add", "default", "via", "10.199.5.1"]);
+        must(
+            "ip",
+            &["-n", pod, "route", "add", "default", "via", "10.199.5.1"],
+        );
         let dir = web_root.path().join(pod.as_str());
         std::fs::create_dir_all(&dir).expect("web dir");
         std::fs::write(dir.join("index.html"), format!("hello from {ip}\n")).expect("index");
@@ -268,7 +277,11 @@ fn service_proxy_in_network_namespaces() {
             if o.status.success() {
                 break;
             }
-            assert!(Instant::now() < deadline, "httpd in the pod at {ip}: {}", text(&o));
+            assert!(
+                Instant::now() < deadline,
+                "httpd in the pod at {ip}: {}",
+                text(&o)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -278,7 +291,10 @@ fn service_proxy_in_network_namespaces() {
     let (iptables, backend_kind, _) =
         ensure_iptables(&RealHost, &PrepOptions::new(run_dir.path().join("run")))
             .expect("prerequisite missing: iptables");
-    eprintln!("iptables: {} ({backend_kind:?}); prefix {prefix}", iptables.display());
+    eprintln!(
+        "iptables: {} ({backend_kind:?}); prefix {prefix}",
+        iptables.display()
+    );
     let mut cfg = ProxyConfig::new(
         "node",
         vec![NODE_IP.parse().expect("ip")],
@@ -373,20 +389,41 @@ fn service_proxy_in_network_namespaces() {
     for from in [&node, &pa] {
         let o = wget(from, &format!("http://{NODE_IP}:30080/"));
         assert!(o.status.success(), "NodePort from {from}: {}", text(&o));
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("hello from {POD_B}"));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("hello from {POD_B}")
+        );
     }
     // No endpoints, and an address no service owns: refused at once.
     for from in [&node, &pb] {
-        assert_refused(&node, from, "http://10.198.0.101/", "service without endpoints");
-        assert_refused(&node, from, "http://10.198.0.250/", "unowned service address");
+        assert_refused(
+            &node,
+            from,
+            "http://10.198.0.101/",
+            "service without endpoints",
+        );
+        assert_refused(
+            &node,
+            from,
+            "http://10.198.0.250/",
+            "unowned service address",
+        );
     }
     // Hairpin: pod A reaches itself through its service.
     let o = wget(&pa, "http://10.198.0.102/");
     assert!(o.status.success(), "hairpin: {}", text(&o));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("hello from {POD_A}"));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("hello from {POD_A}")
+    );
 
     // Unchanged input: no restore.
-    assert!(!proxier.sync(&services, &with_web(&[POD_A, POD_B])).expect("sync").applied);
+    assert!(
+        !proxier
+            .sync(&services, &with_web(&[POD_A, POD_B]))
+            .expect("sync")
+            .applied
+    );
 
     // Atomicity: swap the web endpoints while a client opens fresh connections.
     let stop = AtomicBool::new(false);
@@ -435,7 +472,9 @@ fn service_proxy_in_network_namespaces() {
         failed,
         0,
         "failed connections during swaps; first: {:?}",
-        first_failure.into_inner().unwrap_or_else(|p| p.into_inner())
+        first_failure
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
     );
 
     // A service removed: its chains go in the same restore, the VIP is refused again.
@@ -449,7 +488,10 @@ fn service_proxy_in_network_namespaces() {
         let net = format!("--net={}", ns_path(&node));
         let save = iptables.with_file_name(format!(
             "{}-save",
-            iptables.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            iptables
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let save = save.to_string_lossy().into_owned();
         let out = run("nsenter", &[&net, "--", &save, "-t", table]);

@@ -89,7 +89,9 @@ impl IptablesBackend {
         match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", ns.display())).arg("--").arg(program);
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(program);
                 c
             }
             None => Command::new(program),
@@ -366,8 +368,14 @@ impl RuleBackend for RecordingBackend {
 mod tests {
     #[test]
     fn failed_line_is_found() {
-        assert_eq!(super::failed_line("x\nError occurred at line: 66\nTry"), Some(66));
-        assert_eq!(super::failed_line("iptables-restore: line 7 failed"), Some(7));
+        assert_eq!(
+            super::failed_line("x\nError occurred at line: 66\nTry"),
+            Some(66)
+        );
+        assert_eq!(
+            super::failed_line("iptables-restore: line 7 failed"),
+            Some(7)
+        );
         assert_eq!(super::failed_line("nothing"), None);
     }
 }
