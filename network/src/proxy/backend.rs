@@ -366,6 +366,24 @@ impl RuleBackend for RecordingBackend {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_siblings_of_the_given_iptables() {
+        let b = IptablesBackend::new("/run/k8slite/bin/iptables".into());
+        assert_eq!(b.restore, Path::new("/run/k8slite/bin/iptables-restore"));
+        assert_eq!(b.save, Path::new("/run/k8slite/bin/iptables-save"));
+        let b = IptablesBackend::new("/usr/sbin/ip6tables".into()).in_netns("/run/netns/x");
+        assert_eq!(b.restore, Path::new("/usr/sbin/ip6tables-restore"));
+        let c = b.command(&b.restore);
+        assert_eq!(c.get_program(), "nsenter");
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(
+            args,
+            ["--net=/run/netns/x", "--", "/usr/sbin/ip6tables-restore"]
+        );
+    }
+
     #[test]
     fn failed_line_is_found() {
         assert_eq!(
