@@ -341,6 +341,12 @@ fn service_proxy_in_network_namespaces() {
             json!({"clusterIP": "10.198.0.107", "ports": [{"name": "http", "port": 9, "protocol": "SCTP"}]}),
         ),
         service(
+            "sticky",
+            json!({"clusterIP": "10.198.0.108", "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+                "ports": [{"name": "http", "port": 80}]}),
+        ),
+        service(
             "kube-dns",
             json!({"clusterIP": "10.198.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}),
         ),
@@ -352,6 +358,7 @@ fn service_proxy_in_network_namespaces() {
         endpoints("lb", 8080, "TCP", &[POD_A]),
         endpoints("udp", 5353, "UDP", &[POD_A]),
         endpoints("sctp", 9999, "SCTP", &[POD_B]),
+        endpoints("sticky", 8080, "TCP", &[POD_A, POD_B]),
     ];
     let with_web = |web: &[&str]| {
         let mut s = base_slices.clone();
@@ -394,6 +401,28 @@ fn service_proxy_in_network_namespaces() {
             format!("hello from {POD_B}")
         );
     }
+    // externalTrafficPolicy: Local node port from the node, its external IP from a pod.
+    for (from, url) in [
+        (&node, format!("http://{NODE_IP}:30081/")),
+        (&pb, "http://198.51.100.7/".to_string()),
+    ] {
+        let o = wget(from, &url);
+        assert!(o.status.success(), "{url} from {from}: {}", text(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("hello from {POD_A}")
+        );
+    }
+    // Session affinity: one client keeps its endpoint.
+    let mut sticky: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..12 {
+        let o = wget(&pb, "http://10.198.0.108/");
+        assert!(o.status.success(), "sticky service: {}", text(&o));
+        *sticky
+            .entry(String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(sticky.len(), 1, "ClientIP affinity: {sticky:?}");
     // No endpoints, and an address no service owns: refused at once.
     for from in [&node, &pb] {
         assert_refused(
