@@ -7,6 +7,8 @@
 //! cleanup leaves no chain with the test's prefix. Everything is removed on drop, failure
 //! included; processes are killed by PID.
 
+#![allow(clippy::print_stderr)] // the counts are part of the report
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -118,8 +120,10 @@ impl Drop for Guard {
 
 fn service(name: &str, spec: serde_json::Value) -> Arc<Service> {
     Arc::new(
-        serde_json::from_value(json!({"metadata": {"namespace": "default", "name": name}, "spec": spec}))
-            .expect("service"),
+        serde_json::from_value(
+            json!({"metadata": {"namespace": "default", "name": name}, "spec": spec}),
+        )
+        .expect("service"),
     )
 }
 
@@ -160,15 +164,27 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A connection that was refused (not timed out, not answered).
-fn assert_refused(o: &Output, what: &str) {
-    assert!(!o.status.success(), "{what} answered: {}", text(o));
-    assert_ne!(o.status.code(), Some(124), "{what} timed out instead of being refused");
+/// The node's rules with counters (for failure messages).
+fn dump(node: &str) -> String {
+    let o = in_ns(node, &["iptables-save", "-c"]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A connection from `from` that was refused (not timed out, not answered).
+fn assert_refused(node: &str, from: &str, url: &str, what: &str) {
+    let o = wget(from, url);
+    assert!(!o.status.success(), "{what} answered: {}", text(&o));
+    assert_ne!(
+        o.status.code(),
+        Some(124),
+        "{what} ({url} from {from}) timed out instead of being refused; rules:\n{}",
+        dump(node)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("refused") || err.contains("unreachable"),
         "{what}: {}",
-        text(o)
+        text(&o)
     );
 }
 
@@ -191,7 +207,7 @@ fn service_proxy_in_network_namespaces() {
         guard.netns.push(n.clone());
         must("ip", &["-n", n, "link", "set", "lo", "up"]);
     }
-    // Node: bridge = pods' gateway, a dummy device holding the node IP with the route to the
+    // Node: bridge = pods' gateway, also holding the node IP with the route to the
     // service CIDR (the node itself needs a route to connect to a VIP), forwarding and
     // br_netfilter on.
     let ipn = |args: &[&str]| {
@@ -202,18 +218,20 @@ fn service_proxy_in_network_namespaces() {
     ipn(&["link", "add", "kpxbr", "type", "bridge"]);
     ipn(&["addr", "add", "10.199.5.1/24", "dev", "kpxbr"]);
     ipn(&["link", "set", "kpxbr", "up"]);
-    ipn(&["link", "add", "kpxd0", "type", "dummy"]);
-    ipn(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "kpxd0"]);
-    ipn(&["link", "set", "kpxd0", "up"]);
-    ipn(&["route", "add", SERVICE_CIDR, "dev", "kpxd0"]);
+    // (No dummy driver on every kernel: the node address sits on the bridge too.)
+    ipn(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "kpxbr"]);
+    ipn(&["route", "add", SERVICE_CIDR, "dev", "kpxbr", "src", NODE_IP]);
+    // No ICMP redirects from the node: pod → VIP → pod on the same bridge makes the kernel
+    // send them, and they use up the per-peer ICMP tokens, so the REJECT's port-unreachable
+    // for that pod would be rate-limited away (the client then times out instead of failing
+    // at once).
     for (k, v) in [
         ("net/ipv4/ip_forward", "1"),
         ("net/bridge/bridge-nf-call-iptables", "1"),
+        ("net/ipv4/conf/all/send_redirects", "0"),
+        ("net/ipv4/conf/kpxbr/send_redirects", "0"),
     ] {
-        let out = in_ns(
-            &node,
-            &["sh", "-c", &format!("echo {v} > /proc/sys/{k}")],
-        );
+        let out = in_ns(&node, &["sh", "-c", &format!("echo {v} > /proc/sys/{k}")]);
         assert!(
             out.status.success(),
             "prerequisite missing: sysctl {k} in a network namespace (br_netfilter): {}",
@@ -222,12 +240,20 @@ fn service_proxy_in_network_namespaces() {
     }
     let web_root = tempfile::tempdir().expect("tmp");
     for (pod, ip, veth) in [(&pa, POD_A, "vpa"), (&pb, POD_B, "vpb")] {
-        ipn(&["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod]);
+        ipn(&[
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod,
+        ]);
         ipn(&["link", "set", veth, "master", "kpxbr", "up"]);
         ipn(&["link", "set", veth, "type", "bridge_slave", "hairpin", "on"]);
-        must("ip", &["-n", pod, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        must(
+            "ip",
+            &["-n", pod, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
         must("ip", &["-n", pod, "link", "set", "eth0", "up"]);
-        must("ip", &["-n", pod, "route", "add", "default", "via", "10.199.5.1"]);
+        must(
+            "ip",
+            &["-n", pod, "route", "add", "default", "via", "10.199.5.1"],
+        );
         let dir = web_root.path().join(pod.as_str());
         std::fs::create_dir_all(&dir).expect("web dir");
         std::fs::write(dir.join("index.html"), format!("hello from {ip}\n")).expect("index");
@@ -251,7 +277,11 @@ fn service_proxy_in_network_namespaces() {
             if o.status.success() {
                 break;
             }
-            assert!(Instant::now() < deadline, "httpd in the pod at {ip}: {}", text(&o));
+            assert!(
+                Instant::now() < deadline,
+                "httpd in the pod at {ip}: {}",
+                text(&o)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -261,7 +291,10 @@ fn service_proxy_in_network_namespaces() {
     let (iptables, backend_kind, _) =
         ensure_iptables(&RealHost, &PrepOptions::new(run_dir.path().join("run")))
             .expect("prerequisite missing: iptables");
-    eprintln!("iptables: {} ({backend_kind:?}); prefix {prefix}", iptables.display());
+    eprintln!(
+        "iptables: {} ({backend_kind:?}); prefix {prefix}",
+        iptables.display()
+    );
     let mut cfg = ProxyConfig::new(
         "node",
         vec![NODE_IP.parse().expect("ip")],
@@ -308,6 +341,12 @@ fn service_proxy_in_network_namespaces() {
             json!({"clusterIP": "10.198.0.107", "ports": [{"name": "http", "port": 9, "protocol": "SCTP"}]}),
         ),
         service(
+            "sticky",
+            json!({"clusterIP": "10.198.0.108", "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+                "ports": [{"name": "http", "port": 80}]}),
+        ),
+        service(
             "kube-dns",
             json!({"clusterIP": "10.198.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}),
         ),
@@ -319,6 +358,7 @@ fn service_proxy_in_network_namespaces() {
         endpoints("lb", 8080, "TCP", &[POD_A]),
         endpoints("udp", 5353, "UDP", &[POD_A]),
         endpoints("sctp", 9999, "SCTP", &[POD_B]),
+        endpoints("sticky", 8080, "TCP", &[POD_A, POD_B]),
     ];
     let with_web = |web: &[&str]| {
         let mut s = base_slices.clone();
@@ -356,20 +396,63 @@ fn service_proxy_in_network_namespaces() {
     for from in [&node, &pa] {
         let o = wget(from, &format!("http://{NODE_IP}:30080/"));
         assert!(o.status.success(), "NodePort from {from}: {}", text(&o));
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("hello from {POD_B}"));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("hello from {POD_B}")
+        );
     }
+    // externalTrafficPolicy: Local node port from the node, its external IP from a pod.
+    for (from, url) in [
+        (&node, format!("http://{NODE_IP}:30081/")),
+        (&pb, "http://198.51.100.7/".to_string()),
+    ] {
+        let o = wget(from, &url);
+        assert!(o.status.success(), "{url} from {from}: {}", text(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("hello from {POD_A}")
+        );
+    }
+    // Session affinity: one client keeps its endpoint.
+    let mut sticky: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..12 {
+        let o = wget(&pb, "http://10.198.0.108/");
+        assert!(o.status.success(), "sticky service: {}", text(&o));
+        *sticky
+            .entry(String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(sticky.len(), 1, "ClientIP affinity: {sticky:?}");
     // No endpoints, and an address no service owns: refused at once.
     for from in [&node, &pb] {
-        assert_refused(&wget(from, "http://10.198.0.101/"), "service without endpoints");
-        assert_refused(&wget(from, "http://10.198.0.250/"), "unowned service address");
+        assert_refused(
+            &node,
+            from,
+            "http://10.198.0.101/",
+            "service without endpoints",
+        );
+        assert_refused(
+            &node,
+            from,
+            "http://10.198.0.250/",
+            "unowned service address",
+        );
     }
     // Hairpin: pod A reaches itself through its service.
     let o = wget(&pa, "http://10.198.0.102/");
     assert!(o.status.success(), "hairpin: {}", text(&o));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("hello from {POD_A}"));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("hello from {POD_A}")
+    );
 
     // Unchanged input: no restore.
-    assert!(!proxier.sync(&services, &with_web(&[POD_A, POD_B])).expect("sync").applied);
+    assert!(
+        !proxier
+            .sync(&services, &with_web(&[POD_A, POD_B]))
+            .expect("sync")
+            .applied
+    );
 
     // Atomicity: swap the web endpoints while a client opens fresh connections.
     let stop = AtomicBool::new(false);
@@ -418,13 +501,15 @@ fn service_proxy_in_network_namespaces() {
         failed,
         0,
         "failed connections during swaps; first: {:?}",
-        first_failure.into_inner().unwrap_or_else(|p| p.into_inner())
+        first_failure
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
     );
 
     // A service removed: its chains go in the same restore, the VIP is refused again.
     services.retain(|s| s.metadata.name.as_deref() != Some("self"));
     proxier.sync(&services, &with_web(&[POD_A])).expect("sync");
-    assert_refused(&wget(&pb, "http://10.198.0.102/"), "removed service");
+    assert_refused(&node, &pb, "http://10.198.0.102/", "removed service");
 
     // Cleanup: no chain or jump with our prefix remains.
     proxier.cleanup().expect("cleanup");
@@ -432,7 +517,10 @@ fn service_proxy_in_network_namespaces() {
         let net = format!("--net={}", ns_path(&node));
         let save = iptables.with_file_name(format!(
             "{}-save",
-            iptables.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            iptables
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let save = save.to_string_lossy().into_owned();
         let out = run("nsenter", &[&net, "--", &save, "-t", table]);

@@ -89,7 +89,9 @@ impl IptablesBackend {
         match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", ns.display())).arg("--").arg(program);
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(program);
                 c
             }
             None => Command::new(program),
@@ -135,11 +137,7 @@ impl IptablesBackend {
         }
         let mut stderr = out.stderr.trim().to_string();
         // "line N failed": show that line.
-        if let Some(n) = stderr
-            .split("line ")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse::<usize>().ok())
+        if let Some(n) = failed_line(&stderr)
             && let Some(line) = rules.lines().nth(n.saturating_sub(1))
         {
             stderr.push_str(&format!(" (line {n}: {line})"));
@@ -272,6 +270,17 @@ impl RuleBackend for IptablesBackend {
     }
 }
 
+/// The line number in iptables-restore's "Error occurred at line: N" / "line N failed".
+fn failed_line(stderr: &str) -> Option<usize> {
+    let rest = &stderr[stderr.find("line")? + 4..];
+    let digits: String = rest
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// What [`RecordingBackend`] saw.
 #[derive(Debug, Default)]
 struct Recorded {
@@ -352,5 +361,39 @@ impl RuleBackend for RecordingBackend {
 
     fn list_chains(&self, _prefix: &str) -> Result<BTreeSet<String>> {
         Ok(self.lock().host_chains.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_siblings_of_the_given_iptables() {
+        let b = IptablesBackend::new("/run/k8slite/bin/iptables".into());
+        assert_eq!(b.restore, Path::new("/run/k8slite/bin/iptables-restore"));
+        assert_eq!(b.save, Path::new("/run/k8slite/bin/iptables-save"));
+        let b = IptablesBackend::new("/usr/sbin/ip6tables".into()).in_netns("/run/netns/x");
+        assert_eq!(b.restore, Path::new("/usr/sbin/ip6tables-restore"));
+        let c = b.command(&b.restore);
+        assert_eq!(c.get_program(), "nsenter");
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(
+            args,
+            ["--net=/run/netns/x", "--", "/usr/sbin/ip6tables-restore"]
+        );
+    }
+
+    #[test]
+    fn failed_line_is_found() {
+        assert_eq!(
+            super::failed_line("x\nError occurred at line: 66\nTry"),
+            Some(66)
+        );
+        assert_eq!(
+            super::failed_line("iptables-restore: line 7 failed"),
+            Some(7)
+        );
+        assert_eq!(super::failed_line("nothing"), None);
     }
 }

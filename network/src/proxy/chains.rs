@@ -84,10 +84,7 @@ pub(crate) const JUMPS: [Jump; 8] = [
 
 /// Whether `chain` (in `table`) is one of ours under `prefix`.
 pub(crate) fn is_ours(prefix: &str, table: &str, chain: &str) -> bool {
-    let Some(rest) = chain
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('-'))
-    else {
+    let Some(rest) = chain.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
     let top: &[&str] = match table {
@@ -159,7 +156,11 @@ mod tests {
     #[test]
     fn hashed_names_fit_and_differ() {
         let a = hashed("K8SLITE", "SVC", &[b"default/web:http/tcp"]);
-        let b = hashed("K8SLITE", "SEP", &[b"default/web:http/tcp", b"10.42.0.2:80"]);
+        let b = hashed(
+            "K8SLITE",
+            "SEP",
+            &[b"default/web:http/tcp", b"10.42.0.2:80"],
+        );
         assert!(a.starts_with("K8SLITE-SVC-") && a.len() == 28, "{a}");
         assert!(b.starts_with("K8SLITE-SEP-") && b.len() == 28, "{b}");
         assert_ne!(a[12..], b[12..]);

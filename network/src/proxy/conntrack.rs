@@ -35,7 +35,8 @@ impl ConntrackFilter {
             a.push("--dst-nat".into());
             a.push(ip.to_string());
         }
-        if self.orig_dst.is_some_and(|ip| ip.is_ipv6()) || self.dst_nat.is_some_and(|ip| ip.is_ipv6())
+        if self.orig_dst.is_some_and(|ip| ip.is_ipv6())
+            || self.dst_nat.is_some_and(|ip| ip.is_ipv6())
         {
             a.push("-f".into());
             a.push("ipv6".into());

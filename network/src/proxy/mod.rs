@@ -14,6 +14,15 @@
 //!   removal, UDP conntrack cleanup from the previous model.
 //! - [`HealthChecks`] serves `healthCheckNodePort`s of `externalTrafficPolicy: Local` services.
 //!
+//! Wiring (agent): build one `Proxier::new(cfg, IptablesBackend::new(<HostPrep::iptables>),
+//! ConntrackTool)`, call [`Proxier::sync`] from `spawn_blocking` with the watch cache's
+//! Services and EndpointSlices (coalesced changes plus a periodic full resync), turn
+//! [`SyncReport::problems`] into Warning Events on the Services, and pass
+//! [`SyncReport::health_checks`] to [`HealthChecks::update`] (its problems too). On uninstall,
+//! [`Proxier::cleanup`]. The node should not send ICMP redirects on the pod bridge
+//! (`net.ipv4.conf.{all,<bridge>}.send_redirects=0`): pod → service → pod on the same bridge
+//! triggers them, and they use up the per-peer ICMP budget that the REJECT answers need.
+//!
 //! Chains (prefix `P`, `K8SLITE` in the agent):
 //!
 //! | table | top chain (jumped to from) | contents |

@@ -119,8 +119,9 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
             self.chains = std::mem::take(&mut r.chains);
             self.applied = Some(std::mem::take(&mut r.text));
         }
-        let recheck = self.jumps_at.is_none_or(|t| t.elapsed() >= JUMP_RECHECK);
-        if changed || recheck {
+        // The restore never touches the built-in chains: the jumps are ensured at the first
+        // sync (after the restore created the chains) and re-checked every 30 s.
+        if self.jumps_at.is_none_or(|t| t.elapsed() >= JUMP_RECHECK) {
             self.jumps_at = None;
             self.backend.ensure_jumps(&prefix)?;
             self.jumps_at = Some(Instant::now());

@@ -14,8 +14,10 @@ use super::chains::{self, FILTER_TOP, NAT_TOP, RAW_TOP};
 use super::model::{self, Ep, PortModel, Proto, SvcModel};
 use super::{HealthCheck, Problem, ProxyConfig};
 
-/// The masquerade mark (kube-proxy's).
+/// The masquerade mark (kube-proxy's), as a match.
 const MASQ_MARK: &str = "0x4000/0x4000";
+/// The masquerade bit, to set and clear.
+const MASQ_BIT: &str = "0x4000";
 /// Port of the node-local DNS server.
 const DNS_PORT: u16 = 53;
 
@@ -355,7 +357,12 @@ impl<'c> Writer<'c> {
                     self.f_fw,
                     "-A {p}-FIREWALL -d {} -p {proto} -m {proto} --dport {port} {} -j DROP\n",
                     Host(*ip),
-                    Comment(s.ns, s.name, pt.name, "traffic not accepted by its source ranges")
+                    Comment(
+                        s.ns,
+                        s.name,
+                        pt.name,
+                        "traffic not accepted by its source ranges"
+                    )
                 );
             }
         }
@@ -374,7 +381,11 @@ impl<'c> Writer<'c> {
             let ep = SockAddr(e.ip, e.port).to_string();
             let name = chains::hashed(p, "SEP", &[id.as_bytes(), ep.as_bytes()]);
             self.declare(&name);
-            w!(self.nat_rules, "-A {name} -s {} -j {p}-MARK-MASQ\n", Host(e.ip));
+            w!(
+                self.nat_rules,
+                "-A {name} -s {} -j {p}-MARK-MASQ\n",
+                Host(e.ip)
+            );
             match s.affinity {
                 Some(_) => w!(
                     self.nat_rules,
@@ -417,7 +428,12 @@ impl<'c> Writer<'c> {
                     w!(
                         self.nat_rules,
                         "-A {ext} -s {cidr} {} -j {svc}\n",
-                        Comment(s.ns, s.name, pt.name, "pod traffic to external destinations")
+                        Comment(
+                            s.ns,
+                            s.name,
+                            pt.name,
+                            "pod traffic to external destinations"
+                        )
                     );
                     w!(
                         self.nat_rules,
@@ -537,9 +553,18 @@ impl<'c> Writer<'c> {
         if let Some(dns) = cfg.local_dns.filter(|d| d.is_ipv4() == self.v4) {
             let d = Host(dns);
             for proto in ["udp", "tcp"] {
-                w!(t, "-A {p}-PREROUTING -d {d} -p {proto} -m {proto} --dport {DNS_PORT} -m comment --comment \"node-local dns\" -j NOTRACK\n");
-                w!(t, "-A {p}-OUTPUT -d {d} -p {proto} -m {proto} --dport {DNS_PORT} -m comment --comment \"node-local dns\" -j NOTRACK\n");
-                w!(t, "-A {p}-OUTPUT -s {d} -p {proto} -m {proto} --sport {DNS_PORT} -m comment --comment \"node-local dns\" -j NOTRACK\n");
+                w!(
+                    t,
+                    "-A {p}-PREROUTING -d {d} -p {proto} -m {proto} --dport {DNS_PORT} -m comment --comment \"node-local dns\" -j NOTRACK\n"
+                );
+                w!(
+                    t,
+                    "-A {p}-OUTPUT -d {d} -p {proto} -m {proto} --dport {DNS_PORT} -m comment --comment \"node-local dns\" -j NOTRACK\n"
+                );
+                w!(
+                    t,
+                    "-A {p}-OUTPUT -s {d} -p {proto} -m {proto} --sport {DNS_PORT} -m comment --comment \"node-local dns\" -j NOTRACK\n"
+                );
             }
         }
         t.push_str("COMMIT\n*filter\n");
@@ -547,12 +572,18 @@ impl<'c> Writer<'c> {
             w!(t, ":{p}-{c} - [0:0]\n");
         }
         let new = "-m conntrack --ctstate NEW";
-        w!(t, "-A {p}-INPUT {new} -j {p}-FIREWALL\n-A {p}-INPUT {new} -j {p}-EXTERNAL\n");
+        w!(
+            t,
+            "-A {p}-INPUT {new} -j {p}-FIREWALL\n-A {p}-INPUT {new} -j {p}-EXTERNAL\n"
+        );
         t.push_str(&self.f_hc);
         let dns = cfg.local_dns.filter(|d| d.is_ipv4() == self.v4).map(Host);
         if let Some(d) = &dns {
             for proto in ["udp", "tcp"] {
-                w!(t, "-A {p}-INPUT -d {d} -p {proto} -m {proto} --dport {DNS_PORT} -m comment --comment \"node-local dns\" -j ACCEPT\n");
+                w!(
+                    t,
+                    "-A {p}-INPUT -d {d} -p {proto} -m {proto} --dport {DNS_PORT} -m comment --comment \"node-local dns\" -j ACCEPT\n"
+                );
             }
         }
         w!(t, "-A {p}-FORWARD -m conntrack --ctstate INVALID -j DROP\n");
@@ -560,23 +591,41 @@ impl<'c> Writer<'c> {
             w!(t, "-A {p}-FORWARD {new} -j {p}-{c}\n");
         }
         let cidr = cfg.cluster_cidr.trunc();
-        w!(t, "-A {p}-FORWARD -m mark --mark {MASQ_MARK} -m comment --comment \"k8slite forwarding rules\" -j ACCEPT\n");
-        w!(t, "-A {p}-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"k8slite forwarding conntrack rule\" -j ACCEPT\n");
-        w!(t, "-A {p}-FORWARD -s {cidr} -m comment --comment \"k8slite pod traffic\" -j ACCEPT\n");
-        w!(t, "-A {p}-FORWARD -d {cidr} -m comment --comment \"k8slite pod traffic\" -j ACCEPT\n");
+        w!(
+            t,
+            "-A {p}-FORWARD -m mark --mark {MASQ_MARK} -m comment --comment \"k8slite forwarding rules\" -j ACCEPT\n"
+        );
+        w!(
+            t,
+            "-A {p}-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"k8slite forwarding conntrack rule\" -j ACCEPT\n"
+        );
+        w!(
+            t,
+            "-A {p}-FORWARD -s {cidr} -m comment --comment \"k8slite pod traffic\" -j ACCEPT\n"
+        );
+        w!(
+            t,
+            "-A {p}-FORWARD -d {cidr} -m comment --comment \"k8slite pod traffic\" -j ACCEPT\n"
+        );
         for c in ["FIREWALL", "SERVICES", "EXTERNAL"] {
             w!(t, "-A {p}-OUTPUT {new} -j {p}-{c}\n");
         }
         if let Some(d) = &dns {
             for proto in ["udp", "tcp"] {
-                w!(t, "-A {p}-OUTPUT -s {d} -p {proto} -m {proto} --sport {DNS_PORT} -m comment --comment \"node-local dns\" -j ACCEPT\n");
+                w!(
+                    t,
+                    "-A {p}-OUTPUT -s {d} -p {proto} -m {proto} --sport {DNS_PORT} -m comment --comment \"node-local dns\" -j ACCEPT\n"
+                );
             }
         }
         t.push_str(&self.f_fw);
         t.push_str(&self.f_ext);
         t.push_str(&self.f_svc);
         if let Some(d) = &dns {
-            w!(t, "-A {p}-SERVICES -d {d} -m comment --comment \"node-local dns\" -j RETURN\n");
+            w!(
+                t,
+                "-A {p}-SERVICES -d {d} -m comment --comment \"node-local dns\" -j RETURN\n"
+            );
         }
         w!(
             t,
@@ -600,15 +649,25 @@ impl<'c> Writer<'c> {
         for c in &stale {
             w!(t, ":{c} - [0:0]\n");
         }
-        w!(t, "-A {p}-MARK-MASQ -j MARK --or-mark {MASQ_MARK}\n");
+        w!(t, "-A {p}-MARK-MASQ -j MARK --or-mark {MASQ_BIT}\n");
         if cfg.masquerade_egress
             && let Some(pod) = cfg.pod_cidr.filter(|c| c.addr().is_ipv4() == self.v4)
         {
-            w!(t, "-A {p}-POSTROUTING -s {} ! -d {cidr} -m comment --comment \"k8slite pod egress\" -j MASQUERADE --random-fully\n", pod.trunc());
+            w!(
+                t,
+                "-A {p}-POSTROUTING -s {} ! -d {cidr} -m comment --comment \"k8slite pod egress\" -j MASQUERADE --random-fully\n",
+                pod.trunc()
+            );
         }
-        w!(t, "-A {p}-POSTROUTING -m mark ! --mark {MASQ_MARK} -j RETURN\n");
-        w!(t, "-A {p}-POSTROUTING -j MARK --xor-mark {MASQ_MARK}\n");
-        w!(t, "-A {p}-POSTROUTING -m comment --comment \"k8slite service traffic requiring SNAT\" -j MASQUERADE --random-fully\n");
+        w!(
+            t,
+            "-A {p}-POSTROUTING -m mark ! --mark {MASQ_MARK} -j RETURN\n"
+        );
+        w!(t, "-A {p}-POSTROUTING -j MARK --xor-mark {MASQ_BIT}\n");
+        w!(
+            t,
+            "-A {p}-POSTROUTING -m comment --comment \"k8slite service traffic requiring SNAT\" -j MASQUERADE --random-fully\n"
+        );
         t.push_str(&self.nat_svc);
         let mut np = String::new();
         self.node_addresses(&mut np, |buf, dst| {
