@@ -388,13 +388,15 @@ impl Handler {
         let qname = req.query.name();
         let lookup = if lower_name(qname, &mut s.lower) {
             records.lookup(&s.lower, qname, qtype)
-        } else if Name::from_ascii(records.domain())
-            .map(|d| d.zone_of(qname))
-            .unwrap_or(false)
-        {
-            Lookup::NxDomain
         } else {
-            Lookup::Forward
+            // A label with a dot or a non-ASCII byte: no cluster name; the escaped text is the
+            // cache key.
+            s.lower = qname.to_lowercase().to_ascii();
+            if Name::from_ascii(records.domain()).is_ok_and(|d| d.zone_of(qname)) {
+                Lookup::NxDomain
+            } else {
+                Lookup::Forward
+            }
         };
         match lookup {
             Lookup::Answer {
