@@ -134,7 +134,7 @@ pub(super) struct Writer<'c> {
     pub(super) v4: bool,
     /// Declarations of per-service nat chains.
     pub(super) nat_decl: String,
-    pub(super) nat_chains: BTreeSet<String>,
+    pub(super) nat_chains: Vec<String>,
     /// nat rules of `P-SERVICES` (service part), `P-NODEPORTS`, per-service chains.
     pub(super) nat_svc: String,
     pub(super) nat_np: String,
@@ -211,7 +211,7 @@ impl<'c> Writer<'c> {
             p: &cfg.chain_prefix,
             v4: cfg.service_cidr.addr().is_ipv4(),
             nat_decl: String::with_capacity(cap),
-            nat_chains: BTreeSet::new(),
+            nat_chains: Vec::with_capacity(services * 3),
             nat_svc: String::with_capacity(cap),
             nat_np: String::new(),
             nat_rules: String::with_capacity(cap * 3),
@@ -231,9 +231,9 @@ impl<'c> Writer<'c> {
     }
 
     pub(super) fn declare(&mut self, chain: &str) {
-        if self.nat_chains.insert(chain.to_string()) {
-            w!(self.nat_decl, ":{chain} - [0:0]\n");
-        }
+        // Names are unique per service port and endpoint (hashes of their identities).
+        self.nat_chains.push(chain.to_string());
+        w!(self.nat_decl, ":{chain} - [0:0]\n");
     }
 
     /// Write `rule(buf, "-d <node ip> ")` per node address, or with `-m addrtype --dst-type

@@ -14,7 +14,13 @@ impl Writer<'_> {
     pub(super) fn port(&mut self, s: &SvcModel<'_>, pt: &PortModel<'_>, udp: &mut UdpState) {
         let p = self.p;
         let proto = pt.proto.as_str();
-        let id = format!("{}/{}:{}/{}", s.ns, s.name, pt.name, proto);
+        // Identity of the service port (no allocation: hashed part by part).
+        let id: [&[u8]; 4] = [
+            s.ns.as_bytes(),
+            s.name.as_bytes(),
+            pt.name.as_bytes(),
+            proto.as_bytes(),
+        ];
         let external = s.external(pt);
         let uses_cluster = !pt.cluster.is_empty() && (!s.itp_local || external);
         let uses_local = !pt.local.is_empty() && (s.itp_local || s.etp_local);
@@ -29,7 +35,7 @@ impl Writer<'_> {
             !pt.cluster.is_empty()
         };
         let uses_ext_chain = external && (uses_cluster || uses_local);
-        let d = chains::digest(&[id.as_bytes()]);
+        let d = chains::digest(&id);
         let named = |used: bool, kind: &str| {
             if used {
                 chains::name(p, kind, &d)
@@ -149,8 +155,14 @@ impl Writer<'_> {
             if seps.iter().any(|(o, _)| o.ip == e.ip && o.port == e.port) {
                 continue;
             }
-            let ep = SockAddr(e.ip, e.port).to_string();
-            let name = chains::hashed(p, "SEP", &[id.as_bytes(), ep.as_bytes()]);
+            let ep = SockAddr(e.ip, e.port);
+            let mut key = [0u8; 18];
+            key[..16].copy_from_slice(&match e.ip {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                IpAddr::V6(a) => a.octets(),
+            });
+            key[16..].copy_from_slice(&e.port.to_be_bytes());
+            let name = chains::hashed(p, "SEP", &[id[0], id[1], id[2], id[3], &key]);
             self.declare(&name);
             w!(
                 self.nat_rules,

@@ -112,9 +112,11 @@ impl Writer<'_> {
             w!(t, ":{p}-{c} - [0:0]\n");
         }
         t.push_str(&self.nat_decl);
+        // One bulk build of the set (cheaper than 3 inserts per service port).
+        let current: BTreeSet<String> = std::mem::take(&mut self.nat_chains).into_iter().collect();
         let stale: Vec<&String> = previous
             .iter()
-            .filter(|c| !self.nat_chains.contains(*c))
+            .filter(|c| !current.contains(*c))
             .filter(|c| {
                 c.strip_prefix(p)
                     .and_then(|r| r.strip_prefix('-'))
@@ -155,7 +157,7 @@ impl Writer<'_> {
             w!(t, "-X {c}\n");
         }
         t.push_str("COMMIT\n");
-        *chains_out = std::mem::take(&mut self.nat_chains);
+        *chains_out = current;
         t
     }
 }
