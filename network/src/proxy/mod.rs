@@ -32,6 +32,13 @@
 //! | filter | `P-INPUT`, `P-FORWARD`, `P-OUTPUT` | `P-FIREWALL` (LB source ranges), `P-SERVICES` (REJECT: no endpoints, unowned service CIDR), `P-EXTERNAL` (REJECT/DROP for external addresses), forward accepts, health-check ports, node-local DNS |
 //! | raw | `P-PREROUTING`, `P-OUTPUT` | NOTRACK for the node-local DNS address |
 
+/// Append formatted text to a String (writing to a String cannot fail).
+macro_rules! w {
+    ($buf:expr, $($arg:tt)*) => {{
+        let _ = write!($buf, $($arg)*);
+    }};
+}
+
 mod backend;
 mod chains;
 mod conntrack;
@@ -39,6 +46,8 @@ mod health;
 mod model;
 mod proxier;
 mod render;
+mod render_port;
+mod render_top;
 #[cfg(test)]
 mod tests;
 
