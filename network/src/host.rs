@@ -11,6 +11,8 @@
 //!   listing one registers it in the kernel.
 //! - **Forwarding**: `net.ipv4.ip_forward=1` (and `net.ipv6.conf.all.forwarding=1` when the
 //!   pod CIDR is IPv6) — set explicitly, not left to the first CNI ADD.
+//! - **No ICMP redirects** (`net.ipv4.conf.{all,default,k8slite0}.send_redirects=0`): a pod
+//!   told to reach a ClusterIP through the endpoint pod directly bypasses the DNAT.
 //! - **br_netfilter**: `net.bridge.bridge-nf-call-iptables=1` so pod → service → pod on the same
 //!   bridge is un-NATed; `modprobe br_netfilter` when the sysctl is missing. Failing that is a
 //!   warning (pods still get IPs), reported in [`HostPrep::warnings`].
@@ -439,6 +441,13 @@ pub fn prepare(ops: &dyn HostOps, opts: &PrepOptions) -> Result<HostPrep> {
         return Err(NetworkError::Prerequisite(
             "sysctl net.ipv4.ip_forward is missing (/proc/sys not mounted?)".into(),
         ));
+    }
+    // No ICMP redirects from the node: a pod reaching a Service whose endpoint sits on the
+    // same bridge would otherwise be told to send to that pod directly, and from then on its
+    // packets for the ClusterIP bypass the node's DNAT and go unanswered. The sysctl is
+    // "all OR device", so all, default (the bridge created later) and an existing bridge.
+    for dev in ["all", "default", crate::cni::DEFAULT_BRIDGE] {
+        ensure_sysctl(ops, &format!("net.ipv4.conf.{dev}.send_redirects"), "0")?;
     }
     if opts.ipv6 && !ensure_sysctl(ops, "net.ipv6.conf.all.forwarding", "1")? {
         warnings.push("sysctl net.ipv6.conf.all.forwarding is missing (IPv6 disabled?)".into());

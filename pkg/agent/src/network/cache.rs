@@ -40,6 +40,7 @@ pub struct Cache {
     /// Nodes.
     pub nodes: Store<Node>,
     changes: watch::Receiver<Generation>,
+    ready: watch::Receiver<bool>,
 }
 
 fn strip(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
@@ -81,11 +82,30 @@ impl Cache {
             |g| g.nodes += 1,
             shutdown.clone(),
         );
+        // One task waits for the three initial lists and tells every consumer: a reflector
+        // store's own readiness wakes only one of several concurrent waiters (it sits on a
+        // oneshot channel, which keeps a single waker), which left the service proxy waiting
+        // for ever while the overlay went ahead.
+        let (ready_tx, ready) = watch::channel(false);
+        let stores = (services.clone(), slices.clone(), nodes.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let all = async {
+                stores.0.wait_until_ready().await.is_ok()
+                    && stores.1.wait_until_ready().await.is_ok()
+                    && stores.2.wait_until_ready().await.is_ok()
+            };
+            tokio::select! {
+                ok = all => if ok { let _ = ready_tx.send(true); },
+                _ = stop.cancelled() => {}
+            }
+        });
         Self {
             services,
             slices,
             nodes,
             changes,
+            ready,
         }
     }
 
@@ -96,13 +116,9 @@ impl Cache {
 
     /// Wait until all three have listed once (or `shutdown`); `false` on shutdown.
     pub async fn wait_ready(&self, shutdown: &CancellationToken) -> bool {
+        let mut ready = self.ready.clone();
         tokio::select! {
-            r = async {
-                let a = self.services.wait_until_ready().await;
-                let b = self.slices.wait_until_ready().await;
-                let c = self.nodes.wait_until_ready().await;
-                a.is_ok() && b.is_ok() && c.is_ok()
-            } => r,
+            r = ready.wait_for(|r| *r) => r.is_ok(),
             _ = shutdown.cancelled() => false,
         }
     }

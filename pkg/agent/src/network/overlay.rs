@@ -28,23 +28,7 @@ pub(super) async fn run(
         return;
     };
     let nodes: Api<Node> = Api::all(client);
-    let annotations = k8slite_network::routes::local_annotations(net.backend, &local);
-    let body = serde_json::json!({ "metadata": { "annotations": annotations } });
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match nodes
-            .patch(&net.node_name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => break,
-            Err(e) => tracing::warn!(node = %net.node_name, "publishing the VTEP annotations: {e}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    publish(&nodes, &net, &local, &shutdown).await;
     if !cache.wait_ready(&shutdown).await {
         return;
     }
@@ -57,6 +41,10 @@ pub(super) async fn run(
         if let Some(overlay) = guard.as_mut() {
             match overlay.sync(&peers).await {
                 Ok(report) => {
+                    if let Some(local) = &report.recreated {
+                        // The VXLAN device was gone and came back with a new MAC.
+                        publish(&nodes, &net, local, &shutdown).await;
+                    }
                     if last_peers.as_ref() != Some(&peers) {
                         tracing::info!(peers = peers.len(), ?report, "pod network routes synced");
                     }
@@ -77,5 +65,31 @@ pub(super) async fn run(
                 Some(Woke::Changed) => {}
             }
         }
+    }
+}
+
+/// Patch this node's VTEP annotations onto its Node (retrying until it works or shutdown).
+async fn publish(
+    nodes: &Api<Node>,
+    net: &NodeNetwork,
+    local: &k8slite_network::routes::LocalOverlay,
+    shutdown: &CancellationToken,
+) {
+    let annotations = k8slite_network::routes::local_annotations(net.backend, local);
+    let body = serde_json::json!({ "metadata": { "annotations": annotations } });
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match nodes
+            .patch(&net.node_name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(node = %net.node_name, "publishing the VTEP annotations: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
