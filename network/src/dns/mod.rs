@@ -15,6 +15,7 @@ mod forward;
 mod records;
 mod server;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests;
 
 use std::net::{IpAddr, SocketAddr};
@@ -103,6 +104,7 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod conf_tests {
     use super::*;
 

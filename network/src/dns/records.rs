@@ -93,7 +93,11 @@ pub struct Records {
 }
 
 fn normalize_domain(domain: &str) -> Box<str> {
-    domain.trim().trim_end_matches('.').to_ascii_lowercase().into()
+    domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+        .into()
 }
 
 fn fqdn(text: &str) -> Option<Name> {
@@ -170,7 +174,12 @@ impl Records {
                 .filter_map(|p| {
                     Some(Port {
                         name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
-                        proto: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase().into(),
+                        proto: p
+                            .protocol
+                            .as_deref()
+                            .unwrap_or("TCP")
+                            .to_ascii_lowercase()
+                            .into(),
                         port: u16::try_from(p.port).ok()?,
                     })
                 })
@@ -184,8 +193,7 @@ impl Records {
                 continue;
             }
             recs.namespaces.insert(ns.to_ascii_lowercase().into());
-            recs.by_name
-                .insert(key.into(), recs.services.len() as u32);
+            recs.by_name.insert(key.into(), recs.services.len() as u32);
             publish_not_ready.push(spec.publish_not_ready_addresses.unwrap_or(false));
             recs.services.push(Svc {
                 fqdn,
@@ -228,7 +236,12 @@ impl Records {
                 .filter_map(|p| {
                     Some(Port {
                         name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
-                        proto: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase().into(),
+                        proto: p
+                            .protocol
+                            .as_deref()
+                            .unwrap_or("TCP")
+                            .to_ascii_lowercase()
+                            .into(),
                         port: u16::try_from(p.port?).ok()?,
                     })
                 })
@@ -241,7 +254,9 @@ impl Records {
                     continue;
                 }
                 for addr in &ep.addresses {
-                    let Ok(ip) = addr.parse::<IpAddr>() else { continue };
+                    let Ok(ip) = addr.parse::<IpAddr>() else {
+                        continue;
+                    };
                     if let Some(&at) = seen.get(&(idx, ip)) {
                         let existing = &mut svc.endpoints[at];
                         for p in &ports {
@@ -370,11 +385,8 @@ impl Records {
             }
             RecordType::NS => {
                 let ns_name = ns_name(&self.origin);
-                let ns = Record::from_rdata(
-                    qname.clone(),
-                    self.ttl,
-                    RData::NS(NS(ns_name.clone())),
-                );
+                let ns =
+                    Record::from_rdata(qname.clone(), self.ttl, RData::NS(NS(ns_name.clone())));
                 let extra = self
                     .dns_ips
                     .iter()
@@ -603,9 +615,15 @@ impl Records {
             return Lookup::NxDomain;
         }
         let ip = if pod.matches('-').count() == 3 && !pod.contains("--") {
-            pod.replace('-', ".").parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+            pod.replace('-', ".")
+                .parse::<Ipv4Addr>()
+                .ok()
+                .map(IpAddr::V4)
         } else {
-            pod.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+            pod.replace('-', ":")
+                .parse::<Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6)
         };
         match ip {
             Some(ip) => self.addresses(qname, qtype, std::iter::once(ip)),
@@ -631,7 +649,9 @@ impl Records {
             Some(names) => answer(
                 names
                     .iter()
-                    .map(|n| Record::from_rdata(qname.clone(), self.ttl, RData::PTR(PTR(n.clone()))))
+                    .map(|n| {
+                        Record::from_rdata(qname.clone(), self.ttl, RData::PTR(PTR(n.clone())))
+                    })
                     .collect(),
                 Vec::new(),
             ),

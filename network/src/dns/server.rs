@@ -98,7 +98,10 @@ impl DnsServer {
 
     /// The bound addresses (one per listen address; UDP and TCP share it).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     /// Serve until `shutdown` is cancelled.
@@ -110,12 +113,21 @@ impl DnsServer {
             .clamp(2, 8);
         for sock in &self.udp {
             for _ in 0..receivers {
-                tasks.spawn(udp_loop(sock.clone(), self.handler.clone()));
+                tasks.spawn(udp_loop(
+                    sock.clone(),
+                    self.handler.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         let conns = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
         for listener in self.tcp {
-            tasks.spawn(tcp_accept_loop(listener, self.handler.clone(), conns.clone()));
+            tasks.spawn(tcp_accept_loop(
+                listener,
+                self.handler.clone(),
+                conns.clone(),
+                shutdown.clone(),
+            ));
         }
         tracing::info!(addrs = ?self.udp.iter().filter_map(|s| s.local_addr().ok()).collect::<Vec<_>>(), "cluster dns serving");
         shutdown.cancelled().await;
@@ -128,11 +140,13 @@ impl DnsServer {
 async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
     let mut last = None;
     for _ in 0..if addr.port() == 0 { 10 } else { 1 } {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind {
-            proto: "udp",
-            addr,
-            source,
-        })?;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                proto: "udp",
+                addr,
+                source,
+            })?;
         let bound = udp.local_addr().map_err(|source| DnsError::Bind {
             proto: "udp",
             addr,
@@ -152,7 +166,7 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
     Err(last.unwrap_or_else(|| DnsError::Config("no listen address".into())))
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
+async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut out = Vec::with_capacity(512);
     let mut scratch = Scratch::default();
@@ -178,12 +192,20 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
                 };
                 let handler = handler.clone();
                 let sock = sock.clone();
+                let shutdown = shutdown.clone();
+                // Ends with the server (the socket is not held past `run`).
                 tokio::spawn(async move {
-                    let mut out = Vec::with_capacity(512);
-                    handler.finish(pending, false, &mut out).await;
-                    drop(permit);
-                    if let Err(e) = sock.send_to(&out, peer).await {
-                        tracing::debug!(%peer, error = %e, "dns udp send");
+                    let answer = async {
+                        let mut out = Vec::with_capacity(512);
+                        handler.finish(pending, false, &mut out).await;
+                        drop(permit);
+                        if let Err(e) = sock.send_to(&out, peer).await {
+                            tracing::debug!(%peer, error = %e, "dns udp send");
+                        }
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = answer => {}
                     }
                 });
             }
@@ -192,7 +214,12 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
     }
 }
 
-async fn tcp_accept_loop(listener: TcpListener, handler: Arc<Handler>, conns: Arc<Semaphore>) {
+async fn tcp_accept_loop(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    conns: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
     loop {
         let Ok(permit) = conns.clone().acquire_owned().await else {
             return;
@@ -206,9 +233,15 @@ async fn tcp_accept_loop(listener: TcpListener, handler: Arc<Handler>, conns: Ar
             }
         };
         let handler = handler.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = tcp_conn(stream, &handler).await {
-                tracing::debug!(%peer, error = %e, "dns tcp connection");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                r = tcp_conn(stream, &handler) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "dns tcp connection");
+                    }
+                }
             }
             drop(permit);
         });
@@ -368,7 +401,12 @@ impl Handler {
         };
         let limit = req.limit(tcp);
         if version > 0 {
-            encode(&req.response(ResponseCode::BADVERS, false), edns, limit, out);
+            encode(
+                &req.response(ResponseCode::BADVERS, false),
+                edns,
+                limit,
+                out,
+            );
             return Outcome::Reply;
         }
         let qtype = req.query.query_type();
