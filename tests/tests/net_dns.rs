@@ -4,6 +4,9 @@
 //! StatefulSet-style names, SRV, PTR and ExternalName, asserted on busybox's printed output
 //! (the e2e tests rely on that format). Root only; the namespace is deleted afterwards.
 
+// The transcripts are printed so a failure shows what busybox said.
+#![allow(clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;

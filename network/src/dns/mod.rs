@@ -15,7 +15,8 @@ mod forward;
 mod records;
 mod server;
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#[allow(clippy::unwrap_used, clippy::print_stderr)]
+// tests: a panic is the failure report; rough figures printed
 mod tests;
 
 use std::net::{IpAddr, SocketAddr};

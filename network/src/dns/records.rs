@@ -30,7 +30,7 @@ pub(crate) enum Lookup {
     /// An ExternalName Service: the CNAME, and its target for the server to resolve.
     Alias {
         /// The CNAME record.
-        cname: Record,
+        cname: Box<Record>,
         /// The external name.
         target: Name,
     },
@@ -184,10 +184,11 @@ impl Records {
                     })
                 })
                 .collect();
-            if name == "kube-dns" && ns == "kube-system" {
-                if let Kind::ClusterIp(ips) = &kind {
-                    recs.dns_ips = ips.clone();
-                }
+            if name == "kube-dns"
+                && ns == "kube-system"
+                && let Kind::ClusterIp(ips) = &kind
+            {
+                recs.dns_ips = ips.clone();
             }
             if recs.by_name.contains_key(key.as_str()) {
                 continue;
@@ -515,7 +516,11 @@ impl Records {
             return Lookup::NoData;
         }
         Lookup::Alias {
-            cname: Record::from_rdata(qname.clone(), self.ttl, RData::CNAME(CNAME(target.clone()))),
+            cname: Box::new(Record::from_rdata(
+                qname.clone(),
+                self.ttl,
+                RData::CNAME(CNAME(target.clone())),
+            )),
             target: target.clone(),
         }
     }
@@ -695,7 +700,7 @@ fn addr_record(name: Name, ttl: u32, ip: IpAddr) -> Record {
 
 /// CoreDNS's weight for `n` SRV records of one priority: 100/n, rounded down.
 fn srv_weight(n: usize) -> u16 {
-    if n == 0 { 100 } else { (100 / n) as u16 }
+    100usize.checked_div(n).map_or(100, |w| w as u16)
 }
 
 fn answer(answers: Vec<Record>, additionals: Vec<Record>) -> Lookup {

@@ -343,7 +343,7 @@ enum Outcome {
     /// The response is in the output buffer.
     Reply,
     /// Needs an upstream query.
-    Later(Pending),
+    Later(Box<Pending>),
     /// Send nothing (not a query, or too short to answer).
     Nothing,
 }
@@ -459,7 +459,7 @@ impl Handler {
             Lookup::Alias { cname, target } => {
                 if qtype == RecordType::CNAME {
                     let mut m = req.response(ResponseCode::NoError, true);
-                    m.answers.push(cname);
+                    m.answers.push(*cname);
                     encode(&m, edns, limit, out);
                     return Outcome::Reply;
                 }
@@ -473,7 +473,7 @@ impl Handler {
                             additionals,
                         } => {
                             let mut m = req.response(ResponseCode::NoError, true);
-                            m.answers.push(cname);
+                            m.answers.push(*cname);
                             m.answers.extend(answers);
                             m.additionals = additionals;
                             encode(&m, edns, limit, out);
@@ -481,7 +481,7 @@ impl Handler {
                         }
                         _ => {
                             let mut m = req.response(ResponseCode::NoError, true);
-                            m.answers.push(cname);
+                            m.answers.push(*cname);
                             encode(&m, edns, limit, out);
                             return Outcome::Reply;
                         }
@@ -492,16 +492,16 @@ impl Handler {
                 cache_key(&tl, qtype, qclass, edns, &mut key);
                 let mut req = req;
                 if let Some(hit) = self.forwarder.cache.get(&key) {
-                    let m = alias_response(&req, cname, &hit);
+                    let m = alias_response(&req, *cname, &hit);
                     encode(&m, edns, limit, out);
                     return Outcome::Reply;
                 }
                 req.query = target_query;
-                return Outcome::Later(Pending {
+                return Outcome::Later(Box::new(Pending {
                     req,
                     key,
-                    cname: Some(cname),
-                });
+                    cname: Some(*cname),
+                }));
             }
             Lookup::Forward => {
                 cache_key(&s.lower, qtype, qclass, edns, &mut s.key);
@@ -509,18 +509,19 @@ impl Handler {
                     encode(&cached_response(&req, &hit), edns, limit, out);
                     return Outcome::Reply;
                 }
-                return Outcome::Later(Pending {
+                return Outcome::Later(Box::new(Pending {
                     req,
                     key: s.key.clone(),
                     cname: None,
-                });
+                }));
             }
         }
         Outcome::Reply
     }
 
     /// Answer a pending query through the upstreams into `out`.
-    async fn finish(&self, p: Pending, tcp: bool, out: &mut Vec<u8>) {
+    async fn finish(&self, p: Box<Pending>, tcp: bool, out: &mut Vec<u8>) {
+        let p = *p;
         let dnssec_ok = p.req.edns.is_some_and(|e| e.dnssec_ok);
         let res = self
             .forwarder
