@@ -4,6 +4,9 @@
 //! StatefulSet-style names, SRV, PTR and ExternalName, asserted on busybox's printed output
 //! (the e2e tests rely on that format). Root only; the namespace is deleted afterwards.
 
+// The transcripts are printed so a failure shows what busybox said.
+#![allow(clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -68,7 +71,9 @@ impl Drop for Node {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
     }
 }
 
@@ -171,7 +176,15 @@ fn start_node() -> Node {
         .output()
         .is_ok_and(|o| o.status.success());
     let dev = if dummy { "kdns0" } else { "lo" };
-    ip(&["-n", &netns, "addr", "add", &format!("{DNS_IP}/32"), "dev", dev]);
+    ip(&[
+        "-n",
+        &netns,
+        "addr",
+        "add",
+        &format!("{DNS_IP}/32"),
+        "dev",
+        dev,
+    ]);
     ip(&["-n", &netns, "link", "set", dev, "up"]);
 
     let (tx, rx) = mpsc::channel::<Result<(), String>>();
@@ -245,7 +258,10 @@ fn busybox_nslookup_against_the_node_local_dns() {
     let node = start_node();
 
     let out = nslookup(&node, &["web.default.svc.cluster.local"]);
-    assert!(out.contains("Name:\tweb.default.svc.cluster.local"), "{out}");
+    assert!(
+        out.contains("Name:\tweb.default.svc.cluster.local"),
+        "{out}"
+    );
     assert!(out.contains("Address: 10.43.0.20"), "{out}");
 
     let out = nslookup(&node, &["pg.db.svc.cluster.local"]);
@@ -256,14 +272,23 @@ fn busybox_nslookup_against_the_node_local_dns() {
     assert!(out.contains("Address: 10.42.1.11"), "{out}");
     assert!(!out.contains("10.42.1.10"), "{out}");
 
-    let out = nslookup(&node, &["-type=SRV", "_http._tcp.web.default.svc.cluster.local"]);
+    let out = nslookup(
+        &node,
+        &["-type=SRV", "_http._tcp.web.default.svc.cluster.local"],
+    );
     assert!(
         out.contains("service = 0 100 80 web.default.svc.cluster.local"),
         "{out}"
     );
     let out = nslookup(&node, &["-type=SRV", "_sql._tcp.pg.db.svc.cluster.local"]);
-    assert!(out.contains("service = 0 50 5432 pg-0.pg.db.svc.cluster.local"), "{out}");
-    assert!(out.contains("service = 0 50 5432 pg-1.pg.db.svc.cluster.local"), "{out}");
+    assert!(
+        out.contains("service = 0 50 5432 pg-0.pg.db.svc.cluster.local"),
+        "{out}"
+    );
+    assert!(
+        out.contains("service = 0 50 5432 pg-1.pg.db.svc.cluster.local"),
+        "{out}"
+    );
 
     let out = nslookup(&node, &["10.43.0.20"]);
     assert!(

@@ -15,6 +15,8 @@ mod forward;
 mod records;
 mod server;
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::print_stderr)]
+// tests: a panic is the failure report; rough figures printed
 mod tests;
 
 use std::net::{IpAddr, SocketAddr};
@@ -103,6 +105,7 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod conf_tests {
     use super::*;
 

@@ -3,7 +3,9 @@
 //! responses fitted to the client's size (TC set when records were dropped).
 //!
 //! Local answers and cache hits are answered inline by several receive tasks per UDP socket;
-//! only upstream queries get a task of their own.
+//! only upstream queries get a task of their own. Response assembly and encoding: `wire`.
+
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -11,16 +13,16 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::forward::{Forwarder, Upstream};
+use super::forward::Forwarder;
 use super::records::{Lookup, Records, lower_name};
 use super::{DnsConfig, DnsError, Result};
+use wire::{alias_response, cache_key, cached_response, encode, raw_error};
 
 /// Largest UDP response we send, whatever the client offers.
 const MAX_UDP_PAYLOAD: u16 = 4096;
@@ -98,7 +100,10 @@ impl DnsServer {
 
     /// The bound addresses (one per listen address; UDP and TCP share it).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     /// Serve until `shutdown` is cancelled.
@@ -110,12 +115,21 @@ impl DnsServer {
             .clamp(2, 8);
         for sock in &self.udp {
             for _ in 0..receivers {
-                tasks.spawn(udp_loop(sock.clone(), self.handler.clone()));
+                tasks.spawn(udp_loop(
+                    sock.clone(),
+                    self.handler.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         let conns = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
         for listener in self.tcp {
-            tasks.spawn(tcp_accept_loop(listener, self.handler.clone(), conns.clone()));
+            tasks.spawn(tcp_accept_loop(
+                listener,
+                self.handler.clone(),
+                conns.clone(),
+                shutdown.clone(),
+            ));
         }
         tracing::info!(addrs = ?self.udp.iter().filter_map(|s| s.local_addr().ok()).collect::<Vec<_>>(), "cluster dns serving");
         shutdown.cancelled().await;
@@ -128,11 +142,13 @@ impl DnsServer {
 async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
     let mut last = None;
     for _ in 0..if addr.port() == 0 { 10 } else { 1 } {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind {
-            proto: "udp",
-            addr,
-            source,
-        })?;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                proto: "udp",
+                addr,
+                source,
+            })?;
         let bound = udp.local_addr().map_err(|source| DnsError::Bind {
             proto: "udp",
             addr,
@@ -152,7 +168,7 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
     Err(last.unwrap_or_else(|| DnsError::Config("no listen address".into())))
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
+async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut out = Vec::with_capacity(512);
     let mut scratch = Scratch::default();
@@ -178,12 +194,20 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
                 };
                 let handler = handler.clone();
                 let sock = sock.clone();
+                let shutdown = shutdown.clone();
+                // Ends with the server (the socket is not held past `run`).
                 tokio::spawn(async move {
-                    let mut out = Vec::with_capacity(512);
-                    handler.finish(pending, false, &mut out).await;
-                    drop(permit);
-                    if let Err(e) = sock.send_to(&out, peer).await {
-                        tracing::debug!(%peer, error = %e, "dns udp send");
+                    let answer = async {
+                        let mut out = Vec::with_capacity(512);
+                        handler.finish(pending, false, &mut out).await;
+                        drop(permit);
+                        if let Err(e) = sock.send_to(&out, peer).await {
+                            tracing::debug!(%peer, error = %e, "dns udp send");
+                        }
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = answer => {}
                     }
                 });
             }
@@ -192,7 +216,12 @@ async fn udp_loop(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
     }
 }
 
-async fn tcp_accept_loop(listener: TcpListener, handler: Arc<Handler>, conns: Arc<Semaphore>) {
+async fn tcp_accept_loop(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    conns: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
     loop {
         let Ok(permit) = conns.clone().acquire_owned().await else {
             return;
@@ -206,9 +235,15 @@ async fn tcp_accept_loop(listener: TcpListener, handler: Arc<Handler>, conns: Ar
             }
         };
         let handler = handler.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = tcp_conn(stream, &handler).await {
-                tracing::debug!(%peer, error = %e, "dns tcp connection");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                r = tcp_conn(stream, &handler) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "dns tcp connection");
+                    }
+                }
             }
             drop(permit);
         });
@@ -310,7 +345,7 @@ enum Outcome {
     /// The response is in the output buffer.
     Reply,
     /// Needs an upstream query.
-    Later(Pending),
+    Later(Box<Pending>),
     /// Send nothing (not a query, or too short to answer).
     Nothing,
 }
@@ -368,7 +403,12 @@ impl Handler {
         };
         let limit = req.limit(tcp);
         if version > 0 {
-            encode(&req.response(ResponseCode::BADVERS, false), edns, limit, out);
+            encode(
+                &req.response(ResponseCode::BADVERS, false),
+                edns,
+                limit,
+                out,
+            );
             return Outcome::Reply;
         }
         let qtype = req.query.query_type();
@@ -421,7 +461,7 @@ impl Handler {
             Lookup::Alias { cname, target } => {
                 if qtype == RecordType::CNAME {
                     let mut m = req.response(ResponseCode::NoError, true);
-                    m.answers.push(cname);
+                    m.answers.push(*cname);
                     encode(&m, edns, limit, out);
                     return Outcome::Reply;
                 }
@@ -435,7 +475,7 @@ impl Handler {
                             additionals,
                         } => {
                             let mut m = req.response(ResponseCode::NoError, true);
-                            m.answers.push(cname);
+                            m.answers.push(*cname);
                             m.answers.extend(answers);
                             m.additionals = additionals;
                             encode(&m, edns, limit, out);
@@ -443,7 +483,7 @@ impl Handler {
                         }
                         _ => {
                             let mut m = req.response(ResponseCode::NoError, true);
-                            m.answers.push(cname);
+                            m.answers.push(*cname);
                             encode(&m, edns, limit, out);
                             return Outcome::Reply;
                         }
@@ -454,16 +494,16 @@ impl Handler {
                 cache_key(&tl, qtype, qclass, edns, &mut key);
                 let mut req = req;
                 if let Some(hit) = self.forwarder.cache.get(&key) {
-                    let m = alias_response(&req, cname, &hit);
+                    let m = alias_response(&req, *cname, &hit);
                     encode(&m, edns, limit, out);
                     return Outcome::Reply;
                 }
                 req.query = target_query;
-                return Outcome::Later(Pending {
+                return Outcome::Later(Box::new(Pending {
                     req,
                     key,
-                    cname: Some(cname),
-                });
+                    cname: Some(*cname),
+                }));
             }
             Lookup::Forward => {
                 cache_key(&s.lower, qtype, qclass, edns, &mut s.key);
@@ -471,18 +511,19 @@ impl Handler {
                     encode(&cached_response(&req, &hit), edns, limit, out);
                     return Outcome::Reply;
                 }
-                return Outcome::Later(Pending {
+                return Outcome::Later(Box::new(Pending {
                     req,
                     key: s.key.clone(),
                     cname: None,
-                });
+                }));
             }
         }
         Outcome::Reply
     }
 
     /// Answer a pending query through the upstreams into `out`.
-    async fn finish(&self, p: Pending, tcp: bool, out: &mut Vec<u8>) {
+    async fn finish(&self, p: Box<Pending>, tcp: bool, out: &mut Vec<u8>) {
+        let p = *p;
         let dnssec_ok = p.req.edns.is_some_and(|e| e.dnssec_ok);
         let res = self
             .forwarder
@@ -512,94 +553,4 @@ impl Handler {
             }
         }
     }
-}
-
-/// Cache key: lowercase name, type, class, DO bit.
-fn cache_key(
-    lower: &str,
-    qtype: RecordType,
-    qclass: DNSClass,
-    edns: Option<ClientEdns>,
-    key: &mut Vec<u8>,
-) {
-    key.clear();
-    key.extend_from_slice(lower.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&u16::from(qtype).to_be_bytes());
-    key.extend_from_slice(&u16::from(qclass).to_be_bytes());
-    key.push(u8::from(edns.is_some_and(|e| e.dnssec_ok)));
-}
-
-fn aged(records: &[Record], age: u32) -> Vec<Record> {
-    records
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r.ttl = r.ttl.saturating_sub(age);
-            r
-        })
-        .collect()
-}
-
-/// The client's response from an upstream answer (TTLs counted down since it was received).
-fn cached_response(req: &Request, up: &Upstream) -> Message {
-    let mut m = req.response(up.rcode, false);
-    let age = up.age();
-    m.answers = aged(&up.answers, age);
-    m.authorities = aged(&up.authorities, age);
-    m.additionals = aged(&up.additionals, age);
-    m.metadata.truncation = up.truncated;
-    m.metadata.authentic_data = up.authentic_data && req.edns.is_some_and(|e| e.dnssec_ok);
-    m
-}
-
-/// CNAME of an ExternalName Service followed by the upstream's records of its target.
-fn alias_response(req: &Request, cname: Record, up: &Upstream) -> Message {
-    let mut m = req.response(ResponseCode::NoError, true);
-    m.answers.push(cname);
-    m.answers.extend(aged(&up.answers, up.age()));
-    m.metadata.truncation = up.truncated;
-    m
-}
-
-/// Encode `m` into `out`, at most `limit` bytes (records that do not fit are left out and TC
-/// set), with an OPT record when the client sent one.
-fn encode(m: &Message, edns: Option<ClientEdns>, limit: usize, out: &mut Vec<u8>) {
-    out.clear();
-    let reserve = if edns.is_some() { OPT_LEN } else { 0 };
-    let max = u16::try_from(limit.saturating_sub(reserve)).unwrap_or(u16::MAX);
-    let ok = {
-        let mut enc = BinEncoder::new(out);
-        enc.set_max_size(max);
-        m.emit(&mut enc).is_ok()
-    };
-    if !ok || out.len() < 12 {
-        out.clear();
-        let mut bad = Message::error_msg(m.metadata.id, m.metadata.op_code, ResponseCode::ServFail);
-        bad.metadata.recursion_desired = m.metadata.recursion_desired;
-        let mut enc = BinEncoder::new(out);
-        if bad.emit(&mut enc).is_err() {
-            return;
-        }
-    }
-    if edns.is_some() {
-        // OPT: root name, type 41, our payload size, extended rcode, version 0, no flags.
-        let arcount = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
-        out[10..12].copy_from_slice(&arcount.to_be_bytes());
-        out.push(0);
-        out.extend_from_slice(&41u16.to_be_bytes());
-        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-        out.push(m.metadata.response_code.high());
-        out.extend_from_slice(&[0, 0, 0, 0, 0]);
-    }
-}
-
-/// An error response built from the raw header of a packet that does not parse.
-fn raw_error(packet: &[u8], rcode: ResponseCode, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(&packet[..2]);
-    // QR, the client's opcode and RD; RA; rcode.
-    out.push(0x80 | (packet[2] & 0x79));
-    out.push(0x80 | (rcode.low() & 0x0f));
-    out.extend_from_slice(&[0; 8]);
 }

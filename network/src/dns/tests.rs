@@ -11,9 +11,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
-};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -160,7 +158,10 @@ fn fixture() -> Records {
             "default",
             "web",
             "a",
-            &[("10.42.0.5", None, Some(true)), ("10.42.0.6", None, Some(false))],
+            &[
+                ("10.42.0.5", None, Some(true)),
+                ("10.42.0.6", None, Some(false)),
+            ],
             &[("http", "TCP", 8080), ("dns", "UDP", 5353)],
         ),
         slice(
@@ -186,7 +187,10 @@ fn fixture() -> Records {
             "db",
             "warm",
             "a",
-            &[("10.42.2.1", None, Some(false)), ("fd00:42::7", None, Some(true))],
+            &[
+                ("10.42.2.1", None, Some(false)),
+                ("fd00:42::7", None, Some(true)),
+            ],
             &[("", "TCP", 9000)],
         ),
     ];
@@ -238,22 +242,46 @@ fn is_nx(r: &Records, name: &str, t: RecordType) -> bool {
 #[test]
 fn service_addresses() {
     let r = fixture();
-    assert_eq!(ips(&r, "web.default.svc.cluster.local.", RecordType::A), ["10.43.0.20"]);
+    assert_eq!(
+        ips(&r, "web.default.svc.cluster.local.", RecordType::A),
+        ["10.43.0.20"]
+    );
     // Case-insensitive.
-    assert_eq!(ips(&r, "WeB.DeFault.SVC.Cluster.Local.", RecordType::A), ["10.43.0.20"]);
+    assert_eq!(
+        ips(&r, "WeB.DeFault.SVC.Cluster.Local.", RecordType::A),
+        ["10.43.0.20"]
+    );
     // No AAAA for a v4-only Service, no TXT: NODATA.
-    assert!(is_nodata(&r, "web.default.svc.cluster.local.", RecordType::AAAA));
-    assert!(is_nodata(&r, "web.default.svc.cluster.local.", RecordType::TXT));
-    assert_eq!(ips(&r, "dual.default.svc.cluster.local.", RecordType::A), ["10.43.0.21"]);
+    assert!(is_nodata(
+        &r,
+        "web.default.svc.cluster.local.",
+        RecordType::AAAA
+    ));
+    assert!(is_nodata(
+        &r,
+        "web.default.svc.cluster.local.",
+        RecordType::TXT
+    ));
+    assert_eq!(
+        ips(&r, "dual.default.svc.cluster.local.", RecordType::A),
+        ["10.43.0.21"]
+    );
     assert_eq!(
         ips(&r, "dual.default.svc.cluster.local.", RecordType::AAAA),
         ["fd00:43::21"]
     );
-    assert_eq!(ips(&r, "ns.dns.cluster.local.", RecordType::A), ["10.43.0.10"]);
+    assert_eq!(
+        ips(&r, "ns.dns.cluster.local.", RecordType::A),
+        ["10.43.0.10"]
+    );
     // Answer records carry the name as asked and the TTL.
-    if let Lookup::Answer { answers, .. } = look(&r, "WEB.default.svc.cluster.local.", RecordType::A)
+    if let Lookup::Answer { answers, .. } =
+        look(&r, "WEB.default.svc.cluster.local.", RecordType::A)
     {
-        assert_eq!(answers[0].name.to_string(), "WEB.default.svc.cluster.local.");
+        assert_eq!(
+            answers[0].name.to_string(),
+            "WEB.default.svc.cluster.local."
+        );
         assert_eq!(answers[0].ttl, 5);
     } else {
         panic!("no answer");
@@ -268,21 +296,52 @@ fn headless_addresses_and_endpoint_names() {
         ips(&r, "pg.db.svc.cluster.local.", RecordType::A),
         ["10.42.1.10", "10.42.1.11"]
     );
-    assert_eq!(ips(&r, "pg-0.pg.db.svc.cluster.local.", RecordType::A), ["10.42.1.10"]);
+    assert_eq!(
+        ips(&r, "pg-0.pg.db.svc.cluster.local.", RecordType::A),
+        ["10.42.1.10"]
+    );
     assert!(is_nx(&r, "pg-2.pg.db.svc.cluster.local.", RecordType::A));
     // publishNotReadyAddresses: all of them, both families.
-    assert_eq!(ips(&r, "warm.db.svc.cluster.local.", RecordType::A), ["10.42.2.1"]);
-    assert_eq!(ips(&r, "warm.db.svc.cluster.local.", RecordType::AAAA), ["fd00:42::7"]);
-    // Endpoints without a hostname are named by their dashed IP.
-    assert_eq!(ips(&r, "10-42-2-1.warm.db.svc.cluster.local.", RecordType::A), ["10.42.2.1"]);
     assert_eq!(
-        ips(&r, "fd00-42--7.warm.db.svc.cluster.local.", RecordType::AAAA),
+        ips(&r, "warm.db.svc.cluster.local.", RecordType::A),
+        ["10.42.2.1"]
+    );
+    assert_eq!(
+        ips(&r, "warm.db.svc.cluster.local.", RecordType::AAAA),
         ["fd00:42::7"]
     );
-    assert!(is_nodata(&r, "fd00-42--7.warm.db.svc.cluster.local.", RecordType::A));
+    // Endpoints without a hostname are named by their dashed IP.
+    assert_eq!(
+        ips(&r, "10-42-2-1.warm.db.svc.cluster.local.", RecordType::A),
+        ["10.42.2.1"]
+    );
+    assert_eq!(
+        ips(
+            &r,
+            "fd00-42--7.warm.db.svc.cluster.local.",
+            RecordType::AAAA
+        ),
+        ["fd00:42::7"]
+    );
+    assert!(is_nodata(
+        &r,
+        "fd00-42--7.warm.db.svc.cluster.local.",
+        RecordType::A
+    ));
     // CoreDNS also answers endpoint names of a ClusterIP Service (ready ones).
-    assert_eq!(ips(&r, "10-42-0-5.web.default.svc.cluster.local.", RecordType::A), ["10.42.0.5"]);
-    assert!(is_nx(&r, "10-42-0-6.web.default.svc.cluster.local.", RecordType::A));
+    assert_eq!(
+        ips(
+            &r,
+            "10-42-0-5.web.default.svc.cluster.local.",
+            RecordType::A
+        ),
+        ["10.42.0.5"]
+    );
+    assert!(is_nx(
+        &r,
+        "10-42-0-6.web.default.svc.cluster.local.",
+        RecordType::A
+    ));
     // A headless Service without endpoints does not exist (CoreDNS).
     assert!(is_nx(&r, "empty.db.svc.cluster.local.", RecordType::A));
 }
@@ -291,17 +350,37 @@ fn headless_addresses_and_endpoint_names() {
 fn srv_records() {
     let r = fixture();
     // ClusterIP, named port: target the Service, its address in additional.
-    let (ans, extra) = answers(&r, "_http._tcp.web.default.svc.cluster.local.", RecordType::SRV);
+    let (ans, extra) = answers(
+        &r,
+        "_http._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
     assert_eq!(ans, ["0 100 80 web.default.svc.cluster.local."]);
     assert_eq!(extra, ["web.default.svc.cluster.local. 10.43.0.20"]);
     // Case and underscores do not matter; wrong protocol does not exist.
-    let (ans, _) = answers(&r, "_DNS._UDP.web.default.svc.cluster.local.", RecordType::SRV);
+    let (ans, _) = answers(
+        &r,
+        "_DNS._UDP.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
     assert_eq!(ans, ["0 100 53 web.default.svc.cluster.local."]);
-    assert!(is_nx(&r, "_http._udp.web.default.svc.cluster.local.", RecordType::SRV));
-    assert!(is_nx(&r, "_nope._tcp.web.default.svc.cluster.local.", RecordType::SRV));
+    assert!(is_nx(
+        &r,
+        "_http._udp.web.default.svc.cluster.local.",
+        RecordType::SRV
+    ));
+    assert!(is_nx(
+        &r,
+        "_nope._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV
+    ));
     // An A query on the SRV name answers the Service's address (CoreDNS).
     assert_eq!(
-        ips(&r, "_http._tcp.web.default.svc.cluster.local.", RecordType::A),
+        ips(
+            &r,
+            "_http._tcp.web.default.svc.cluster.local.",
+            RecordType::A
+        ),
         ["10.43.0.20"]
     );
     // Port-less SRV: every port, weight 100/n.
@@ -339,7 +418,11 @@ fn srv_records() {
     assert_eq!(ans.len(), 2);
     assert!(ans.iter().all(|a| a.starts_with("0 50 9000 ")));
     // ExternalName: no SRV.
-    assert!(is_nodata(&r, "ext.default.svc.cluster.local.", RecordType::SRV));
+    assert!(is_nodata(
+        &r,
+        "ext.default.svc.cluster.local.",
+        RecordType::SRV
+    ));
 }
 
 #[test]
@@ -384,12 +467,33 @@ fn external_name_and_pods() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(ips(&r, "10-42-0-9.default.pod.cluster.local.", RecordType::A), ["10.42.0.9"]);
-    assert_eq!(ips(&r, "10-42-0-9.anyns.pod.cluster.local.", RecordType::A), ["10.42.0.9"]);
-    assert!(is_nodata(&r, "10-42-0-9.default.pod.cluster.local.", RecordType::AAAA));
-    assert_eq!(ips(&r, "fd00--9.x.pod.cluster.local.", RecordType::AAAA), ["fd00::9"]);
-    assert!(is_nx(&r, "not-an-ip.default.pod.cluster.local.", RecordType::A));
-    assert!(is_nx(&r, "a.10-42-0-9.default.pod.cluster.local.", RecordType::A));
+    assert_eq!(
+        ips(&r, "10-42-0-9.default.pod.cluster.local.", RecordType::A),
+        ["10.42.0.9"]
+    );
+    assert_eq!(
+        ips(&r, "10-42-0-9.anyns.pod.cluster.local.", RecordType::A),
+        ["10.42.0.9"]
+    );
+    assert!(is_nodata(
+        &r,
+        "10-42-0-9.default.pod.cluster.local.",
+        RecordType::AAAA
+    ));
+    assert_eq!(
+        ips(&r, "fd00--9.x.pod.cluster.local.", RecordType::AAAA),
+        ["fd00::9"]
+    );
+    assert!(is_nx(
+        &r,
+        "not-an-ip.default.pod.cluster.local.",
+        RecordType::A
+    ));
+    assert!(is_nx(
+        &r,
+        "a.10-42-0-9.default.pod.cluster.local.",
+        RecordType::A
+    ));
 }
 
 #[test]
@@ -406,14 +510,33 @@ fn nxdomain_and_nodata() {
     assert!(is_nx(&r, "nosuchns.svc.cluster.local.", RecordType::A));
     assert!(is_nx(&r, "nope.default.svc.cluster.local.", RecordType::A));
     assert!(is_nx(&r, "foo.cluster.local.", RecordType::A));
-    assert!(is_nx(&r, "a.b.c.web.default.svc.cluster.local.", RecordType::A));
+    assert!(is_nx(
+        &r,
+        "a.b.c.web.default.svc.cluster.local.",
+        RecordType::A
+    ));
     // Search-path expansions of names outside the cluster (ndots:5).
-    assert!(is_nx(&r, "example.com.default.svc.cluster.local.", RecordType::A));
-    assert!(is_nx(&r, "web.default.svc.cluster.local.default.svc.cluster.local.", RecordType::A));
-    assert!(is_nx(&r, "www.example.com.svc.cluster.local.", RecordType::AAAA));
+    assert!(is_nx(
+        &r,
+        "example.com.default.svc.cluster.local.",
+        RecordType::A
+    ));
+    assert!(is_nx(
+        &r,
+        "web.default.svc.cluster.local.default.svc.cluster.local.",
+        RecordType::A
+    ));
+    assert!(is_nx(
+        &r,
+        "www.example.com.svc.cluster.local.",
+        RecordType::AAAA
+    ));
     // Apex SOA and NS, dns-version.
     let (soa, _) = answers(&r, "cluster.local.", RecordType::SOA);
-    assert!(soa[0].starts_with("ns.dns.cluster.local. hostmaster.cluster.local. "), "{soa:?}");
+    assert!(
+        soa[0].starts_with("ns.dns.cluster.local. hostmaster.cluster.local. "),
+        "{soa:?}"
+    );
     assert!(soa[0].ends_with(" 7200 1800 86400 5"), "{soa:?}");
     let (ns, extra) = answers(&r, "cluster.local.", RecordType::NS);
     assert_eq!(ns, ["ns.dns.cluster.local."]);
@@ -421,9 +544,15 @@ fn nxdomain_and_nodata() {
     let (txt, _) = answers(&r, "dns-version.cluster.local.", RecordType::TXT);
     assert_eq!(txt, ["1.1.0"]);
     // Outside the domain: forwarded.
-    assert!(matches!(look(&r, "example.com.", RecordType::A), Lookup::Forward));
+    assert!(matches!(
+        look(&r, "example.com.", RecordType::A),
+        Lookup::Forward
+    ));
     assert!(matches!(look(&r, "local.", RecordType::A), Lookup::Forward));
-    assert!(matches!(look(&r, "xcluster.local.", RecordType::A), Lookup::Forward));
+    assert!(matches!(
+        look(&r, "xcluster.local.", RecordType::A),
+        Lookup::Forward
+    ));
     // Empty records: services are NXDOMAIN, namespaces too.
     let e = Records::empty("Cluster.Local.");
     assert!(is_nx(&e, "web.default.svc.cluster.local.", RecordType::A));
@@ -458,7 +587,10 @@ fn build_of_a_thousand_services_is_cheap() {
     let r = Records::build(D, &services, &slices);
     let took = start.elapsed();
     assert_eq!(r.len(), 3000);
-    assert_eq!(ips(&r, "svc999.bench.svc.cluster.local.", RecordType::A), ["10.43.3.250"]);
+    assert_eq!(
+        ips(&r, "svc999.bench.svc.cluster.local.", RecordType::A),
+        ["10.43.3.250"]
+    );
     // Rough lookup cost (printed, never asserted).
     let n = Name::from_ascii("svc500.bench.svc.cluster.local.").unwrap();
     let mut lower = String::new();
@@ -499,13 +631,7 @@ fn upstream_answer(q: &Message, tcp: bool) -> Message {
     m.metadata.recursion_available = true;
     m.metadata.recursion_desired = q.metadata.recursion_desired;
     m.add_query(query.clone());
-    let a = |i: u8| {
-        Record::from_rdata(
-            query.name().clone(),
-            60,
-            RData::A(A::new(192, 0, 2, i)),
-        )
-    };
+    let a = |i: u8| Record::from_rdata(query.name().clone(), 60, RData::A(A::new(192, 0, 2, i)));
     match name.as_str() {
         "nx.example." => {
             m.metadata.response_code = ResponseCode::NXDomain;
@@ -583,7 +709,9 @@ async fn fake_upstream(answer: bool) -> FakeUpstream {
                     }
                     let q = Message::from_vec(&buf).unwrap();
                     let reply = upstream_answer(&q, true).to_vec().unwrap();
-                    conn.write_all(&(reply.len() as u16).to_be_bytes()).await.unwrap();
+                    conn.write_all(&(reply.len() as u16).to_be_bytes())
+                        .await
+                        .unwrap();
                     conn.write_all(&reply).await.unwrap();
                 }
             });
@@ -660,7 +788,9 @@ async fn udp(addr: SocketAddr, name: &str, t: RecordType, edns: Option<u16>) -> 
 async fn tcp(addr: SocketAddr, name: &str, t: RecordType) -> Message {
     let q = query_msg(name, t, None).to_vec().unwrap();
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    conn.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+    conn.write_all(&(q.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     conn.write_all(&q).await.unwrap();
     let mut len = [0u8; 2];
     tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut len))
@@ -682,33 +812,78 @@ fn data(m: &Message) -> Vec<String> {
 async fn serves_cluster_names_over_udp_and_tcp() {
     let up = fake_upstream(true).await;
     let s = start(vec![up.addr]).await;
-    let r = udp(s.addr, "web.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "web.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(r.metadata.authoritative);
     assert_eq!(data(&r), ["10.43.0.20"]);
     assert_eq!(r.answers[0].ttl, 5);
     let r = tcp(s.addr, "web.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(data(&r), ["10.43.0.20"]);
-    let r = udp(s.addr, "pg.db.svc.cluster.local.", RecordType::A, Some(1232)).await;
+    let r = udp(
+        s.addr,
+        "pg.db.svc.cluster.local.",
+        RecordType::A,
+        Some(1232),
+    )
+    .await;
     assert_eq!(data(&r), ["10.42.1.10", "10.42.1.11"]);
     assert!(r.edns.is_some(), "an EDNS query gets an OPT back");
-    let r = udp(s.addr, "_sql._tcp.pg.db.svc.cluster.local.", RecordType::SRV, None).await;
+    let r = udp(
+        s.addr,
+        "_sql._tcp.pg.db.svc.cluster.local.",
+        RecordType::SRV,
+        None,
+    )
+    .await;
     assert_eq!(r.answers.len(), 2);
     assert_eq!(r.additionals.len(), 2);
     let r = udp(s.addr, "20.0.43.10.in-addr.arpa.", RecordType::PTR, None).await;
     assert_eq!(data(&r), ["web.default.svc.cluster.local."]);
-    let r = udp(s.addr, "10-1-2-3.default.pod.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "10-1-2-3.default.pod.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(data(&r), ["10.1.2.3"]);
     // ExternalName: the CNAME, then the target's address through the upstream.
-    let r = udp(s.addr, "ext.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "ext.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(r.answers.len(), 2, "{r:?}");
     assert_eq!(r.answers[0].data.to_string(), "example.com.");
     assert_eq!(r.answers[1].data.to_string(), "192.0.2.1");
-    assert_eq!(r.queries[0].name().to_string(), "ext.default.svc.cluster.local.");
+    assert_eq!(
+        r.queries[0].name().to_string(),
+        "ext.default.svc.cluster.local."
+    );
     // An ExternalName pointing into the cluster is resolved from the records.
-    let r = udp(s.addr, "inner.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "inner.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(data(&r), ["10.43.0.20", "web.default.svc.cluster.local."]);
-    let r = udp(s.addr, "ext.default.svc.cluster.local.", RecordType::CNAME, None).await;
+    let r = udp(
+        s.addr,
+        "ext.default.svc.cluster.local.",
+        RecordType::CNAME,
+        None,
+    )
+    .await;
     assert_eq!(data(&r), ["example.com."]);
 }
 
@@ -716,12 +891,24 @@ async fn serves_cluster_names_over_udp_and_tcp() {
 async fn nxdomain_and_nodata_carry_the_soa() {
     let up = fake_upstream(true).await;
     let s = start(vec![up.addr]).await;
-    let r = udp(s.addr, "nope.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "nope.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
     assert!(r.answers.is_empty());
     assert_eq!(r.authorities.len(), 1);
     assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
-    let r = udp(s.addr, "web.default.svc.cluster.local.", RecordType::AAAA, None).await;
+    let r = udp(
+        s.addr,
+        "web.default.svc.cluster.local.",
+        RecordType::AAAA,
+        None,
+    )
+    .await;
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(r.answers.is_empty());
     assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
@@ -744,7 +931,11 @@ async fn forwards_and_caches() {
     assert_eq!(data(&r), ["192.0.2.1"]);
     assert_eq!(r.queries[0].name().to_string(), "WWW.Example.");
     assert!(r.answers[0].ttl <= 60);
-    assert_eq!(up.udp_queries.load(Ordering::SeqCst), 1, "the second came from the cache");
+    assert_eq!(
+        up.udp_queries.load(Ordering::SeqCst),
+        1,
+        "the second came from the cache"
+    );
     // NXDOMAIN is passed on and cached too.
     let r = udp(s.addr, "nx.example.", RecordType::A, None).await;
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
@@ -777,7 +968,13 @@ async fn fails_over_and_servfails() {
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     assert!(r.answers.is_empty());
     // Cluster names still answer.
-    let r = udp(s.addr, "web.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "web.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(data(&r), ["10.43.0.20"]);
 }
 
@@ -787,16 +984,27 @@ async fn truncation_then_tcp() {
     let s = start(vec![up.addr]).await;
     // A headless Service with 60 endpoints does not fit 512 bytes.
     let svc = vec![headless("big", "many", vec![port("p", "TCP", 1)], false)];
-    let eps: Vec<(String, Option<&str>, Option<bool>)> =
-        (1..=60).map(|i| (format!("10.42.9.{i}"), None, Some(true))).collect();
+    let eps: Vec<(String, Option<&str>, Option<bool>)> = (1..=60)
+        .map(|i| (format!("10.42.9.{i}"), None, Some(true)))
+        .collect();
     let eps: Vec<(&str, Option<&str>, Option<bool>)> =
         eps.iter().map(|(a, h, r)| (a.as_str(), *h, *r)).collect();
     let sl = vec![slice("big", "many", "a", &eps, &[("p", "TCP", 1)])];
     s.records.replace(Records::build(D, &svc, &sl));
     let r = udp(s.addr, "many.big.svc.cluster.local.", RecordType::A, None).await;
     assert!(r.metadata.truncation);
-    assert!(r.answers.len() < 60 && !r.answers.is_empty(), "{}", r.answers.len());
-    let r = udp(s.addr, "many.big.svc.cluster.local.", RecordType::A, Some(4096)).await;
+    assert!(
+        r.answers.len() < 60 && !r.answers.is_empty(),
+        "{}",
+        r.answers.len()
+    );
+    let r = udp(
+        s.addr,
+        "many.big.svc.cluster.local.",
+        RecordType::A,
+        Some(4096),
+    )
+    .await;
     assert!(!r.metadata.truncation);
     assert_eq!(r.answers.len(), 60);
     assert!(r.edns.is_some(), "OPT kept");
@@ -855,7 +1063,13 @@ async fn bad_input() {
     let r = Message::from_vec(&udp_raw(s.addr, &wire).await).unwrap();
     assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
     // Still serving.
-    let r = udp(s.addr, "web.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "web.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(data(&r), ["10.43.0.20"]);
     // Garbage over TCP closes that connection only.
     let mut conn = TcpStream::connect(s.addr).await.unwrap();
@@ -870,18 +1084,47 @@ async fn bad_input() {
 async fn records_replaced_while_serving_and_kept_otherwise() {
     let up = fake_upstream(true).await;
     let s = start(vec![up.addr]).await;
-    let r = udp(s.addr, "web.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "web.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(data(&r), ["10.43.0.20"]);
     // Nothing replaces the records (API server unreachable): they keep being served.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = udp(s.addr, "web.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "web.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(data(&r), ["10.43.0.20"]);
     // Replaced: the new set answers at once, the old name is gone.
-    let svc = vec![cluster_ip("default", "api", &["10.43.0.99"], vec![port("h", "TCP", 1)])];
+    let svc = vec![cluster_ip(
+        "default",
+        "api",
+        &["10.43.0.99"],
+        vec![port("h", "TCP", 1)],
+    )];
     s.records.replace(Records::build(D, &svc, &[]));
-    let r = udp(s.addr, "api.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "api.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(data(&r), ["10.43.0.99"]);
-    let r = udp(s.addr, "web.default.svc.cluster.local.", RecordType::A, None).await;
+    let r = udp(
+        s.addr,
+        "web.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
 }
 
@@ -891,14 +1134,25 @@ async fn records_replaced_while_serving_and_kept_otherwise() {
 async fn rough_throughput() {
     let up = fake_upstream(true).await;
     let s = start(vec![up.addr]).await;
-    for (label, name) in [
-        ("service", "web.default.svc.cluster.local."),
-        ("cached forward", "www.example."),
-    ] {
+    let mut targets = vec![
+        ("service", "web.default.svc.cluster.local.", s.addr),
+        ("cached forward", "www.example.", s.addr),
+    ];
+    // Another server for the same loop, e.g. dnsmasq with
+    // --host-record=web.default.svc.cluster.local,10.43.0.20.
+    if let Ok(other) = std::env::var("K8SLITE_DNS_COMPARE") {
+        let addr: SocketAddr = other.parse().unwrap();
+        targets.push((
+            "other server, service",
+            "web.default.svc.cluster.local.",
+            addr,
+        ));
+    }
+    for (label, name, addr) in targets {
         let q = query_msg(name, RecordType::A, None).to_vec().unwrap();
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        sock.connect(s.addr).await.unwrap();
-        let _ = udp_raw(s.addr, &q).await; // warm the cache
+        sock.connect(addr).await.unwrap();
+        let _ = udp_raw(addr, &q).await; // warm the cache
         let total = 20_000usize;
         let window = 64usize;
         let mut buf = vec![0u8; 1500];
