@@ -47,10 +47,7 @@ fn kube_dns_service_is_created_at_the_cluster_dns_address_and_kept_as_changed() 
         jsonpath(&s, &get, "{.spec.ports[*].name}"),
         "dns dns-tcp metrics"
     );
-    assert_eq!(
-        jsonpath(&s, &get, "{.spec.selector.k8s-app}"),
-        "kube-dns"
-    );
+    assert_eq!(jsonpath(&s, &get, "{.spec.selector.k8s-app}"), "kube-dns");
     for (k, v) in [
         ("k8s-app", "kube-dns"),
         ("kubernetes\\.io/cluster-service", "true"),
@@ -65,7 +62,14 @@ fn kube_dns_service_is_created_at_the_cluster_dns_address_and_kept_as_changed() 
 
     // The address is not handed out to others; asking for it explicitly is refused.
     let err = s.k_err(
-        &["create", "service", "clusterip", "grab", "--tcp=80", "--clusterip=10.43.0.10"],
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "grab",
+            "--tcp=80",
+            "--clusterip=10.43.0.10",
+        ],
         None,
     );
     assert!(err.contains("already allocated"), "{err}");
@@ -197,8 +201,8 @@ impl InProcess {
 
     /// A simulated node (`k8slite agent --runtime=fake`) joined to this server.
     fn add_node(&mut self, name: &str, ip: &str) {
-        let token = std::fs::read_to_string(self.dir.path().join("data/server/token"))
-            .expect("join token");
+        let token =
+            std::fs::read_to_string(self.dir.path().join("data/server/token")).expect("join token");
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{name}.log")))
             .expect("agent log");
         let child = Command::new(k8slite_bin())
@@ -259,7 +263,13 @@ fn switched_off_there_is_no_kube_dns_service_and_no_servicelb() {
     // Dynamic ClusterIPs skip the cluster DNS address; a user's CoreDNS Service may take it.
     for i in 0..12 {
         s.k(
-            &["create", "service", "clusterip", &format!("s{i}"), "--tcp=80"],
+            &[
+                "create",
+                "service",
+                "clusterip",
+                &format!("s{i}"),
+                "--tcp=80",
+            ],
             None,
         );
     }
@@ -268,14 +278,23 @@ fn switched_off_there_is_no_kube_dns_service_and_no_servicelb() {
         None,
     );
     assert!(
-        ips.split_whitespace().count() == 13 && !ips.split_whitespace().any(|ip| ip == "10.43.0.10"),
+        ips.split_whitespace().count() == 13
+            && !ips.split_whitespace().any(|ip| ip == "10.43.0.10"),
         "{ips}"
     );
     let coredns = "apiVersion: v1\nkind: Service\nmetadata: {name: kube-dns, namespace: kube-system}\nspec:\n  clusterIP: 10.43.0.10\n  selector: {k8s-app: kube-dns}\n  ports: [{name: dns, port: 53, protocol: UDP}]\n";
     s.k(&["create", "-f", "-"], Some(coredns));
     assert_eq!(
         s.k(
-            &["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"],
+            &[
+                "get",
+                "svc",
+                "-n",
+                "kube-system",
+                "kube-dns",
+                "-o",
+                "jsonpath={.spec.clusterIP}"
+            ],
             None
         ),
         "10.43.0.10"
@@ -301,7 +320,13 @@ fn switched_off_there_is_no_kube_dns_service_and_no_servicelb() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         s.k(
-            &["get", "svc", "web", "-o", "jsonpath={.status.loadBalancer.ingress}"],
+            &[
+                "get",
+                "svc",
+                "web",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress}"
+            ],
             None
         ),
         "",

@@ -85,7 +85,15 @@ async fn containers_get_the_service_variables_of_their_namespace() {
     s.k_stdin(&["create", "-f", "-"], Some(&pod_yaml("linked", true)));
     s.k_stdin(&["create", "-f", "-"], Some(&pod_yaml("unlinked", false)));
     let ip = |ns: &str, name: &str| {
-        s.k(&["get", "svc", "-n", ns, name, "-o", "jsonpath={.spec.clusterIP}"])
+        s.k(&[
+            "get",
+            "svc",
+            "-n",
+            ns,
+            name,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
     };
     let (kubernetes, web) = (ip("default", "kubernetes"), ip("apps", "web-api"));
     assert!(!kubernetes.is_empty() && !web.is_empty());
@@ -102,7 +110,10 @@ async fn containers_get_the_service_variables_of_their_namespace() {
         ("KUBERNETES_SERVICE_PORT", "443"),
         ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
         ("KUBERNETES_PORT", &format!("tcp://{kubernetes}:443")),
-        ("KUBERNETES_PORT_443_TCP", &format!("tcp://{kubernetes}:443")),
+        (
+            "KUBERNETES_PORT_443_TCP",
+            &format!("tcp://{kubernetes}:443"),
+        ),
         ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
         ("KUBERNETES_PORT_443_TCP_PORT", "443"),
         ("KUBERNETES_PORT_443_TCP_ADDR", kubernetes.as_str()),
@@ -137,7 +148,11 @@ async fn containers_get_the_service_variables_of_their_namespace() {
         "{env:#?}"
     );
     let links: Vec<&String> = env.keys().filter(|k| k.starts_with("WEB_API_")).collect();
-    assert_eq!(links, ["WEB_API_SERVICE_HOST"], "only the explicit one: {env:#?}");
+    assert_eq!(
+        links,
+        ["WEB_API_SERVICE_HOST"],
+        "only the explicit one: {env:#?}"
+    );
     // without links `$(WEB_API_SERVICE_PORT_HTTP)` stays as written, as upstream
     assert_eq!(
         env["API"],

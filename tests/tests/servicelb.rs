@@ -106,7 +106,11 @@ fn load_balancer_ingress_follows_the_eligible_nodes_and_reports_port_clashes() {
     // Same port, other protocol: no clash. A Service of another class is not ours.
     s.k_stdin(
         &["apply", "-f", "-"],
-        Some(&lb("dns", "  - {name: dns, port: 443, protocol: UDP}\n", "")),
+        Some(&lb(
+            "dns",
+            "  - {name: dns, port: 443, protocol: UDP}\n",
+            "",
+        )),
     );
     s.k_stdin(
         &["apply", "-f", "-"],
@@ -117,14 +121,22 @@ fn load_balancer_ingress_follows_the_eligible_nodes_and_reports_port_clashes() {
         )),
     );
     wait_ingress(s, "dns", "10.0.0.1 10.0.0.2");
-    assert_eq!(ingress(s, "second"), "", "the clashing Service stays pending");
+    assert_eq!(
+        ingress(s, "second"),
+        "",
+        "the clashing Service stays pending"
+    );
     let row = s.k(&["get", "svc", "second", "--no-headers"]);
     assert!(row.contains("<pending>"), "{row}");
 
     // The holder gone, the port is free.
     s.k(&["delete", "svc", "web"]);
     wait_ingress(s, "second", "10.0.0.1 10.0.0.2");
-    assert_eq!(ingress(s, "metal"), "", "another class's Service is left alone");
+    assert_eq!(
+        ingress(s, "metal"),
+        "",
+        "another class's Service is left alone"
+    );
 
     // No longer a LoadBalancer: the ingress goes.
     s.k(&[

@@ -176,8 +176,18 @@ async fn ensure_kube_dns(server: &ApiServer) -> Result<(), ApiError> {
     if used.contains(&ip) {
         let holder = services
             .iter()
-            .find(|s| crate::allocator::used(std::slice::from_ref(s)).0.contains(&ip))
-            .map(|s| format!("{}/{}", meta::namespace(s).unwrap_or_default(), meta::name(s)))
+            .find(|s| {
+                crate::allocator::used(std::slice::from_ref(s))
+                    .0
+                    .contains(&ip)
+            })
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    meta::namespace(s).unwrap_or_default(),
+                    meta::name(s)
+                )
+            })
             .unwrap_or_default();
         tracing::warn!(cluster_dns = %ip, service = %holder, "the cluster DNS address is the ClusterIP of another Service: no kube-dns Service");
         return Ok(());

@@ -103,7 +103,11 @@ pub fn lb_nodes<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<LbNode> {
                 && (!restricted || enable == Some("true"))
                 && label(n, EXCLUDE_LB_LABEL).is_none()
                 && n.metadata.deletion_timestamp.is_none()
-                && !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+                && !n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false)
                 && ready(n)
         })
         .map(|n| LbNode {
@@ -146,7 +150,10 @@ fn ports(svc: &Service) -> BTreeSet<(i32, String)> {
 fn wants(svc: &Service, ip: &IpAddr) -> bool {
     let spec = svc.spec.as_ref();
     let family = if ip.is_ipv6() { "IPv6" } else { "IPv4" };
-    match spec.and_then(|s| s.ip_families.as_ref()).filter(|f| !f.is_empty()) {
+    match spec
+        .and_then(|s| s.ip_families.as_ref())
+        .filter(|f| !f.is_empty())
+    {
         Some(f) => f.iter().any(|f| f == family),
         None => {
             let v6 = spec
@@ -160,11 +167,7 @@ fn wants(svc: &Service, ip: &IpAddr) -> bool {
 
 /// `namespace/name` of an object.
 fn key(svc: &Service) -> String {
-    format!(
-        "{}/{}",
-        svc.namespace().unwrap_or_default(),
-        svc.name_any()
-    )
+    format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
 }
 
 /// A port of a Service held on some nodes by an older LoadBalancer Service.
@@ -323,7 +326,10 @@ async fn reconcile(svc: Arc<Service>, st: Arc<State>) -> Result<Action, Error> {
             name: key(&svc),
             what: "servicelb event lock poisoned".into(),
         })?;
-        let live: BTreeSet<&str> = refs.iter().filter_map(|s| s.metadata.uid.as_deref()).collect();
+        let live: BTreeSet<&str> = refs
+            .iter()
+            .filter_map(|s| s.metadata.uid.as_deref())
+            .collect();
         reported.retain(|u, _| live.contains(u.as_str()));
         let now: BTreeSet<String> = d.clashes.iter().map(Clash::message).collect();
         let before = reported.remove(&uid).unwrap_or_default();
@@ -344,8 +350,16 @@ async fn reconcile(svc: Arc<Service>, st: Arc<State>) -> Result<Action, Error> {
             .iter()
             .find(|s| key(s) == holder)
             .map(|s| s.object_ref(&()));
-        util::publish_event(&st.recorder, svc.as_ref(), true, PORT_IN_USE, "Serving", msg, related)
-            .await;
+        util::publish_event(
+            &st.recorder,
+            svc.as_ref(),
+            true,
+            PORT_IN_USE,
+            "Serving",
+            msg,
+            related,
+        )
+        .await;
     }
     let current = current_ingress(&svc);
     if current != d.ingress {
@@ -358,7 +372,11 @@ async fn reconcile(svc: Arc<Service>, st: Arc<State>) -> Result<Action, Error> {
         };
         let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
         match api
-            .patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                &svc.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => {}
@@ -425,7 +443,9 @@ where
 }
 
 /// What of the Services matters to the other Services' decisions.
-fn claims(services: &[Arc<Service>]) -> BTreeMap<String, (Option<String>, BTreeSet<(i32, String)>)> {
+fn claims(
+    services: &[Arc<Service>],
+) -> BTreeMap<String, (Option<String>, BTreeSet<(i32, String)>)> {
     services
         .iter()
         .filter(|s| is_managed(s))

@@ -429,7 +429,10 @@ mod tests {
         let env = env_of(&pod_with_env("ns", Some(false), json!([]))).await;
         let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"KUBERNETES_SERVICE_HOST"), "{names:?}");
-        assert!(names.iter().all(|n| n.starts_with("KUBERNETES_")), "{names:?}");
+        assert!(
+            names.iter().all(|n| n.starts_with("KUBERNETES_")),
+            "{names:?}"
+        );
         // in `default` itself, links on: every Service of default
         let env = env_of(&pod_with_env("default", None, json!([]))).await;
         let m: HashMap<_, _> = env.into_iter().collect();

@@ -67,7 +67,11 @@ pub fn service_vars(svc: &Service) -> Vec<(String, String)> {
         }
     }
     for (i, p) in ports.iter().enumerate() {
-        let proto = p.protocol.as_deref().filter(|p| !p.is_empty()).unwrap_or("TCP");
+        let proto = p
+            .protocol
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("TCP");
         let lower = proto.to_lowercase();
         let url = format!("{lower}://{}", host_port(ip, p.port));
         if i == 0 {
