@@ -65,6 +65,7 @@ struct Container {
     image_ref: String,
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
+    envs: Vec<(String, String)>,
     state: ContainerState,
     created_at: i64,
     started_at: i64,
@@ -288,6 +289,11 @@ impl FakeRuntime {
             })
             .max_by_key(|(_, c)| (c.metadata.attempt, c.created_at))
             .map(|(id, _)| id.clone())
+    }
+
+    /// The environment container `id` was created with, in order.
+    pub fn container_env(&self, id: &str) -> Option<Vec<(String, String)>> {
+        self.lock().containers.get(id).map(|c| c.envs.clone())
     }
 
     /// Make a running container exit now with `code`. Returns whether it was running.
@@ -518,6 +524,7 @@ impl ContainerRuntime for FakeRuntime {
                 image_ref,
                 labels: config.labels.clone(),
                 annotations: sandbox_config.annotations.clone(),
+                envs: config.envs.clone(),
                 state: ContainerState::Created,
                 created_at: now_nanos(),
                 started_at: 0,

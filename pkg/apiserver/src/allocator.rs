@@ -175,7 +175,12 @@ impl crate::ApiServer {
         let ip = match (requested.as_str(), old_ip) {
             ("None", _) => "None".to_string(),
             ("", Some(o)) => o,
-            ("", None) => next_ip(&cfg.service_cidr, &used_ips, false)?.to_string(),
+            ("", None) => {
+                // The cluster DNS address goes only to a Service asking for it.
+                let mut reserved = used_ips.clone();
+                reserved.extend(cfg.cluster_dns);
+                next_ip(&cfg.service_cidr, &reserved, false)?.to_string()
+            }
             (req, Some(o)) if req == o => o,
             (req, _) => {
                 let is_kubernetes = me.0.as_deref() == Some("default") && me.1 == "kubernetes";

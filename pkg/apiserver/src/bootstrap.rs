@@ -1,5 +1,6 @@
-//! Objects every cluster has: the four system namespaces and the `kubernetes` Service with its
-//! Endpoints and EndpointSlice pointing at this server.
+//! Objects every cluster has: the four system namespaces, the `kubernetes` Service with its
+//! Endpoints and EndpointSlice pointing at this server, and (unless switched off) the `kube-dns`
+//! Service of `kube-system` at the cluster DNS address, as k3s's CoreDNS manifest has it.
 
 use k8slite_api::{ApiError, meta};
 use k8slite_datastore::StoreError;
@@ -98,6 +99,9 @@ pub(crate) async fn ensure_defaults(server: &ApiServer) -> Result<(), ApiError> 
         "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": cfg.secure_port, "protocol": "TCP"}],
     }), true).await?;
+    if cfg.cluster_dns_service {
+        ensure_kube_dns(server).await?;
+    }
     for pc in crate::admission::priority::system_classes() {
         ensure(
             server,
@@ -114,4 +118,79 @@ pub(crate) async fn ensure_defaults(server: &ApiServer) -> Result<(), ApiError> 
     }
     server.sync_crds().await;
     Ok(())
+}
+
+/// The `kube-dns` Service (k3s's CoreDNS manifest: ports `dns` 53/UDP, `dns-tcp` 53/TCP,
+/// `metrics` 9153/TCP, selector `k8s-app: kube-dns`).
+pub(crate) fn kube_dns_service(ip: std::net::IpAddr) -> Value {
+    let family = if ip.is_ipv6() { "IPv6" } else { "IPv4" };
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
+            "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"}},
+        "spec": {"type": "ClusterIP", "selector": {"k8s-app": "kube-dns"},
+            "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
+            "ipFamilies": [family], "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+            "internalTrafficPolicy": "Cluster",
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}
+            ]},
+    })
+}
+
+/// Create `kube-system/kube-dns` unless it exists (a user's changes stay) or its address is
+/// unusable: outside the service CIDR, or held by another Service (logged, not fatal).
+async fn ensure_kube_dns(server: &ApiServer) -> Result<(), ApiError> {
+    let cfg = server.config();
+    let Some(ip) = cfg.cluster_dns else {
+        return Ok(());
+    };
+    if !cfg.service_cidr.contains(&ip) {
+        tracing::warn!(cluster_dns = %ip, service_cidr = %cfg.service_cidr, "cluster DNS address outside the service CIDR: no kube-dns Service");
+        return Ok(());
+    }
+    let _held = server.allocator.lock.lock().await;
+    let listed = server
+        .store
+        .list(
+            "/registry/services/",
+            k8slite_datastore::ListOptions::default(),
+        )
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let services: Vec<Value> = listed
+        .items
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .collect();
+    let exists = services
+        .iter()
+        .any(|s| meta::namespace(s) == Some("kube-system") && meta::name(s) == "kube-dns");
+    if exists {
+        return Ok(());
+    }
+    let (used, _) = crate::allocator::used(&services);
+    if used.contains(&ip) {
+        let holder = services
+            .iter()
+            .find(|s| {
+                crate::allocator::used(std::slice::from_ref(s))
+                    .0
+                    .contains(&ip)
+            })
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    meta::namespace(s).unwrap_or_default(),
+                    meta::name(s)
+                )
+            })
+            .unwrap_or_default();
+        tracing::warn!(cluster_dns = %ip, service = %holder, "the cluster DNS address is the ClusterIP of another Service: no kube-dns Service");
+        return Ok(());
+    }
+    ensure(server, "", "v1", "services", kube_dns_service(ip), false).await
 }

@@ -73,6 +73,12 @@ pub struct ApiServerConfig {
     pub default_not_ready_toleration_seconds: i64,
     /// tolerationSeconds of the `node.kubernetes.io/unreachable` NoExecute toleration.
     pub default_unreachable_toleration_seconds: i64,
+    /// The cluster DNS address (`--cluster-dns`): never handed out as a dynamic ClusterIP, only
+    /// to a Service asking for it (the `kube-dns` Service, or a user's CoreDNS).
+    pub cluster_dns: Option<IpAddr>,
+    /// Whether bootstrap creates the `kube-dns` Service of `kube-system` with ClusterIP
+    /// [`Self::cluster_dns`] (not overwritten once it exists).
+    pub cluster_dns_service: bool,
 }
 
 impl Default for ApiServerConfig {
@@ -91,6 +97,8 @@ impl Default for ApiServerConfig {
             cacerts: None,
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
+            cluster_dns: Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 43, 0, 10))),
+            cluster_dns_service: true,
         }
     }
 }

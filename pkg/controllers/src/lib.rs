@@ -33,6 +33,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod ttl_after_finished;
 
@@ -78,6 +79,9 @@ pub struct Config {
     pub terminated_pod_gc_threshold: usize,
     /// How often the HPA reconciles.
     pub hpa_sync_period: Duration,
+    /// Whether the ServiceLB controller runs ([`servicelb`]; off: LoadBalancer Services are left
+    /// to another controller, e.g. MetalLB).
+    pub servicelb: bool,
 }
 
 impl Default for Config {
@@ -92,6 +96,7 @@ impl Default for Config {
             node_monitor_period: Duration::from_secs(5),
             terminated_pod_gc_threshold: 12500,
             hpa_sync_period: Duration::from_secs(15),
+            servicelb: true,
         }
     }
 }
@@ -168,13 +173,26 @@ pub fn all() -> Vec<(&'static str, RunFn)> {
         ("resourcequota", |c, s| boxed(resourcequota::run, c, s)),
         ("disruption", |c, s| boxed(disruption::run, c, s)),
         ("horizontal-pod-autoscaler", |c, s| boxed(hpa::run, c, s)),
+        ("servicelb", |c, s| boxed(servicelb::run, c, s)),
     ]
 }
 
-/// Start every controller on `tracker`; each runs until `shutdown` and is restarted after a
-/// pause if it fails.
+/// Whether the controller `name` of [`all`] is switched on in `config`.
+pub fn enabled(config: &Config, name: &str) -> bool {
+    match name {
+        "servicelb" => config.servicelb,
+        _ => true,
+    }
+}
+
+/// Start every controller [`enabled`] on `tracker`; each runs until `shutdown` and is restarted
+/// after a pause if it fails.
 pub fn run_all(ctx: Ctx, shutdown: CancellationToken, tracker: &TaskTracker) {
     for (name, run) in all() {
+        if !enabled(&ctx.config, name) {
+            tracing::info!(controller = name, "controller disabled");
+            continue;
+        }
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {

@@ -1,7 +1,8 @@
 //! k8slite-server: wires the datastore, PKI and API server into `k8slite server`.
 //!
 //! Start-up order: data directories → PKI (CAs, serving and admin certificates) → join token →
-//! SQLite store → API server bootstrap (namespaces, `kubernetes` Service) → HTTPS listener →
+//! SQLite store → API server bootstrap (namespaces, `kubernetes` and `kube-dns` Services) →
+//! HTTPS listener →
 //! admin kubeconfig. Shutdown: one cancellation token stops the listener, open connections
 //! drain within a deadline, then the store closes.
 
@@ -48,6 +49,12 @@ pub struct ServerConfig {
     pub service_cidr: IpNet,
     /// Cluster DNS service IP.
     pub cluster_dns: IpAddr,
+    /// Whether the `kube-dns` Service of `kube-system` (ClusterIP [`Self::cluster_dns`]) is
+    /// created at start (`--disable dns` turns it off, for users who bring CoreDNS).
+    pub cluster_dns_service: bool,
+    /// Whether the ServiceLB controller runs (`--disable servicelb`: LoadBalancer Services are
+    /// left to another controller, e.g. MetalLB). Overrides `controllers.servicelb`.
+    pub servicelb: bool,
     /// Cluster domain.
     pub cluster_domain: String,
     /// Pod network backend of the nodes: `vxlan`, `host-gw` or `none` (published to agents).
@@ -243,6 +250,8 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         cacerts: Some(Arc::from(pki.server_ca_pem())),
         default_not_ready_toleration_seconds: cfg.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: cfg.default_unreachable_toleration_seconds,
+        cluster_dns: Some(cfg.cluster_dns),
+        cluster_dns_service: cfg.cluster_dns_service,
         ..ApiServerConfig::default()
     };
     let api = ApiServer::new(store.clone(), api_cfg, shutdown.clone());
@@ -289,7 +298,11 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
             vec!["system:masters".to_string()],
         ),
     );
-    let ctx = k8slite_controllers::Ctx::new(loops_client.clone(), cfg.controllers.clone());
+    let controllers = k8slite_controllers::Config {
+        servicelb: cfg.servicelb,
+        ..cfg.controllers.clone()
+    };
+    let ctx = k8slite_controllers::Ctx::new(loops_client.clone(), controllers);
     let holder = format!("{}_{}", advertise, uuid_like());
     tracker.spawn(leader::run(
         loops_client,

@@ -1,21 +1,58 @@
 //! A container's environment as the kubelet builds it: `envFrom` (configMaps and secrets, with
 //! prefixes), then `env` in order with `$(VAR)` expansion against what came before, values from
-//! `fieldRef`, `resourceFieldRef`, `configMapKeyRef` and `secretKeyRef`.
+//! `fieldRef`, `resourceFieldRef`, `configMapKeyRef` and `secretKeyRef`, then the Service
+//! variables ([`super::service_env`]) not set by those. `$(VAR)` also expands Service variables.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use k8slite_api::quantity::Quantity;
 
+use super::service_env::{self, MASTER_NAMESPACE};
 use super::spec::{ConfigError, NodeContext, expand};
 
-/// Where configMaps and secrets come from (the agent's API client; a map in tests).
+/// Where configMaps, secrets and Services come from (the agent's API client; a map in tests).
 #[async_trait::async_trait]
 pub trait Objects: Send + Sync {
     /// The configMap `ns/name`, `None` when it does not exist.
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, String>;
     /// The secret `ns/name`, `None` when it does not exist.
     async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String>;
+    /// The Services of namespace `ns`.
+    async fn services(&self, ns: &str) -> Result<Vec<Service>, String>;
+}
+
+/// The Service variables of `pod` (upstream `getServiceEnvVarMap`): the master services of
+/// `default` always, the pod's namespace's Services unless `enableServiceLinks: false`.
+pub async fn service_variables(
+    pod: &Pod,
+    objects: &dyn Objects,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let list = |ns: &str| {
+        let ns = ns.to_string();
+        async move {
+            objects.services(&ns).await.map_err(|e| {
+                ConfigError::Missing(format!(
+                    "failed to list services when setting up env vars: {e}"
+                ))
+            })
+        }
+    };
+    let master = list(MASTER_NAMESPACE).await?;
+    let own = if !links {
+        Vec::new()
+    } else if ns == MASTER_NAMESPACE {
+        master.clone()
+    } else {
+        list(ns).await?
+    };
+    Ok(service_env::service_env(ns, links, &master, &own))
 }
 
 fn cm_data(cm: &ConfigMap) -> Vec<(String, String)> {
@@ -186,6 +223,7 @@ pub async fn resolve(
     node: &NodeContext,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let services = service_variables(pod, objects).await?;
     let mut env: Vec<(String, String)> = Vec::new();
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -233,8 +271,10 @@ pub async fn resolve(
         }
     }
     for e in c.env.iter().flatten() {
-        let value = if let Some(v) = &e.value {
-            let map: HashMap<String, String> = env.iter().cloned().collect();
+        let value = if let Some(v) = e.value.as_ref().filter(|v| !v.is_empty()) {
+            // What came before, then the Service variables (upstream's mapping order).
+            let mut map: HashMap<String, String> = services.clone().into_iter().collect();
+            map.extend(env.iter().cloned());
             expand(v, &map)
         } else if let Some(src) = &e.value_from {
             if let Some(f) = &src.field_ref {
@@ -272,6 +312,12 @@ pub async fn resolve(
         };
         set(&mut env, e.name.clone(), value);
     }
+    // Service variables last, unless the container sets the name itself.
+    for (k, v) in services {
+        if !env.iter().any(|(n, _)| *n == k) {
+            env.push((k, v));
+        }
+    }
     Ok(env)
 }
 
@@ -286,6 +332,9 @@ impl Objects for NoObjects {
     async fn secret(&self, _ns: &str, _name: &str) -> Result<Option<Secret>, String> {
         Ok(None)
     }
+    async fn services(&self, _ns: &str) -> Result<Vec<Service>, String> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]
@@ -293,7 +342,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    struct Fixed(ConfigMap, Secret);
+    struct Fixed(ConfigMap, Secret, Vec<Service>);
 
     #[async_trait::async_trait]
     impl Objects for Fixed {
@@ -303,6 +352,26 @@ mod tests {
         async fn secret(&self, _ns: &str, name: &str) -> Result<Option<Secret>, String> {
             Ok((self.1.metadata.name.as_deref() == Some(name)).then(|| self.1.clone()))
         }
+        async fn services(&self, ns: &str) -> Result<Vec<Service>, String> {
+            Ok(self
+                .2
+                .iter()
+                .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+                .cloned()
+                .collect())
+        }
+    }
+
+    fn services() -> Vec<Service> {
+        serde_json::from_value(json!([
+            {"metadata": {"name": "kubernetes", "namespace": "default"},
+             "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443}]}},
+            {"metadata": {"name": "db", "namespace": "default"},
+             "spec": {"clusterIP": "10.43.0.20", "ports": [{"port": 5432}]}},
+            {"metadata": {"name": "web-api", "namespace": "ns"},
+             "spec": {"clusterIP": "10.43.3.4", "ports": [{"name": "http", "port": 8080}]}}
+        ]))
+        .expect("services")
     }
 
     fn fixed() -> Fixed {
@@ -315,7 +384,60 @@ mod tests {
                 json!({"metadata": {"name": "sec"}, "data": {"PASS": "czNjcjN0"}}),
             )
             .expect("secret"),
+            services(),
         )
+    }
+
+    fn pod_with_env(ns: &str, links: Option<bool>, env: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": ns},
+            "spec": {"enableServiceLinks": links, "containers": [{"name": "c", "env": env}]}
+        }))
+        .expect("pod")
+    }
+
+    async fn env_of(pod: &Pod) -> Vec<(String, String)> {
+        let c = &pod.spec.as_ref().expect("spec").containers[0];
+        resolve(pod, c, &fixed(), "", "", &NodeContext::default())
+            .await
+            .expect("env")
+    }
+
+    #[tokio::test]
+    async fn service_variables_follow_explicit_env_which_wins_and_expands_them() {
+        let pod = pod_with_env(
+            "ns",
+            None,
+            json!([
+                {"name": "URL", "value": "https://$(KUBERNETES_SERVICE_HOST):$(WEB_API_SERVICE_PORT_HTTP)"},
+                {"name": "WEB_API_SERVICE_HOST", "value": "mine"}
+            ]),
+        );
+        let env = env_of(&pod).await;
+        assert_eq!(env[0], ("URL".into(), "https://10.43.0.1:8080".into()));
+        assert_eq!(env[1], ("WEB_API_SERVICE_HOST".into(), "mine".into()));
+        let m: HashMap<_, _> = env.iter().cloned().collect();
+        assert_eq!(m.len(), env.len(), "no duplicate names: {env:?}");
+        assert_eq!(m["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
+        assert_eq!(m["WEB_API_PORT_8080_TCP"], "tcp://10.43.3.4:8080");
+        // `db` lives in `default`, not in the pod's namespace
+        assert!(!m.contains_key("DB_SERVICE_HOST"));
+    }
+
+    #[tokio::test]
+    async fn service_links_off_keeps_only_the_master_service() {
+        let env = env_of(&pod_with_env("ns", Some(false), json!([]))).await;
+        let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"KUBERNETES_SERVICE_HOST"), "{names:?}");
+        assert!(
+            names.iter().all(|n| n.starts_with("KUBERNETES_")),
+            "{names:?}"
+        );
+        // in `default` itself, links on: every Service of default
+        let env = env_of(&pod_with_env("default", None, json!([]))).await;
+        let m: HashMap<_, _> = env.into_iter().collect();
+        assert_eq!(m["DB_SERVICE_HOST"], "10.43.0.20");
+        assert_eq!(m["KUBERNETES_SERVICE_HOST"], "10.43.0.1");
     }
 
     #[tokio::test]

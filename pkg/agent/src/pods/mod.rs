@@ -4,6 +4,7 @@
 
 mod cgroups;
 pub mod env;
+pub mod service_env;
 pub mod spec;
 pub mod status;
 pub mod worker;
@@ -198,7 +199,7 @@ impl PodApi for KubePodApi {
     }
 }
 
-/// ConfigMaps and secrets read with the agent's client.
+/// ConfigMaps, secrets and Services read with the agent's client.
 pub struct KubeObjects {
     client: kube::Client,
 }
@@ -232,6 +233,17 @@ impl env::Objects for KubeObjects {
             .get_opt(name)
             .await
             .map_err(|e| format!("getting secret {ns}/{name}: {e}"))
+    }
+
+    async fn services(
+        &self,
+        ns: &str,
+    ) -> std::result::Result<Vec<k8s_openapi::api::core::v1::Service>, String> {
+        Api::namespaced(self.client.clone(), ns)
+            .list(&kube::api::ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|e| format!("listing services in {ns}: {e}"))
     }
 }
 
