@@ -320,9 +320,6 @@ fn run_server(s: ServerArgs) -> anyhow::Result<()> {
         cluster_cidr: s.cluster_cidr,
         service_cidr: s.service_cidr,
         cluster_dns: s.cluster_dns,
-        // Mapped from `--disable dns` / `--disable servicelb` once those flags exist.
-        cluster_dns_service: true,
-        servicelb: true,
         cluster_domain: s.cluster_domain,
         network_backend: s
             .node

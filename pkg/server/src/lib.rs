@@ -49,8 +49,9 @@ pub struct ServerConfig {
     pub service_cidr: IpNet,
     /// Cluster DNS service IP.
     pub cluster_dns: IpAddr,
-    /// Whether the `kube-dns` Service of `kube-system` (ClusterIP [`Self::cluster_dns`]) is
-    /// created at start (`--disable dns` turns it off, for users who bring CoreDNS).
+    /// Whether the embedded cluster DNS runs on the nodes and the `kube-dns` Service of
+    /// `kube-system` (ClusterIP [`Self::cluster_dns`]) is created at start (`--disable dns`
+    /// turns both off, for users who bring CoreDNS).
     pub cluster_dns_service: bool,
     /// Whether the ServiceLB controller runs (`--disable servicelb`: LoadBalancer Services are
     /// left to another controller, e.g. MetalLB). Overrides `controllers.servicelb`.
@@ -61,11 +62,6 @@ pub struct ServerConfig {
     pub network_backend: String,
     /// MTU of the pod network (detected by each node when `None`).
     pub network_mtu: Option<u32>,
-    /// Serve LoadBalancer Services on the nodes' addresses (ServiceLB); off with
-    /// `--disable servicelb`.
-    pub servicelb: bool,
-    /// Run the embedded cluster DNS (and its `kube-dns` Service); off with `--disable dns`.
-    pub cluster_dns_service: bool,
     /// How often the datastore compacts.
     pub compact_interval: Duration,
     /// Revisions of history kept for watch resumption.
