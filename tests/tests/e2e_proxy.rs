@@ -132,12 +132,12 @@ fn pods_services_and_nodes_through_the_api_server_and_kubectl_proxy() {
     let err = raw_err(&c, "/api/v1/namespaces/default/services/idle:80/proxy/");
     assert!(
         err.contains("ServiceUnavailable")
-            && err.contains(r#"no endpoints available for service \"idle\""#),
+            && err.contains(r#"no endpoints available for service "idle""#),
         "{err}"
     );
     let err = raw_err(&c, "/api/v1/namespaces/default/services/web:81/proxy/");
     assert!(
-        err.contains(r#"no service port 81 found for service \"web\""#),
+        err.contains(r#"no service port 81 found for service "web""#),
         "{err}"
     );
     let err = raw_err(&c, "/api/v1/namespaces/default/pods/nothere:80/proxy/");
