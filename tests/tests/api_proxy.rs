@@ -148,7 +148,7 @@ async fn start() -> Env {
         runtime,
         api: api_addr,
         ca_pem: pki.server_ca_pem().to_string(),
-        admin,
+        admin: admin.clone(),
     };
     let node = serde_json::json!({
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
