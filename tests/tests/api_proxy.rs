@@ -215,7 +215,11 @@ async fn pod(env: &Env, pod_ip: &str) {
             "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "busybox"}]}}),
     )
     .await;
-    let uid = k_ok(env, &["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]).await;
+    let uid = k_ok(
+        env,
+        &["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"],
+    )
+    .await;
     let status = serde_json::json!({"status": {"phase": "Running", "podIP": pod_ip,
         "podIPs": [{"ip": pod_ip}]}})
     .to_string();
@@ -265,11 +269,19 @@ async fn node_proxy_reaches_the_kubelet_and_relays_upgrades() {
     let env = start().await;
     pod(&env, "10.255.0.7").await;
     assert_eq!(
-        k_ok(&env, &["get", "--raw", "/api/v1/nodes/node-1/proxy/healthz"]).await,
+        k_ok(
+            &env,
+            &["get", "--raw", "/api/v1/nodes/node-1/proxy/healthz"]
+        )
+        .await,
         "ok"
     );
     // A kubelet 404 comes back as the kubelet's.
-    let out = k(&env, &["get", "--raw", "/api/v1/nodes/node-1/proxy/nothing"]).await;
+    let out = k(
+        &env,
+        &["get", "--raw", "/api/v1/nodes/node-1/proxy/nothing"],
+    )
+    .await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("NotFound"),
@@ -314,7 +326,8 @@ async fn node_proxy_reaches_the_kubelet_and_relays_upgrades() {
         "frames: {got:?}"
     );
     assert!(
-        got.iter().any(|m| m.starts_with('\u{3}') && m.contains("Success")),
+        got.iter()
+            .any(|m| m.starts_with('\u{3}') && m.contains("Success")),
         "frames: {got:?}"
     );
 }

@@ -15,14 +15,7 @@ const WELCOME: &str = "<h1>Welcome to nginx!</h1>";
 /// ready endpoint; returns the pod's node.
 fn nginx_and_service(c: &E2eCluster) -> String {
     c.k(&[
-        "run",
-        "web",
-        "--image",
-        "nginx",
-        "--port",
-        "80",
-        "--labels",
-        "app=web",
+        "run", "web", "--image", "nginx", "--port", "80", "--labels", "app=web",
     ]);
     c.wait_pod_ready("web");
     c.k(&["create", "service", "clusterip", "web", "--tcp=80:80"]);
@@ -93,7 +86,10 @@ fn check_proxies(c: &E2eCluster, node: &str) {
     let health = raw(c, &format!("/api/v1/nodes/{node}/proxy/healthz"));
     assert_eq!(health, "ok");
     // nginx's own 404 comes back (kubectl words a non-Status 404 as NotFound).
-    let err = raw_err(c, "/api/v1/namespaces/default/pods/web:80/proxy/no-such-page");
+    let err = raw_err(
+        c,
+        "/api/v1/namespaces/default/pods/web:80/proxy/no-such-page",
+    );
     assert!(err.contains("NotFound"), "{err}");
 }
 
@@ -163,7 +159,10 @@ fn pods_services_and_nodes_through_the_api_server_and_kubectl_proxy() {
         .filter_map(|r| r["name"].as_str())
         .collect();
     for sub in ["pods/proxy", "services/proxy", "nodes/proxy"] {
-        assert!(names.contains(&sub), "{sub} missing from /api/v1: {names:?}");
+        assert!(
+            names.contains(&sub),
+            "{sub} missing from /api/v1: {names:?}"
+        );
     }
 
     // kubectl proxy on a free port; plain HTTP from here.

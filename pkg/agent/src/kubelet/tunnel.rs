@@ -195,7 +195,12 @@ mod tests {
             code(target(&req("POST", None), &q)),
             StatusCode::BAD_REQUEST
         );
-        for bad in ["ip=x&port=80", "ip=10.42.0.5&port=0", "ip=10.42.0.5", "port=80"] {
+        for bad in [
+            "ip=x&port=80",
+            "ip=10.42.0.5&port=0",
+            "ip=10.42.0.5",
+            "port=80",
+        ] {
             assert_eq!(
                 code(target(
                     &req("POST", Some(TUNNEL_UPGRADE)),

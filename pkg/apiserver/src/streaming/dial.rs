@@ -121,7 +121,9 @@ impl KubeletDialer {
             .header(http::header::CONNECTION, "Upgrade")
             .header(http::header::UPGRADE, k8slite_api::tunnel::UPGRADE)
             .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| TunnelError::Kubelet(ApiError::internal(format!("tunnel request: {e}"))))?;
+            .map_err(|e| {
+                TunnelError::Kubelet(ApiError::internal(format!("tunnel request: {e}")))
+            })?;
         let resp = send
             .send_request(req)
             .await

@@ -157,8 +157,7 @@ where
                 Ok((client, target)) => {
                     let mut client = TokioIo::new(client);
                     let mut target = TokioIo::new(target);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut target).await
-                    {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut target).await {
                         tracing::debug!(error = %e, "proxied upgraded connection ended");
                     }
                 }
@@ -252,7 +251,11 @@ mod tests {
         // An Upgrade header without Connection: upgrade is no upgrade request.
         let stray = map(&[("upgrade", "websocket")]);
         assert!(upgrade_of(&stray).is_none());
-        assert!(request_headers(&stray, "a:1", "/").get(header::UPGRADE).is_none());
+        assert!(
+            request_headers(&stray, "a:1", "/")
+                .get(header::UPGRADE)
+                .is_none()
+        );
         let resp = map(&[
             ("content-type", "text/html"),
             ("content-length", "5"),

@@ -429,12 +429,17 @@ mod tests {
                 .code,
             400
         );
-        let bare = json!({"spec": {"containers": [{"name": "a"}]}, "status": {"podIP": "10.42.0.5"}});
+        let bare =
+            json!({"spec": {"containers": [{"name": "a"}]}, "status": {"podIP": "10.42.0.5"}});
         assert_eq!(
             pod_address(&bare, "", Scheme::Https).expect("default"),
             (ip, 443)
         );
-        for status in [json!({}), json!({"podIP": "127.0.0.1"}), json!({"podIP": ""})] {
+        for status in [
+            json!({}),
+            json!({"podIP": "127.0.0.1"}),
+            json!({"podIP": ""}),
+        ] {
             let e = pod_address(&json!({"status": status}), "80", Scheme::Http)
                 .expect_err("no usable IP");
             assert_eq!((e.code, e.message.as_str()), (400, "address not allowed"));
@@ -454,7 +459,10 @@ mod tests {
             via: Via::Kubelet(kubelet),
         };
         assert_eq!(node_location(kubelet, &parts("")).expect("kubelet"), kl);
-        assert_eq!(node_location(kubelet, &parts("10250")).expect("kubelet"), kl);
+        assert_eq!(
+            node_location(kubelet, &parts("10250")).expect("kubelet"),
+            kl
+        );
         assert_eq!(
             node_location(kubelet, &parts("9100")).expect("other port"),
             Location {
@@ -470,7 +478,10 @@ mod tests {
         let svc = json!({"spec": {"ports": [{"name": "http", "port": 80}, {"port": 8443}]}});
         assert_eq!(service_port_name(&svc, "web", "80").expect("80"), "http");
         assert_eq!(service_port_name(&svc, "web", "8443").expect("unnamed"), "");
-        assert_eq!(service_port_name(&svc, "web", "metrics").expect("name"), "metrics");
+        assert_eq!(
+            service_port_name(&svc, "web", "metrics").expect("name"),
+            "metrics"
+        );
         assert_eq!(service_port_name(&svc, "web", "").expect("none"), "");
         let e = service_port_name(&svc, "web", "81").expect_err("no such port");
         assert_eq!(

@@ -121,7 +121,11 @@ fn kubelet_unreachable(e: ApiError) -> ApiError {
 
 /// The answer to a failed tunnel: the node's dial error as upstream words a failed dial, or
 /// the node's refusal as k3s words an egress-proxy error.
-fn tunnel_error(kubelet: std::net::SocketAddr, target: std::net::SocketAddr, e: TunnelError) -> ApiError {
+fn tunnel_error(
+    kubelet: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    e: TunnelError,
+) -> ApiError {
     match e {
         TunnelError::Kubelet(e) => kubelet_unreachable(e),
         TunnelError::Refused { code: 502, body } => forward::unreachable(body),
@@ -173,7 +177,8 @@ mod tests {
             t,
             TunnelError::Refused {
                 code: 403,
-                body: "Forbidden: 10.42.0.5 is not the address of a pod running on this node".into(),
+                body: "Forbidden: 10.42.0.5 is not the address of a pod running on this node"
+                    .into(),
             },
         );
         assert_eq!(
