@@ -6,6 +6,7 @@
 //! reaches every kubelet. Then one HTTP/1.1 exchange runs over the tunnel (wrapped in TLS,
 //! unverified, for `https:` names). `nodes/{name}/proxy` talks to the kubelet API itself.
 
+mod endpoints;
 mod forward;
 mod location;
 mod tls;
