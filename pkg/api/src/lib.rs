@@ -22,6 +22,7 @@ pub mod smp;
 pub mod spdy;
 pub mod status;
 pub mod table;
+pub mod tunnel;
 pub mod typed;
 pub mod validation;
 

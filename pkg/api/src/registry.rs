@@ -187,16 +187,16 @@ const BUILTINS: &[Row] = &[
     Row { group: "", version: "v1", kind: "Event", plural: "events", short: &["ev"], cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: NONE },
     Row { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", short: &["limits"], cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: NONE },
     Row { group: "", version: "v1", kind: "Namespace", plural: "namespaces", short: &["ns"], cats: NONE, namespaced: false, verbs: NAMESPACE_VERBS, subs: &["status", "finalize"] },
-    Row { group: "", version: "v1", kind: "Node", plural: "nodes", short: &["no"], cats: NONE, namespaced: false, verbs: STANDARD_VERBS, subs: STATUS },
+    Row { group: "", version: "v1", kind: "Node", plural: "nodes", short: &["no"], cats: NONE, namespaced: false, verbs: STANDARD_VERBS, subs: &["status", "proxy"] },
     Row { group: "", version: "v1", kind: "PersistentVolumeClaim", plural: "persistentvolumeclaims", short: &["pvc"], cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: STATUS },
     Row { group: "", version: "v1", kind: "PersistentVolume", plural: "persistentvolumes", short: &["pv"], cats: NONE, namespaced: false, verbs: STANDARD_VERBS, subs: STATUS },
-    Row { group: "", version: "v1", kind: "Pod", plural: "pods", short: &["po"], cats: ALL, namespaced: true, verbs: STANDARD_VERBS, subs: &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "ephemeralcontainers"] },
+    Row { group: "", version: "v1", kind: "Pod", plural: "pods", short: &["po"], cats: ALL, namespaced: true, verbs: STANDARD_VERBS, subs: &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers"] },
     Row { group: "", version: "v1", kind: "PodTemplate", plural: "podtemplates", short: NONE, cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: NONE },
     Row { group: "", version: "v1", kind: "ReplicationController", plural: "replicationcontrollers", short: &["rc"], cats: ALL, namespaced: true, verbs: STANDARD_VERBS, subs: STATUS_SCALE },
     Row { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", short: &["quota"], cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: STATUS },
     Row { group: "", version: "v1", kind: "Secret", plural: "secrets", short: NONE, cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: NONE },
     Row { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", short: &["sa"], cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: &["token"] },
-    Row { group: "", version: "v1", kind: "Service", plural: "services", short: &["svc"], cats: ALL, namespaced: true, verbs: STANDARD_VERBS, subs: STATUS },
+    Row { group: "", version: "v1", kind: "Service", plural: "services", short: &["svc"], cats: ALL, namespaced: true, verbs: STANDARD_VERBS, subs: &["status", "proxy"] },
     // apps/v1
     Row { group: "apps", version: "v1", kind: "ControllerRevision", plural: "controllerrevisions", short: NONE, cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: NONE },
     Row { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", short: &["ds"], cats: ALL, namespaced: true, verbs: STANDARD_VERBS, subs: STATUS },
@@ -249,6 +249,9 @@ const BUILTINS: &[Row] = &[
     Row { group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition", plural: "customresourcedefinitions", short: &["crd", "crds"], cats: &["api-extensions"], namespaced: false, verbs: STANDARD_VERBS, subs: STATUS },
 ];
 
+/// Verbs of the `proxy` subresources (one per HTTP method, as upstream lists them).
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
+
 /// Kind, group and version served by a subresource name of a parent resource.
 fn subresource_of(parent: &Row, name: &str) -> Subresource {
     let (group, version, kind, verbs): (&str, &str, &str, &[&str]) = match name {
@@ -267,6 +270,11 @@ fn subresource_of(parent: &Row, name: &str) -> Subresource {
         "log" => ("", "v1", "Pod", &["get"]),
         "exec" | "attach" => ("", "v1", "PodExecOptions", &["create", "get"]),
         "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
+        "proxy" => match parent.kind {
+            "Pod" => ("", "v1", "PodProxyOptions", PROXY_VERBS),
+            "Service" => ("", "v1", "ServiceProxyOptions", PROXY_VERBS),
+            _ => ("", "v1", "NodeProxyOptions", PROXY_VERBS),
+        },
         _ => (parent.group, parent.version, parent.kind, &["get"]),
     };
     Subresource {
@@ -446,6 +454,18 @@ mod tests {
             deploy.subresource("scale").map(|s| s.kind.as_str()),
             Some("Scale")
         );
+        for (plural, kind) in [
+            ("pods", "PodProxyOptions"),
+            ("services", "ServiceProxyOptions"),
+            ("nodes", "NodeProxyOptions"),
+        ] {
+            let proxy = reg
+                .get("", "v1", plural)
+                .and_then(|r| r.subresource("proxy").cloned())
+                .expect("proxy subresource");
+            assert_eq!(proxy.kind, kind);
+            assert_eq!(proxy.verbs, ["create", "delete", "get", "patch", "update"]);
+        }
     }
 
     #[test]

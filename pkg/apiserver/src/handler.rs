@@ -258,7 +258,8 @@ impl ApiServer {
                 error_response(&ApiError::path_not_found()),
             );
         };
-        let watch = rp.legacy_watch || query.flag("watch");
+        // A proxy's query belongs to the target: `?watch=` there is no watch here.
+        let watch = (rp.legacy_watch || query.flag("watch")) && rp.proxy_path.is_none();
         let Some(verb) = verb_for(req.method(), rp.name.is_some(), watch) else {
             return (
                 "",

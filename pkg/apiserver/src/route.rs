@@ -44,6 +44,9 @@ pub struct ResourcePath {
     pub subresource: Option<String>,
     /// Legacy `/watch/` prefix used.
     pub legacy_watch: bool,
+    /// For a `proxy` subresource: the rest of the path after `/proxy`, as sent (still
+    /// percent-encoded; `""` for `…/proxy`, `"/"` for `…/proxy/`).
+    pub proxy_path: Option<String>,
 }
 
 fn segment_ok(s: &str) -> bool {
@@ -99,26 +102,35 @@ pub fn parse(
     {
         rp.namespace = Some((*ns).to_string());
         rp.plural = (*plural).to_string();
-        return finish(rp, r);
+        return finish(rp, r, path.ends_with('/'));
     }
     match rest {
         [plural, r @ ..] => {
             rp.plural = (*plural).to_string();
-            finish(rp, r)
+            finish(rp, r, path.ends_with('/'))
         }
         _ => Err(not_found()),
     }
 }
 
-fn finish(mut rp: ResourcePath, rest: &[&str]) -> Result<Route, ApiError> {
+fn finish(mut rp: ResourcePath, rest: &[&str], trailing_slash: bool) -> Result<Route, ApiError> {
     match rest {
         [] => {}
         [name] => rp.name = Some((*name).to_string()),
+        // `…/{name}/proxy[/{path}]`: the path goes to the proxied server as sent.
+        [name, "proxy", path @ ..] if !rp.legacy_watch => {
+            rp.name = Some((*name).to_string());
+            rp.subresource = Some("proxy".to_string());
+            let mut p: String = path.iter().map(|s| format!("/{s}")).collect();
+            if trailing_slash {
+                p.push('/');
+            }
+            rp.proxy_path = Some(p);
+        }
         [name, sub] => {
             rp.name = Some((*name).to_string());
             rp.subresource = Some((*sub).to_string());
         }
-        // proxy subresources carry a path; not served (yet)
         _ => return Err(ApiError::path_not_found()),
     }
     let all_ok = segment_ok(&rp.plural)
@@ -179,7 +191,37 @@ mod tests {
             Route::Group("apps".into())
         );
         assert!(parse("/api/v1/pods/a/b/c/d", ns).is_err());
+        assert!(parse("/api/v1/watch/nodes/n/proxy/x", ns).is_err());
         assert!(parse("/garbage", ns).is_err());
         assert!(parse("/api/v1/namespaces/../pods", ns).is_err());
+    }
+
+    fn proxy(path: &str) -> (Option<String>, Option<String>, Option<String>) {
+        let Ok(Route::Resource(rp)) = parse(path, |_, _, p| p == "services" || p == "pods") else {
+            panic!("{path}: not a resource route")
+        };
+        (rp.name, rp.subresource, rp.proxy_path)
+    }
+
+    #[test]
+    fn proxy_paths() {
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            proxy("/api/v1/namespaces/default/services/http:web:80/proxy/"),
+            (s("http:web:80"), s("proxy"), s("/"))
+        );
+        assert_eq!(
+            proxy("/api/v1/namespaces/default/pods/p:8080/proxy"),
+            (s("p:8080"), s("proxy"), s(""))
+        );
+        assert_eq!(
+            proxy("/api/v1/nodes/n1/proxy/stats/a%20b/"),
+            (s("n1"), s("proxy"), s("/stats/a%20b/"))
+        );
+        assert_eq!(
+            proxy("/api/v1/nodes/n1:10255/proxy/healthz"),
+            (s("n1:10255"), s("proxy"), s("/healthz"))
+        );
+        assert_eq!(proxy("/api/v1/nodes/n1/status").2, None);
     }
 }

@@ -4,7 +4,9 @@
 //! Routes (as the kubelet's): `GET /containerLogs/{ns}/{pod}/{container}` (`follow`,
 //! `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`, `previous`),
 //! `/exec/{ns}/{pod}[/{uid}]/{container}?command=…&stdin&stdout&stderr&tty`,
-//! `/attach/{ns}/{pod}[/{uid}]/{container}`, `/portForward/{ns}/{pod}[/{uid}]?port=…`, `/healthz`.
+//! `/attach/{ns}/{pod}[/{uid}]/{container}`, `/portForward/{ns}/{pod}[/{uid}]?port=…`, `/healthz`,
+//! and k8slite's own `POST /k8slite/tunnel?ip=…&port=…` (`tunnel`: a byte tunnel to a pod of
+//! this node for the API server's `pods/proxy` and `services/proxy`).
 //! exec, attach and portForward are WebSocket upgrades (`v4.channel.k8s.io`, or
 //! `v5.channel.k8s.io` for exec/attach); each session gets a one-shot URL from the runtime
 //! (`ContainerRuntime::exec`/`attach`/`port_forward`). exec/attach sessions talk SPDY/3.1 to
@@ -18,6 +20,7 @@ mod resolve;
 mod routes;
 mod spdy;
 mod tls;
+mod tunnel;
 mod ws;
 
 use std::net::SocketAddr;

@@ -99,6 +99,8 @@ pub(crate) enum Route {
         pod: String,
         uid: Option<String>,
     },
+    /// `k8slite_api::tunnel::PATH`: a byte tunnel to a pod of this node.
+    Tunnel,
 }
 
 /// A container of a pod, optionally pinned to a pod UID.
@@ -128,6 +130,7 @@ pub(crate) fn parse(path: &str) -> Option<Route> {
     };
     Some(match s.as_slice() {
         ["healthz"] => Route::Healthz,
+        ["k8slite", "tunnel"] => Route::Tunnel,
         ["containerLogs", ns, pod, c] => Route::Logs {
             ns: (*ns).into(),
             pod: (*pod).into(),
@@ -178,6 +181,7 @@ where
         Route::PortForward { ns, pod, uid } => {
             super::relay::port_forward(&kubelet, req, &ns, &pod, uid.as_deref(), &query).await
         }
+        Route::Tunnel => super::tunnel::serve(&kubelet, req, &query).await,
     };
     result.unwrap_or_else(HttpError::into_response)
 }
@@ -204,6 +208,7 @@ mod tests {
         ));
         assert_eq!(parse("/containerLogs/default/../x"), None);
         assert_eq!(parse("/other"), None);
+        assert_eq!(parse(k8slite_api::tunnel::PATH), Some(Route::Tunnel));
         let q = Query::parse(Some(
             "command=sh&command=-c&command=echo+hi&stdin=1&tty=false",
         ));

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use k8slite_api::ApiError;
 use rustls::pki_types::ServerName;
@@ -20,6 +21,20 @@ use super::{KubeletClientConfig, StreamingError};
 
 /// A connection to a kubelet.
 pub(crate) type KubeletConn = TlsStream<TcpStream>;
+
+/// Why a tunnel could not be opened.
+#[derive(Debug)]
+pub(crate) enum TunnelError {
+    /// The kubelet could not be reached or spoke no HTTP.
+    Kubelet(ApiError),
+    /// The kubelet answered the tunnel request with `code` and `body`.
+    Refused {
+        /// Its status.
+        code: u16,
+        /// Its text.
+        body: String,
+    },
+}
 
 /// Dials kubelets.
 pub(crate) struct KubeletDialer {
@@ -47,7 +62,8 @@ impl KubeletDialer {
         })
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<KubeletConn, ApiError> {
+    /// A TLS connection to the kubelet at `addr`.
+    pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<KubeletConn, ApiError> {
         let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
             .await
             .map_err(|_| unavailable(addr, "connecting to", "timed out"))?
@@ -82,6 +98,50 @@ impl KubeletDialer {
         send.send_request(req)
             .await
             .map_err(|e| unavailable(addr, "requesting", e))
+    }
+
+    /// A byte tunnel through the kubelet at `addr` to `target`, an address of a pod of that
+    /// node (see [`k8slite_api::tunnel`]). A refusal comes back as the kubelet's status and text.
+    pub(crate) async fn tunnel(
+        &self,
+        addr: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<TokioIo<Upgraded>, TunnelError> {
+        let conn = self.connect(addr).await.map_err(TunnelError::Kubelet)?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
+            .await
+            .map_err(|e| TunnelError::Kubelet(unavailable(addr, "HTTP handshake with", e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "kubelet tunnel connection ended");
+            }
+        });
+        let req = Request::post(k8slite_api::tunnel::request_target(target))
+            .header(http::header::HOST, addr.to_string())
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, k8slite_api::tunnel::UPGRADE)
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| {
+                TunnelError::Kubelet(ApiError::internal(format!("tunnel request: {e}")))
+            })?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| TunnelError::Kubelet(unavailable(addr, "requesting", e)))?;
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            let code = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
+                .unwrap_or_default();
+            return Err(TunnelError::Refused { code, body });
+        }
+        hyper::upgrade::on(resp)
+            .await
+            .map(TokioIo::new)
+            .map_err(|e| TunnelError::Kubelet(unavailable(addr, "upgrading the tunnel with", e)))
     }
 
     /// Open a WebSocket on the kubelet offering `protocols`; returns it and the chosen protocol.

@@ -1,5 +1,5 @@
 //! `pods/log`, `pods/exec`, `pods/attach` and `pods/portforward`: proxied to the node's kubelet
-//! API, with WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`) towards kubectl ≥ 1.30,
+//! API (and `pods/proxy`, `services/proxy`, `nodes/proxy`: see `proxy`), with WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`) towards kubectl ≥ 1.30,
 //! plain SPDY/3.1 towards older kubectl, and for port-forward SPDY, plain or tunnelled in a
 //! WebSocket (kubectl ≥ 1.31).
 //!
@@ -14,6 +14,7 @@ mod exec;
 mod exec_spdy;
 mod logs;
 mod portforward;
+mod proxy;
 mod spdy_upgrade;
 mod target;
 mod ws;
@@ -184,16 +185,23 @@ pub(crate) fn upgrade_unsupported<B>(req: &Request<B>) -> ApiError {
 
 /// Whether `sub` of `plural` is served here.
 pub(crate) fn is_streaming(plural: &str, sub: Option<&str>) -> bool {
-    plural == "pods" && matches!(sub, Some("log" | "exec" | "attach" | "portforward"))
+    (plural == "pods" && matches!(sub, Some("log" | "exec" | "attach" | "portforward")))
+        || (sub == Some("proxy") && proxy::serves(plural))
 }
 
 /// Serve a streaming subresource (authorization already done by the caller).
-pub(crate) async fn handle<B: Send + 'static>(
+pub(crate) async fn handle<B>(
     server: &Arc<ApiServer>,
     r: ResourceRequest,
     req: Request<B>,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let res = match (req.method().as_str(), r.sub()) {
+        (_, Some("proxy")) => proxy::serve(server, &r, req).await,
         ("GET", Some("log")) => logs::log(server, &r).await,
         ("GET" | "POST", Some("exec")) => exec::exec(server, &r, req, false).await,
         ("GET" | "POST", Some("attach")) => exec::exec(server, &r, req, true).await,

@@ -20,7 +20,8 @@ pub(crate) struct PodTarget {
     pub node: SocketAddr,
 }
 
-async fn object(
+/// An object of a core/v1 resource from the store (`None` when absent).
+pub(crate) async fn object(
     server: &Arc<ApiServer>,
     plural: &str,
     ns: Option<&str>,
@@ -56,21 +57,32 @@ pub(crate) async fn resolve(
             "pod {name} does not have a host assigned"
         )));
     }
+    let node = kubelet(server, node_name).await?;
+    Ok(PodTarget { pod, node })
+}
+
+/// The kubelet API address of node `node_name` (404 when there is no such node).
+pub(crate) async fn kubelet(
+    server: &Arc<ApiServer>,
+    node_name: &str,
+) -> Result<SocketAddr, ApiError> {
     let node = object(server, "nodes", None, node_name)
         .await?
         .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?;
-    let addr = node_address(&node)
-        .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no usable address")))?;
+    kubelet_address(&node)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no usable address")))
+}
+
+/// A node object's kubelet API address: its address to dial and its reported kubelet port.
+pub(crate) fn kubelet_address(node: &Value) -> Option<SocketAddr> {
+    let addr = node_address(node)?;
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0)
         .unwrap_or(DEFAULT_KUBELET_PORT);
-    Ok(PodTarget {
-        pod,
-        node: SocketAddr::new(addr, port),
-    })
+    Some(SocketAddr::new(addr, port))
 }
 
 /// The node's address to dial: InternalIP, then ExternalIP, then a Hostname that is an IP.
