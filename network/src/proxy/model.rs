@@ -146,7 +146,12 @@ pub(crate) fn build<'a>(
         let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
         let name = svc.metadata.name.as_deref().unwrap_or("");
         match service(cfg, v4, ns, name, svc, by_svc.get(&(ns, name))) {
-            Ok(Some(m)) => model.services.push(m),
+            Ok(Some(m)) => {
+                if let Some(p) = foreign_external_ips(ns, name, svc, v4) {
+                    model.problems.push(p);
+                }
+                model.services.push(m)
+            }
             Ok(None) => {}
             Err((reason, message)) => {
                 tracing::debug!(namespace = ns, name, reason, %message, "service not programmed");
@@ -158,6 +163,32 @@ pub(crate) fn build<'a>(
 }
 
 type Invalid = (&'static str, String);
+
+/// External IPs of the other address family than this node's proxy programs: the service is
+/// programmed without them, and the user is told (kube-proxy drops them silently).
+fn foreign_external_ips(ns: &str, name: &str, svc: &Service, v4: bool) -> Option<Problem> {
+    let foreign: Vec<&str> = svc
+        .spec
+        .as_ref()?
+        .external_ips
+        .iter()
+        .flatten()
+        .map(|s| s.trim())
+        .filter(|s| s.parse::<IpAddr>().is_ok_and(|a| !same_family(a, v4)))
+        .collect();
+    (!foreign.is_empty()).then(|| {
+        Problem::new(
+            ns,
+            name,
+            "ExternalIPFamily",
+            format!(
+                "external IP(s) {} not served: this node's service proxy programs {} only",
+                foreign.join(","),
+                if v4 { "IPv4" } else { "IPv6" }
+            ),
+        )
+    })
+}
 
 fn service<'a>(
     cfg: &ProxyConfig,

@@ -501,6 +501,22 @@ fn load_balancer_ingress_with_source_ranges() {
 }
 
 #[test]
+fn foreign_family_external_ips_are_reported_and_the_rest_programmed() {
+    let s = [web(
+        "10.43.0.100",
+        json!({"externalIPs": ["fd00::5", "198.51.100.7"]}),
+    )];
+    let e = [http_slice("web", vec![ready("10.42.0.2", "node-a")])];
+    let r = rend(&cfg(), &s, &e);
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert_eq!(r.problems[0].reason, "ExternalIPFamily");
+    assert!(r.problems[0].message.contains("fd00::5"), "{:?}", r.problems);
+    one(&r.text, &["-A K8SLITE-SERVICES -d 198.51.100.7/32"]);
+    one(&r.text, &["-A K8SLITE-SERVICES -d 10.43.0.100/32"]);
+    assert!(!r.text.contains("fd00::5"));
+}
+
+#[test]
 fn external_ips_are_dnated() {
     let s = [web("10.43.0.100", json!({"externalIPs": ["198.51.100.7"]}))];
     let e = [http_slice("web", vec![ready("10.42.0.2", "node-a")])];
