@@ -442,10 +442,11 @@ where
         })
 }
 
+/// `(port, protocol)` pairs held.
+type Ports = BTreeSet<(i32, String)>;
+
 /// What of the Services matters to the other Services' decisions.
-fn claims(
-    services: &[Arc<Service>],
-) -> BTreeMap<String, (Option<String>, BTreeSet<(i32, String)>)> {
+fn claims(services: &[Arc<Service>]) -> BTreeMap<String, (Option<String>, Ports)> {
     services
         .iter()
         .filter(|s| is_managed(s))
