@@ -42,6 +42,8 @@ struct Phase {
     hot_rules: Vec<String>,
     /// conntrack entries of the flow in the client node after a run.
     conntrack: String,
+    /// iptables rules (`-A` lines) in the client node during the first run.
+    rules: usize,
 }
 
 fn busybox_pod(name: &str, node: &str) -> String {
@@ -160,8 +162,16 @@ fn run_backend(
         "conflist mtu {}, ipMasq {ip_masq}; pod eth0 {pod_mtu}, bridge k8slite0 {br_mtu}",
         conf_mtu.map_or("absent (1500)".into(), |m| m.to_string())
     );
+    // Whether the agent's rules are in place (the proxy syncs on its own schedule).
+    let rule_count = |ns: &Path| {
+        ns_run(ns, &["iptables-save"])
+            .map_or(0, |o| o.lines().filter(|l| l.starts_with("-A")).count())
+    };
     if backend == "vxlan" {
-        write!(path, ", k8slite.1 {vx_mtu} (tx-checksum-ip-generic {vx_csum})")?;
+        write!(
+            path,
+            ", k8slite.1 {vx_mtu} (tx-checksum-ip-generic {vx_csum})"
+        )?;
     }
     println!("{backend} k8slite path: {path}");
 
@@ -176,7 +186,11 @@ fn run_backend(
         if tb == Backend::Vxlan { "x" } else { "g" }
     ));
     let mut twin_path = format!("pod eth0 {}", link_mtu(&twin.pod_a, "eth0")?);
-    write!(twin_path, ", bridge k8slite0 {}", link_mtu(&twin_node_a, "k8slite0")?)?;
+    write!(
+        twin_path,
+        ", bridge k8slite0 {}",
+        link_mtu(&twin_node_a, "k8slite0")?
+    )?;
     if tb == Backend::Vxlan {
         write!(
             twin_path,
@@ -195,6 +209,7 @@ fn run_backend(
         twin_path,
         hot_rules: Vec::new(),
         conntrack: String::new(),
+        rules: 0,
     };
     for round in 0..runs {
         let before = counters(&node_a);
@@ -205,6 +220,7 @@ fn run_backend(
         );
         phase.k8slite.push(s);
         if round == 0 {
+            phase.rules = rule_count(&node_a);
             let after = counters(&node_a);
             for (rule, n) in &after {
                 let d = n.saturating_sub(before.get(rule).copied().unwrap_or(0));
@@ -212,13 +228,19 @@ fn run_backend(
                     phase.hot_rules.push(format!("{d} packets: {rule}"));
                 }
             }
-            phase.conntrack = ns_run(&node_a, &["conntrack", "-L", "-p", "tcp", "--dport", "5201"])
-                .unwrap_or_else(|e| format!("conntrack -L failed: {e}"))
-                .lines()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join("\n");
-            println!("hot rules: {:#?}\nconntrack: {}", phase.hot_rules, phase.conntrack);
+            phase.conntrack = ns_run(
+                &node_a,
+                &["conntrack", "-L", "-p", "tcp", "--dport", "5201"],
+            )
+            .unwrap_or_else(|e| format!("conntrack -L failed: {e}"))
+            .lines()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n");
+            println!(
+                "hot rules: {:#?}\nconntrack: {}",
+                phase.hot_rules, phase.conntrack
+            );
         }
         let s = iperf(&twin.pod_b, &twin.pod_a, &twin.pod_b_ip, PORT, secs)
             .context("hand-built twin")?;
@@ -287,8 +309,9 @@ fn report(phases: &[Phase], veth: &[Sample], runs: usize, secs: u32, load: &str)
     let mut b = String::new();
     let _ = writeln!(
         b,
-        "## Pod-to-pod throughput across nodes\n\nRun {} UTC, release binary, `k8slite-bench-net`; load average {load} at the start (2 shared cores: other builds were running, so absolute figures are below the lab's; the ratios compare paths measured round by round under the same load).\n",
-        utc_now()
+        "## Pod-to-pod throughput across nodes\n\nRun {} UTC, `k8slite-bench-net`, binary `{}`; load average {load} at the start (2 shared cores: other builds were running, so absolute figures are below the lab's; the ratios compare paths measured round by round under the same load).\n",
+        utc_now(),
+        std::env::var("K8SLITE_BIN").unwrap_or_default()
     );
     let _ = writeln!(
         b,
@@ -320,7 +343,10 @@ fn report(phases: &[Phase], veth: &[Sample], runs: usize, secs: u32, load: &str)
         fmt_samples(veth),
         retrans(veth)
     );
-    let _ = writeln!(b, "| backend | k8slite / twin (medians) | target |\n|---|---|---|");
+    let _ = writeln!(
+        b,
+        "| backend | k8slite / twin (medians) | target |\n|---|---|---|"
+    );
     for p in phases {
         let _ = writeln!(
             b,
@@ -343,7 +369,11 @@ fn report(phases: &[Phase], veth: &[Sample], runs: usize, secs: u32, load: &str)
         "On k8slite's path, the client node's iptables rules (`iptables-save -c`) whose packet counters grew by ≥ 1000 during the first run, and the flow's conntrack entry there:\n"
     );
     for p in phases {
-        let _ = writeln!(b, "- {}:", p.backend);
+        let _ = writeln!(
+            b,
+            "- {} ({} iptables rules in the node):",
+            p.backend, p.rules
+        );
         if p.hot_rules.is_empty() {
             let _ = writeln!(b, "  - no rule");
         }
@@ -385,7 +415,15 @@ fn main() -> anyhow::Result<()> {
     let out =
         arg("--out").unwrap_or_else(|| format!("{}/bench/RESULTS.md", env!("CARGO_MANIFEST_DIR")));
     std::env::var("K8SLITE_BIN").context("set K8SLITE_BIN to a release build of k8slite")?;
-    for tool in ["iperf3", "ip", "bridge", "nsenter", "ss", "conntrack", "iptables-save"] {
+    for tool in [
+        "iperf3",
+        "ip",
+        "bridge",
+        "nsenter",
+        "ss",
+        "conntrack",
+        "iptables-save",
+    ] {
         if sys::run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
             bail!("prerequisite missing: {tool}");
         }

@@ -94,27 +94,73 @@ impl Twin {
             t.links.push(host.clone());
             ip(&["link", "set", &host, "master", &lan, "up"])?;
             let node_ip = format!("192.168.251.{}", 11 + i);
-            ip(&["-n", &node, "addr", "add", &format!("{node_ip}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &node,
+                "addr",
+                "add",
+                &format!("{node_ip}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &node, "link", "set", "eth0", "up"])?;
             ns_run(&node_ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
             // The CNI bridge plugin's shape: bridge with the gateway address, pod veth on it.
             ip(&[
                 "-n", &node, "link", "add", "k8slite0", "mtu", &pod_mtu_s, "type", "bridge",
             ])?;
-            ip(&["-n", &node, "addr", "add", &format!("10.42.{i}.1/24"), "dev", "k8slite0"])?;
+            ip(&[
+                "-n",
+                &node,
+                "addr",
+                "add",
+                &format!("10.42.{i}.1/24"),
+                "dev",
+                "k8slite0",
+            ])?;
             ip(&["-n", &node, "link", "set", "k8slite0", "up"])?;
             ip(&[
                 "-n", &node, "link", "add", "vp", "mtu", &pod_mtu_s, "type", "veth", "peer",
                 "name", "eth0", "mtu", &pod_mtu_s, "netns", &pod,
             ])?;
             ip(&["-n", &node, "link", "set", "vp", "master", "k8slite0", "up"])?;
-            ip(&["-n", &pod, "addr", "add", &format!("10.42.{i}.2/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &pod,
+                "addr",
+                "add",
+                &format!("10.42.{i}.2/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &pod, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &pod, "route", "add", "default", "via", &format!("10.42.{i}.1")])?;
+            ip(&[
+                "-n",
+                &pod,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.42.{i}.1"),
+            ])?;
             if backend == Backend::Vxlan {
                 ip(&[
-                    "-n", &node, "link", "add", "k8slite.1", "type", "vxlan", "id", "1", "local",
-                    &node_ip, "dev", "eth0", "dstport", "8472", "nolearning",
+                    "-n",
+                    &node,
+                    "link",
+                    "add",
+                    "k8slite.1",
+                    "type",
+                    "vxlan",
+                    "id",
+                    "1",
+                    "local",
+                    &node_ip,
+                    "dev",
+                    "eth0",
+                    "dstport",
+                    "8472",
+                    "nolearning",
                 ])?;
                 ip(&[
                     "-n",
@@ -126,7 +172,15 @@ impl Twin {
                     &vxlan_mtu.to_string(),
                     "up",
                 ])?;
-                ip(&["-n", &node, "addr", "add", &format!("10.42.{i}.0/32"), "dev", "k8slite.1"])?;
+                ip(&[
+                    "-n",
+                    &node,
+                    "addr",
+                    "add",
+                    &format!("10.42.{i}.0/32"),
+                    "dev",
+                    "k8slite.1",
+                ])?;
                 let out = ns_run(&node_ns, &["ip", "-o", "link", "show", "k8slite.1"])?;
                 let mac = out
                     .split_whitespace()
@@ -152,17 +206,40 @@ impl Twin {
                 Backend::Vxlan => {
                     let vtep = format!("10.42.{other}.0");
                     ip(&[
-                        "-n", &node, "route", "add", &cidr, "via", &vtep, "dev", "k8slite.1",
+                        "-n",
+                        &node,
+                        "route",
+                        "add",
+                        &cidr,
+                        "via",
+                        &vtep,
+                        "dev",
+                        "k8slite.1",
                         "onlink",
                     ])?;
                     ip(&[
-                        "-n", &node, "neigh", "add", &vtep, "lladdr", &macs[other], "dev",
-                        "k8slite.1", "nud", "permanent",
+                        "-n",
+                        &node,
+                        "neigh",
+                        "add",
+                        &vtep,
+                        "lladdr",
+                        &macs[other],
+                        "dev",
+                        "k8slite.1",
+                        "nud",
+                        "permanent",
                     ])?;
                     ns_run(
                         &netns(&node),
                         &[
-                            "bridge", "fdb", "append", &macs[other], "dev", "k8slite.1", "dst",
+                            "bridge",
+                            "fdb",
+                            "append",
+                            &macs[other],
+                            "dev",
+                            "k8slite.1",
+                            "dst",
                             &other_ip,
                         ],
                     )?;
