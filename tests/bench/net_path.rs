@@ -130,6 +130,21 @@ fn run_backend(
     let ns_a = pod_netns(&c, "server", "perf-a");
     let ns_b = pod_netns(&c, "agent1", "perf-b");
     let node_a = c.node("server").netns_path.clone();
+    // Measure what a user gets once the agents are settled: both nodes' service proxy and
+    // forwarding rules in place (the proxy syncs on its own schedule after the node is Ready).
+    // Not fatal: a node without them is measured anyway and reported with its rule count.
+    for n in ["server", "agent1"] {
+        let ns = c.node(n).netns_path.clone();
+        let hooked = k8slite_tests::eventually(WAIT, || {
+            ns_run(&ns, &["iptables-save"])
+                .ok()
+                .filter(|o| o.contains("-A FORWARD") && o.contains("K8SLITE-FORWARD"))
+                .map(|_| ())
+        });
+        if hooked.is_none() {
+            println!("WARNING: no K8SLITE-FORWARD rules on {n} after {WAIT:?}; measuring anyway");
+        }
+    }
 
     // The MTUs k8slite configured: the conflist's, the pod's eth0, the bridge, the VXLAN device.
     let conflist = c
