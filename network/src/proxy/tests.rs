@@ -510,7 +510,11 @@ fn foreign_family_external_ips_are_reported_and_the_rest_programmed() {
     let r = rend(&cfg(), &s, &e);
     assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
     assert_eq!(r.problems[0].reason, "ExternalIPFamily");
-    assert!(r.problems[0].message.contains("fd00::5"), "{:?}", r.problems);
+    assert!(
+        r.problems[0].message.contains("fd00::5"),
+        "{:?}",
+        r.problems
+    );
     one(&r.text, &["-A K8SLITE-SERVICES -d 198.51.100.7/32"]);
     one(&r.text, &["-A K8SLITE-SERVICES -d 10.43.0.100/32"]);
     assert!(!r.text.contains("fd00::5"));

@@ -159,7 +159,10 @@ mod tests {
         s.mtu = Some(1400);
         let cm = s.to_config_map();
         assert_eq!(
-            cm.data.as_ref().and_then(|d| d.get("network-mtu")).map(String::as_str),
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get("network-mtu"))
+                .map(String::as_str),
             Some("1400")
         );
         assert_eq!(ClusterNetwork::from_config_map(&cm).expect("parse"), s);
@@ -171,12 +174,19 @@ mod tests {
         if let Some(d) = cm.data.as_mut() {
             d.insert("service-cidr".into(), "10.43.0.0".into());
         }
-        let err = ClusterNetwork::from_config_map(&cm).expect_err("bad").to_string();
-        assert!(err.contains("service-cidr") && err.contains("10.43.0.0"), "{err}");
+        let err = ClusterNetwork::from_config_map(&cm)
+            .expect_err("bad")
+            .to_string();
+        assert!(
+            err.contains("service-cidr") && err.contains("10.43.0.0"),
+            "{err}"
+        );
         if let Some(d) = cm.data.as_mut() {
             d.remove("service-cidr");
         }
-        let err = ClusterNetwork::from_config_map(&cm).expect_err("missing").to_string();
+        let err = ClusterNetwork::from_config_map(&cm)
+            .expect_err("missing")
+            .to_string();
         assert!(err.contains("service-cidr"), "{err}");
     }
 }

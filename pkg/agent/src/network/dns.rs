@@ -28,7 +28,9 @@ pub(super) async fn run(net: Arc<NodeNetwork>, cache: Cache, shutdown: Cancellat
     loop {
         match ensure_dummy_address(&RtNetlink, &net.opts.dns_device, ip).await {
             Ok(()) => break,
-            Err(e) => tracing::warn!(device = %net.opts.dns_device, %ip, "cluster DNS address: {e}"),
+            Err(e) => {
+                tracing::warn!(device = %net.opts.dns_device, %ip, "cluster DNS address: {e}")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -45,7 +47,13 @@ pub(super) async fn run(net: Arc<NodeNetwork>, cache: Cache, shutdown: Cancellat
     };
     let listen = vec![SocketAddr::new(ip, net.opts.dns_port)];
     let server = loop {
-        match DnsServer::bind(DnsConfig::new(listen.clone(), domain.clone(), upstreams.clone())).await {
+        match DnsServer::bind(DnsConfig::new(
+            listen.clone(),
+            domain.clone(),
+            upstreams.clone(),
+        ))
+        .await
+        {
             Ok(s) => break s,
             Err(e) => tracing::warn!(addr = ?listen, "binding the cluster DNS: {e}"),
         }

@@ -222,7 +222,12 @@ impl NodeNetwork {
         {
             return Ok(Some(l.mtu));
         }
-        let mut cfg = OverlayConfig::new(self.backend, self.node_ip, pod_cidr, self.cluster.cluster_cidr);
+        let mut cfg = OverlayConfig::new(
+            self.backend,
+            self.node_ip,
+            pod_cidr,
+            self.cluster.cluster_cidr,
+        );
         cfg.mtu = self.cluster.mtu;
         cfg.tx_checksum_offload = self.opts.tx_checksum_offload;
         let mut overlay = Overlay::new(cfg, RtNetlink);

@@ -80,7 +80,11 @@ async fn publish(
     let mut delay = Duration::from_millis(200);
     loop {
         match nodes
-            .patch(&net.node_name, &PatchParams::default(), &Patch::Merge(&body))
+            .patch(
+                &net.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
             .await
         {
             Ok(_) => return,

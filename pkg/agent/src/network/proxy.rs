@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8slite_network::proxy::{
-    ConntrackTool, HealthChecks, IptablesBackend, Problem, ProxyConfig, Proxier,
+    ConntrackTool, HealthChecks, IptablesBackend, Problem, Proxier, ProxyConfig, SyncReport,
 };
 use k8slite_network::routes::Backend;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -67,6 +67,34 @@ async fn report(recorder: &Recorder, cache: &Cache, p: &Problem) {
     }
 }
 
+/// Health-check ports follow the sync; every problem not reported at the last sync becomes a
+/// Warning Event on its Service (and a log line).
+async fn report_problems(
+    recorder: &Recorder,
+    cache: &Cache,
+    health: &HealthChecks,
+    r: SyncReport,
+    reported: &mut HashSet<Key>,
+) {
+    let mut problems = r.problems;
+    problems.extend(health.update(&r.health_checks).await);
+    let key = |p: &Problem| {
+        (
+            p.namespace.clone(),
+            p.name.clone(),
+            p.reason.clone(),
+            p.message.clone(),
+        )
+    };
+    for p in &problems {
+        if !reported.contains(&key(p)) {
+            tracing::warn!(service = %format!("{}/{}", p.namespace, p.name), reason = %p.reason, "{}", p.message);
+            report(recorder, cache, p).await;
+        }
+    }
+    *reported = problems.iter().map(key).collect();
+}
+
 pub(super) async fn run(
     net: Arc<NodeNetwork>,
     client: kube::Client,
@@ -88,6 +116,7 @@ pub(super) async fn run(
     }
     let mut changes = cache.changes();
     let mut reported: HashSet<Key> = HashSet::new();
+    let mut first = true;
     loop {
         changes.borrow_and_update();
         let Some(mut p) = proxier.take() else { return };
@@ -109,6 +138,16 @@ pub(super) async fn run(
         };
         proxier = Some(p);
         match result {
+            Ok(r) if first => {
+                first = false;
+                tracing::info!(
+                    services = r.services,
+                    rules = r.rules,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "service rules programmed"
+                );
+                report_problems(&recorder, &cache, &health, r, &mut reported).await;
+            }
             Ok(r) => {
                 tracing::debug!(
                     services = r.services,
@@ -116,32 +155,7 @@ pub(super) async fn run(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "service rules synced"
                 );
-                let mut problems = r.problems;
-                problems.extend(health.update(&r.health_checks).await);
-                let now: HashSet<Key> = problems
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.namespace.clone(),
-                            p.name.clone(),
-                            p.reason.clone(),
-                            p.message.clone(),
-                        )
-                    })
-                    .collect();
-                for p in &problems {
-                    let k = (
-                        p.namespace.clone(),
-                        p.name.clone(),
-                        p.reason.clone(),
-                        p.message.clone(),
-                    );
-                    if !reported.contains(&k) {
-                        tracing::warn!(service = %format!("{}/{}", p.namespace, p.name), reason = %p.reason, "{}", p.message);
-                        report(&recorder, &cache, p).await;
-                    }
-                }
-                reported = now;
+                report_problems(&recorder, &cache, &health, r, &mut reported).await;
             }
             Err(e) => tracing::warn!("syncing service rules: {e}"),
         }
