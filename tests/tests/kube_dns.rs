@@ -124,6 +124,8 @@ impl InProcess {
             cluster_dns_service,
             servicelb,
             cluster_domain: "cluster.local".into(),
+            network_backend: "host-gw".into(),
+            network_mtu: Some(1400),
             compact_interval: Duration::from_secs(60),
             compact_retention: 1000,
             controllers: k8slite_server::ControllersConfig::default(),
@@ -253,6 +255,25 @@ impl Drop for InProcess {
 #[test]
 fn switched_off_there_is_no_kube_dns_service_and_no_servicelb() {
     let mut s = InProcess::start(false, false);
+    // The switches reach the agents through the published cluster network settings.
+    let data = s.k(
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "kube-system",
+            "k8slite-network",
+            "-o",
+            "jsonpath={.data}",
+        ],
+        None,
+    );
+    let data: serde_json::Value = serde_json::from_str(&data).expect("configmap data");
+    assert_eq!(data["dns"], "false", "{data}");
+    assert_eq!(data["servicelb"], "false", "{data}");
+    assert_eq!(data["network-backend"], "host-gw", "{data}");
+    assert_eq!(data["network-mtu"], "1400", "{data}");
+    assert_eq!(data["service-cidr"], "10.43.0.0/16", "{data}");
     let out = s.kubectl(&["get", "svc", "-n", "kube-system", "kube-dns"]);
     assert!(!out.status.success(), "kube-dns exists with the switch off");
     assert!(
