@@ -19,9 +19,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8slite_network::proxy::{
-    IptablesBackend, Proxier, ProxyConfig, RecordingConntrack, render,
-};
+use k8slite_network::proxy::{IptablesBackend, Proxier, ProxyConfig, RecordingConntrack, render};
 use serde_json::json;
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -177,7 +175,11 @@ fn run_size(iptables: &std::path::Path, n: usize, changes: usize) -> anyhow::Res
     let rep = proxier.sync(&services, &slices).context("initial sync")?;
     let initial = ms(t);
     if !rep.problems.is_empty() || rep.services != n {
-        bail!("initial sync: {} services, {:?}", rep.services, rep.problems);
+        bail!(
+            "initial sync: {} services, {:?}",
+            rep.services,
+            rep.problems
+        );
     }
     let (mut sync, mut rend, mut bare, mut full) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut lines, mut bytes) = (0, 0);
@@ -326,7 +328,10 @@ fn main() -> anyhow::Result<()> {
             pct(&f.render, 0.5),
         )?;
     }
-    writeln!(body, "\nTarget (issue 10): sync p99 ≤ 100 ms at 1,000 Services, within 2× of the bare restore.\n")?;
+    writeln!(
+        body,
+        "\nTarget (issue 10): sync p99 ≤ 100 ms at 1,000 Services, within 2× of the bare restore.\n"
+    )?;
     let doc = std::fs::read_to_string(&out).unwrap_or_default();
     std::fs::write(&out, replace_section(&doc, "Service proxy sync", &body))
         .with_context(|| format!("writing {out}"))?;
