@@ -245,7 +245,8 @@ fn partial_restores_leave_the_host_as_a_full_restore_would() {
             ),
         ]
     };
-    let steps: Vec<(Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>)> = vec![
+    type Step = (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>);
+    let steps: Vec<Step> = vec![
         two_services(eps(4, true)),
         two_services(eps(5, true)),
         two_services(eps(5, false)),
