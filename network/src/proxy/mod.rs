@@ -10,8 +10,10 @@
 //!   [`RecordingBackend`] records for tests.
 //! - [`Conntrack`] deletes stale UDP conntrack entries ([`ConntrackTool`] runs `conntrack`,
 //!   [`RecordingConntrack`] records).
-//! - [`Proxier`] ties them: full sync, skipped restore when nothing changed, stale chain
-//!   removal, UDP conntrack cleanup from the previous model.
+//! - [`Proxier`] ties them: partial syncs (only the chains that changed are restored, see
+//!   `partial.rs`), a full sync at the start, after a failure and every
+//!   [`FULL_SYNC_EVERY`], skipped restore when nothing changed, stale chain removal, UDP
+//!   conntrack cleanup from the previous model.
 //! - [`HealthChecks`] serves `healthCheckNodePort`s of `externalTrafficPolicy: Local` services.
 //!
 //! Wiring (agent): build one `Proxier::new(cfg, IptablesBackend::new(<HostPrep::iptables>),
@@ -44,6 +46,7 @@ mod chains;
 mod conntrack;
 mod health;
 mod model;
+mod partial;
 mod proxier;
 mod render;
 mod render_port;
@@ -58,7 +61,7 @@ use ipnet::IpNet;
 pub use backend::{IptablesBackend, RecordingBackend, RuleBackend};
 pub use conntrack::{Conntrack, ConntrackFilter, ConntrackTool, RecordingConntrack};
 pub use health::HealthChecks;
-pub use proxier::Proxier;
+pub use proxier::{FULL_SYNC_EVERY, Proxier};
 pub use render::{Rendered, render};
 
 /// Errors of the service proxy.
@@ -205,8 +208,11 @@ pub struct SyncReport {
     pub rules: usize,
     /// Health-check node ports to serve (give them to [`HealthChecks::update`]).
     pub health_checks: Vec<HealthCheck>,
-    /// Whether the restore ran (false when the text equalled the last applied one).
+    /// Whether a restore ran (false when nothing changed since the last applied one).
     pub applied: bool,
+    /// Whether the restore was full (every chain of ours written), not only the changed
+    /// chains.
+    pub full: bool,
 }
 
 /// One `healthCheckNodePort` of an `externalTrafficPolicy: Local` service.

@@ -1,5 +1,10 @@
-//! The proxier: render, apply once per sync (skipped when unchanged), ensure the jumps, delete
-//! stale UDP conntrack entries against the previous model.
+//! The proxier: render, apply once per sync (only the chains that changed, see
+//! [`super::partial`]; skipped when nothing changed), ensure the jumps, delete stale UDP
+//! conntrack entries against the previous model.
+//!
+//! A sync is full (every chain of ours declared and refilled) the first time, after a failed
+//! restore, after a configuration change, and at least every [`FULL_SYNC_EVERY`] (repairs
+//! chains someone else changed); otherwise it is partial.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -8,6 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::partial::Snapshot;
 use super::render::{UdpKey, UdpState, render_with};
 use super::{Conntrack, ConntrackFilter, ProxyConfig, Result, RuleBackend, SyncReport};
 
@@ -15,13 +21,20 @@ use super::{Conntrack, ConntrackFilter, ProxyConfig, Result, RuleBackend, SyncRe
 /// have removed them).
 const JUMP_RECHECK: Duration = Duration::from_secs(30);
 
+/// Longest time between two full syncs (kube-proxy uses an hour; our rule sets are smaller).
+pub const FULL_SYNC_EVERY: Duration = Duration::from_secs(600);
+
 /// The service proxy of one node. See the module documentation.
 pub struct Proxier<B: RuleBackend, C: Conntrack> {
     cfg: ProxyConfig,
     backend: B,
     conntrack: C,
-    /// The text of the last successful restore.
-    applied: Option<String>,
+    /// What the host holds after the last successful restore (None: the next sync is full).
+    applied: Option<Snapshot>,
+    /// When the last full restore succeeded.
+    full_at: Option<Instant>,
+    /// Longest time between full syncs.
+    full_every: Duration,
     /// Per-service nat chains the host has (after the last restore).
     chains: BTreeSet<String>,
     /// Whether leftovers of a previous run were listed.
@@ -41,6 +54,8 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
             backend,
             conntrack,
             applied: None,
+            full_at: None,
+            full_every: FULL_SYNC_EVERY,
             chains: BTreeSet::new(),
             listed: false,
             udp: None,
@@ -64,7 +79,18 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
         &self.conntrack
     }
 
-    /// Replace the configuration (node IPs, pod CIDR); the next sync applies it. A changed
+    /// Longest time between two full syncs (default [`FULL_SYNC_EVERY`]; zero: every sync is
+    /// full, as before partial restores).
+    pub fn set_full_sync_every(&mut self, every: Duration) {
+        self.full_every = every;
+    }
+
+    /// Make the next sync a full one.
+    pub fn force_full_sync(&mut self) {
+        self.applied = None;
+    }
+
+    /// Replace the configuration (node IPs, pod CIDR); the next sync applies it in full. A changed
     /// chain prefix starts over (the old prefix's chains are not removed: call
     /// [`Proxier::cleanup`] first).
     pub fn set_config(&mut self, cfg: ProxyConfig) {
@@ -74,6 +100,7 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
             self.listed = false;
             self.jumps_at = None;
         }
+        self.applied = None;
         self.cfg = cfg;
     }
 
@@ -94,13 +121,23 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
         let started = Instant::now();
         let mut r = render_with(&self.cfg, services, slices, &self.chains, self.sctp);
         let rendered_in = started.elapsed();
-        let changed = self.applied.as_deref() != Some(r.text.as_str());
+        let snap = Snapshot::parse(&r.text);
+        let due = self.full_at.is_none_or(|t| t.elapsed() >= self.full_every);
+        // The text to restore: the full one, or what changed since the last restore.
+        let (text, full) = match &self.applied {
+            Some(prev) if !due => (Some(prev.diff(&snap)), false),
+            _ => (None, true),
+        };
+        let changed = text.as_ref().is_none_or(|t| !t.is_empty());
         if changed {
-            if let Err(e) = self.backend.restore(&r.text) {
+            let input = text.as_deref().unwrap_or(&r.text);
+            if let Err(e) = self.backend.restore(input) {
+                // Whatever the host holds now, the next sync writes everything.
+                self.applied = None;
                 if !(r.uses_sctp && self.sctp) {
                     return Err(e);
                 }
-                // Perhaps the host cannot match SCTP: try without the SCTP services.
+                // Perhaps the host cannot match SCTP: try without the SCTP services (full).
                 let without = render_with(&self.cfg, services, slices, &self.chains, false);
                 if self.backend.restore(&without.text).is_err() {
                     return Err(e);
@@ -108,16 +145,24 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
                 tracing::warn!(error = %e, "iptables refused the SCTP services; they are reported and skipped");
                 self.sctp = false;
                 r = without;
+                self.applied = Some(Snapshot::parse(&r.text));
+                self.full_at = Some(Instant::now());
+            } else {
+                self.applied = Some(snap);
+                if full {
+                    self.full_at = Some(Instant::now());
+                }
             }
             tracing::debug!(
                 lines = r.rules,
+                restored_bytes = text.as_ref().map_or(r.text.len(), String::len),
+                full,
                 services = r.services,
                 render_ms = rendered_in.as_secs_f64() * 1e3,
                 total_ms = started.elapsed().as_secs_f64() * 1e3,
                 "applied service rules"
             );
             self.chains = std::mem::take(&mut r.chains);
-            self.applied = Some(std::mem::take(&mut r.text));
         }
         // The restore never touches the built-in chains: the jumps are ensured at the first
         // sync (after the restore created the chains) and re-checked every 30 s.
@@ -143,6 +188,7 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
             rules: r.rules,
             health_checks: r.health_checks,
             applied: changed,
+            full: changed && full,
         })
     }
 
@@ -150,6 +196,7 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
     pub fn cleanup(&mut self) -> Result<()> {
         self.backend.cleanup(&self.cfg.chain_prefix)?;
         self.applied = None;
+        self.full_at = None;
         self.chains.clear();
         self.udp = None;
         self.jumps_at = None;

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod incremental;
+
 fn cfg() -> ProxyConfig {
     let mut c = ProxyConfig::new(
         "node-a",
