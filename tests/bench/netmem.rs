@@ -18,6 +18,8 @@ use anyhow::{Context, bail};
 use k8slite_tests::e2e::{E2eCluster, E2eOptions};
 
 const NAMESPACES: usize = 10;
+/// One create gets this long (a hang fails the run instead of stalling it).
+const CREATE_LIMIT: Duration = Duration::from_secs(30);
 
 /// `/proc/<pid>/status` fields in KiB: VmRSS, RssAnon, RssFile.
 fn rss(pid: u32) -> [u64; 3] {
@@ -110,9 +112,10 @@ fn create_services(c: &E2eCluster, n: usize) -> anyhow::Result<()> {
                         "metadata": {"name": name},
                         "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
                     }))?;
-                    Api::<Service>::namespaced(client.clone(), &ns)
-                        .create(&pp, &svc)
+                    let svcs = Api::<Service>::namespaced(client.clone(), &ns);
+                    tokio::time::timeout(CREATE_LIMIT, svcs.create(&pp, &svc))
                         .await
+                        .with_context(|| format!("creating service {ns}/{name}: no answer"))?
                         .with_context(|| format!("creating service {ns}/{name}"))?;
                     let ep = |k: usize| {
                         let j = 2 * i + k;
@@ -128,14 +131,18 @@ fn create_services(c: &E2eCluster, n: usize) -> anyhow::Result<()> {
                         "endpoints": [ep(0), ep(1)],
                         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
                     }))?;
-                    Api::<EndpointSlice>::namespaced(client, &ns)
-                        .create(&pp, &slice)
+                    let slices = Api::<EndpointSlice>::namespaced(client, &ns);
+                    tokio::time::timeout(CREATE_LIMIT, slices.create(&pp, &slice))
                         .await
+                        .with_context(|| format!("creating slice of {ns}/{name}: no answer"))?
                         .with_context(|| format!("creating slice of {ns}/{name}"))?;
+                    if i % 100 == 99 {
+                        println!("created {} services", i + 1);
+                    }
                     anyhow::Ok(())
                 }
             })
-            .buffer_unordered(16)
+            .buffer_unordered(4)
             .collect::<Vec<_>>()
             .await;
         results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
@@ -254,7 +261,7 @@ fn main() -> anyhow::Result<()> {
     let mut body = String::new();
     writeln!(
         body,
-        "## Agent memory with many Services\n\nRun {} UTC, release binary, `k8slite-bench-netmem`. `k8slite server --disable-agent` plus one joined `k8slite agent` (e2e harness, network namespaces, default `vxlan` backend, proxy and DNS on). The agent's VmRSS (`/proc/<pid>/status`, median of 5 readings 1 s apart) {idle_secs} s after it was Ready with no Services but `kubernetes` and `kube-dns`; then {n} selector-less Services (ClusterIP allocated, one named port) in {NAMESPACES} namespaces and one EndpointSlice each with 2 ready endpoints, created through `kube::Client` (16 at a time, {:.1} s); all {n} were in the agent's nat table (`iptables-save` in its netns) {:.1} s after the first create; read again {idle_secs} s later.\n",
+        "## Agent memory with many Services\n\nRun {} UTC, release binary, `k8slite-bench-netmem`. `k8slite server --disable-agent` plus one joined `k8slite agent` (e2e harness, network namespaces, default `vxlan` backend, proxy and DNS on). The agent's VmRSS (`/proc/<pid>/status`, median of 5 readings 1 s apart) {idle_secs} s after it was Ready with no Services but `kubernetes` and `kube-dns`; then {n} selector-less Services (ClusterIP allocated, one named port) in {NAMESPACES} namespaces and one EndpointSlice each with 2 ready endpoints, created through `kube::Client` (4 at a time, {:.1} s); all {n} were in the agent's nat table (`iptables-save` in its netns) {:.1} s after the first create; read again {idle_secs} s later.\n",
         utc_now(),
         created.as_secs_f64(),
         synced.as_secs_f64()
