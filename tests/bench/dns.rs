@@ -48,7 +48,10 @@ fn service_ident(i: usize) -> (String, String, String) {
 }
 
 /// `n` ClusterIP Services (port 80 "http") each with one EndpointSlice of 2 ready endpoints.
-fn cluster(n: usize) -> anyhow::Result<(Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>)> {
+/// Services and their EndpointSlices.
+type Cluster = (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>);
+
+fn cluster(n: usize) -> anyhow::Result<Cluster> {
     let mut svcs = Vec::with_capacity(n);
     let mut slices = Vec::with_capacity(n);
     for i in 0..n {
@@ -94,7 +97,11 @@ fn serve(listen: &str, upstream: &str, n: usize) -> anyhow::Result<()> {
             .records()
             .replace(Records::build(DOMAIN, &svcs, &slices));
         drop((svcs, slices));
-        let addr = server.local_addrs().first().copied().context("no address")?;
+        let addr = server
+            .local_addrs()
+            .first()
+            .copied()
+            .context("no address")?;
         let stop = tokio_util::sync::CancellationToken::new();
         let s = stop.clone();
         std::thread::spawn(move || {
@@ -142,7 +149,12 @@ fn free_port() -> anyhow::Result<u16> {
 fn start_k8slite(upstream: SocketAddr, n: usize) -> anyhow::Result<(Proc, SocketAddr)> {
     let exe = std::env::current_exe().context("own executable")?;
     let mut child = Command::new(exe)
-        .args(["--serve", "127.0.0.1:0", &upstream.to_string(), &n.to_string()])
+        .args([
+            "--serve",
+            "127.0.0.1:0",
+            &upstream.to_string(),
+            &n.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

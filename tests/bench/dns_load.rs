@@ -53,7 +53,11 @@ pub async fn check_answer(addr: SocketAddr, name: &str, ip: [u8; 4]) -> anyhow::
         .with_context(|| format!("no answer for {name} from {addr}"))??;
     let m = Message::from_vec(&buf[..n]).context("parsing the answer")?;
     if m.metadata.id != 0x1234 || m.metadata.response_code != ResponseCode::NoError {
-        bail!("{name}: id {} rcode {}", m.metadata.id, m.metadata.response_code);
+        bail!(
+            "{name}: id {} rcode {}",
+            m.metadata.id,
+            m.metadata.response_code
+        );
     }
     let ok = m
         .answers

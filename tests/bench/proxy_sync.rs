@@ -103,7 +103,7 @@ fn slice(i: usize, v: u32) -> anyhow::Result<Arc<EndpointSlice>> {
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         "endpoints": [
-            ep(format!("10.244.{}.{}", i / 250, i % 250 + 1), "node", (v / 2) % 2 == 0),
+            ep(format!("10.244.{}.{}", i / 250, i % 250 + 1), "node", (v / 2).is_multiple_of(2)),
             ep(format!("10.244.{}.{}", second + i / 250, i % 250 + 1), "other", true),
         ],
     }))?))
