@@ -29,6 +29,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8slite_tests::bench::{replace_section, utc_now};
 
 use dns_load::{Phase, check_answer, load, query_wire};
 
@@ -320,43 +321,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn utc_now() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn replace_section(doc: &str, title: &str, body: &str) -> String {
-    let head = format!("## {title}");
-    let mut out = String::new();
-    let mut skipping = false;
-    let mut done = false;
-    for line in doc.lines() {
-        if line == head {
-            skipping = true;
-            out.push_str(body);
-            done = true;
-            continue;
-        }
-        if skipping && line.starts_with("## ") {
-            skipping = false;
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !done {
-        if !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        out.push_str(body);
-    }
-    out
 }
 
 struct Opts {

@@ -21,6 +21,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use k8slite_tests::bench::{replace_section, utc_now};
 use k8slite_tests::e2e::{E2eCluster, E2eOptions, WAIT, cleanup, sys};
 
 use iperf::{Sample, iperf, link_mtu, ns_run, stats, tx_csum};
@@ -276,48 +277,10 @@ fn run_backend(
     Ok(phase)
 }
 
-/// `date -u` as "YYYY-MM-DD HH:MM".
-fn utc_now() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-fn replace_section(doc: &str, title: &str, body: &str) -> String {
-    let head = format!("## {title}");
-    let mut out = String::new();
-    let mut skipping = false;
-    let mut done = false;
-    for line in doc.lines() {
-        if line == head {
-            skipping = true;
-            out.push_str(body);
-            done = true;
-            continue;
-        }
-        if skipping && line.starts_with("## ") {
-            skipping = false;
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !done {
-        if !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        out.push_str(body);
-    }
-    out
 }
 
 fn report(phases: &[Phase], veth: &[Sample], runs: usize, secs: u32, load: &str) -> String {

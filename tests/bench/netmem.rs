@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use k8slite_tests::bench::{replace_section, utc_now};
 use k8slite_tests::e2e::{E2eCluster, E2eOptions};
 
 const NAMESPACES: usize = 10;
@@ -148,43 +149,6 @@ fn create_services(c: &E2eCluster, n: usize) -> anyhow::Result<()> {
         results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
         anyhow::Ok(())
     })
-}
-
-fn utc_now() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn replace_section(doc: &str, title: &str, body: &str) -> String {
-    let head = format!("## {title}");
-    let mut out = String::new();
-    let mut skipping = false;
-    let mut done = false;
-    for line in doc.lines() {
-        if line == head {
-            skipping = true;
-            out.push_str(body);
-            done = true;
-            continue;
-        }
-        if skipping && line.starts_with("## ") {
-            skipping = false;
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !done {
-        if !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        out.push_str(body);
-    }
-    out
 }
 
 fn main() -> anyhow::Result<()> {

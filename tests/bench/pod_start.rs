@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use k8slite_tests::bench::{replace_section, utc_now};
 use k8slite_tests::e2e::{E2eCluster, Node};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -205,44 +206,6 @@ fn raw_cri_sequence(node: &Node, n: usize) -> anyhow::Result<CriTimes> {
     })?;
     let _ = std::fs::remove_dir_all(&logs);
     Ok(t)
-}
-
-/// `date -u` as "YYYY-MM-DD HH:MM".
-fn utc_now() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn replace_section(doc: &str, title: &str, body: &str) -> String {
-    let head = format!("## {title}");
-    let mut out = String::new();
-    let mut skipping = false;
-    let mut done = false;
-    for line in doc.lines() {
-        if line == head {
-            skipping = true;
-            out.push_str(body);
-            done = true;
-            continue;
-        }
-        if skipping && line.starts_with("## ") {
-            skipping = false;
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !done {
-        if !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        out.push_str(body);
-    }
-    out
 }
 
 fn main() -> anyhow::Result<()> {

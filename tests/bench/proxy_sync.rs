@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8slite_network::proxy::{IptablesBackend, Proxier, ProxyConfig, RecordingConntrack, render};
+use k8slite_tests::bench::{replace_section, utc_now};
 use serde_json::json;
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -230,43 +231,6 @@ fn run_size(iptables: &std::path::Path, n: usize, changes: usize) -> anyhow::Res
         bare,
         full,
     })
-}
-
-fn replace_section(doc: &str, title: &str, body: &str) -> String {
-    let head = format!("## {title}");
-    let mut out = String::new();
-    let mut skipping = false;
-    let mut done = false;
-    for line in doc.lines() {
-        if line == head {
-            skipping = true;
-            out.push_str(body);
-            done = true;
-            continue;
-        }
-        if skipping && line.starts_with("## ") {
-            skipping = false;
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !done {
-        if !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        out.push_str(body);
-    }
-    out
-}
-
-fn utc_now() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 fn main() -> anyhow::Result<()> {

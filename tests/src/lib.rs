@@ -2,6 +2,7 @@
 //! the real kubectl. A missing prerequisite fails the test with a message naming it.
 #![allow(clippy::print_stderr)] // the harness prints the server log when a test fails
 
+pub mod bench;
 pub mod cluster;
 pub mod e2e;
 pub mod objects;
