@@ -185,6 +185,21 @@ fn dry_run_validation_and_conflicts() {
         raw_err.contains("422") || raw_err.contains("is invalid"),
         "{raw_err}"
     );
+    // A Service the node proxies could not program is refused with upstream's causes.
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  externalIPs: [foo]\n  ports:\n  - {port: 80}\n  - {port: 81, protocol: ICMP}\n";
+    let err = s.k_err(&["create", "-f", "-"], Some(svc));
+    for want in [
+        "The Service \"bad\" is invalid",
+        "spec.ports[0].name: Required value",
+        "spec.ports[1].protocol: Unsupported value: \"ICMP\"",
+        "spec.externalIPs[0]: Invalid value: \"foo\": must be a valid IP address",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    assert!(
+        s.k_err(&["get", "svc", "bad"], None).contains("NotFound"),
+        "the invalid Service was stored"
+    );
     // stale resourceVersion → 409
     s.k(&["create", "configmap", "c", "--from-literal=a=1"]);
     let rv = s.k(&[

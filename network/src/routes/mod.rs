@@ -240,7 +240,10 @@ pub struct LocalOverlay {
 /// The other nodes as peers: skips `local_node`, nodes without a pod CIDR and nodes without an
 /// InternalIP. The node IP is the InternalIP of the pod CIDR's family (the first InternalIP
 /// otherwise), or the [`VTEP_IP_ANNOTATION`] when it names one of the node's InternalIPs.
-pub fn peers_from_nodes(local_node: &str, nodes: &[Node]) -> Vec<Peer> {
+pub fn peers_from_nodes<'a>(
+    local_node: &str,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> Vec<Peer> {
     let mut out = Vec::new();
     for node in nodes {
         let Some(name) = node.metadata.name.as_deref() else {

@@ -5,6 +5,8 @@ use serde_json::{Map, Value, json};
 
 use crate::status::Cause;
 
+mod service;
+
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
     let m = v.as_object_mut()?;
     let e = m.entry(key).or_insert_with(|| json!({}));
@@ -589,49 +591,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
                 "spec.jobTemplate.spec.template.spec",
             );
         }
-        ("", "Service") => {
-            let ty = obj
-                .pointer("/spec/type")
-                .and_then(Value::as_str)
-                .unwrap_or("ClusterIP");
-            let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
-            if ty != "ExternalName" && !headless {
-                required(&mut c, obj, "/spec/ports", "spec.ports");
-            }
-            if !matches!(
-                ty,
-                "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
-            ) {
-                c.push(Cause::new("FieldValueNotSupported", "spec.type", format!("Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"")));
-            }
-            for (i, p) in obj
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-                if !(1..=65535).contains(&port) {
-                    c.push(Cause::new(
-                        "FieldValueInvalid",
-                        &format!("spec.ports[{i}].port"),
-                        format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
-                    ));
-                }
-            }
-            if let Some(o) = old
-                && o.pointer("/spec/clusterIP").is_some()
-                && o.pointer("/spec/clusterIP") != obj.pointer("/spec/clusterIP")
-                && ty != "ExternalName"
-            {
-                c.push(Cause::new(
-                    "FieldValueInvalid",
-                    "spec.clusterIPs[0]",
-                    "Invalid value: field is immutable",
-                ));
-            }
-        }
+        ("", "Service") => service::validate(&mut c, obj, old),
         ("", "ConfigMap" | "Secret") => {
             if let Some(o) = old
                 && o.get("immutable").and_then(Value::as_bool) == Some(true)

@@ -34,11 +34,15 @@ pub(super) async fn run(
     }
     let mut changes = cache.changes();
     let mut last_peers = None;
+    // A periodic resync reprograms even unchanged peers (repairs entries removed by hand); a
+    // Node change whose peers are the same as before (status heartbeats) does nothing.
+    let mut resync = true;
     loop {
-        let all: Vec<Node> = cache.nodes.state().iter().map(|n| (**n).clone()).collect();
-        let peers = super::peers_from_nodes(&net.node_name, &all);
+        let all = cache.nodes.state();
+        let peers = super::peers_from_nodes(&net.node_name, all.iter().map(|n| &**n));
+        let unchanged = !resync && last_peers.as_ref() == Some(&peers);
         let mut guard = net.overlay.lock().await;
-        if let Some(overlay) = guard.as_mut() {
+        if let Some(overlay) = guard.as_mut().filter(|_| !unchanged) {
             match overlay.sync(&peers).await {
                 Ok(report) => {
                     if let Some(local) = &report.recreated {
@@ -49,6 +53,7 @@ pub(super) async fn run(
                         tracing::info!(peers = peers.len(), ?report, "pod network routes synced");
                     }
                     last_peers = Some(peers);
+                    resync = false;
                     net.set_progress(Progress::Ready);
                 }
                 Err(e) => tracing::warn!("syncing the pod network routes: {e}"),
@@ -59,7 +64,10 @@ pub(super) async fn run(
         loop {
             match next_change(&mut changes, RESYNC, SETTLE, &shutdown).await {
                 None => return,
-                Some(Woke::Timer) => break,
+                Some(Woke::Timer) => {
+                    resync = true;
+                    break;
+                }
                 // Only Node changes matter here.
                 Some(Woke::Changed) if changes.borrow_and_update().nodes != synced => break,
                 Some(Woke::Changed) => {}
