@@ -5,7 +5,10 @@
 //! `externalTrafficPolicy: Local` keeping the client's IP, session affinity, `kubectl expose`,
 //! headless/StatefulSet names, SRV, PTR and ExternalName with busybox `nslookup`, zero failed
 //! connections while endpoints churn and while an agent restarts, DNS answering while the
-//! server is stopped, and a Service the proxy cannot program getting an Event.
+//! server is stopped, and a Service the proxy cannot program getting an Event. In submodules:
+//! `healthCheckNodePort`, `internalTrafficPolicy: Local` and `loadBalancerSourceRanges`
+//! ([`policy`]), stale UDP conntrack entries deleted when an endpoint goes away ([`udp`]),
+//! routes restored after an agent restart ([`restore`]).
 //!
 //! busybox's `wget -T` segfaults on Debian 12's busybox 1.35: every fetch is wrapped in
 //! `timeout` instead.
@@ -16,6 +19,13 @@ use std::time::Duration;
 
 use k8slite_tests::e2e::{E2eCluster, E2eOptions, WAIT};
 use serde_json::Value;
+
+#[path = "e2e_network/policy.rs"]
+mod policy;
+#[path = "e2e_network/restore.rs"]
+mod restore;
+#[path = "e2e_network/udp.rs"]
+mod udp;
 
 const ECHO: &str = r#"
 apiVersion: apps/v1
@@ -238,6 +248,7 @@ fn start(backend: &str) -> Net {
         c.wait_pod_ready(p);
     }
     let net = Net { c, clients };
+    policy::setup(&net);
     net.c.wait_for("3 ready echo pods, one per node", WAIT, || {
         let pods = net.echo_pods();
         let nodes: BTreeSet<String> = pods
@@ -648,8 +659,13 @@ fn suite(backend: &str) {
     load_balancer(&net);
     affinity_and_expose(&net);
     dns(&net);
+    policy::health_check_node_port(&net);
+    policy::internal_traffic_local(&net);
+    policy::source_ranges(&net);
+    udp::stale_udp_conntrack(&net);
     bad_service(&net);
     churn(&mut net);
+    restore::routes_after_agent_restart(&mut net, backend);
     dns_without_server(&mut net);
 }
 

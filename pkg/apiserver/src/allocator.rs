@@ -48,6 +48,9 @@ pub fn used(services: &[Value]) -> (HashSet<IpAddr>, HashSet<u16>) {
                 ports.insert(np as u16);
             }
         }
+        if let Some(hc) = spec.get("healthCheckNodePort").and_then(Value::as_u64) {
+            ports.insert(hc as u16);
+        }
     }
     (ips, ports)
 }
@@ -78,6 +81,72 @@ pub fn next_port(range: (u16, u16), used: &HashSet<u16>) -> Result<u16, ApiError
         .map(|i| range.0 + ((start + i) % span) as u16)
         .find(|p| !used.contains(p))
         .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))
+}
+
+/// Whether a Service spec needs a `healthCheckNodePort` (as upstream: type LoadBalancer with
+/// `externalTrafficPolicy: Local`).
+fn needs_health_check_port(spec: &serde_json::Map<String, Value>) -> bool {
+    spec.get("type").and_then(Value::as_str) == Some("LoadBalancer")
+        && spec.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local")
+}
+
+/// The `healthCheckNodePort` a Service spec gets, as the upstream registry decides it: kept
+/// when requested (in range, not taken by another Service) or already allocated, else a free
+/// node port; dropped when the Service no longer needs one and the value is the old one; a
+/// value set on a Service that does not need one is invalid. `taken` holds the node ports of
+/// the other Services and this one's own (the result is added).
+pub fn health_check_node_port(
+    spec: &serde_json::Map<String, Value>,
+    old_spec: Option<&Value>,
+    range: (u16, u16),
+    others: &HashSet<u16>,
+    taken: &mut HashSet<u16>,
+) -> Result<Option<u16>, ApiError> {
+    const FIELD: &str = "spec.healthCheckNodePort";
+    let requested = spec
+        .get("healthCheckNodePort")
+        .and_then(Value::as_u64)
+        .filter(|p| *p != 0);
+    let old = old_spec
+        .and_then(|o| o.get("healthCheckNodePort"))
+        .and_then(Value::as_u64)
+        .filter(|p| *p != 0);
+    if !needs_health_check_port(spec) {
+        return match requested {
+            Some(p) if Some(p) != old => Err(field_invalid(
+                FIELD,
+                &p.to_string(),
+                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+            )),
+            _ => Ok(None),
+        };
+    }
+    let port = match requested.or(old) {
+        Some(p) => {
+            if !(u64::from(range.0)..=u64::from(range.1)).contains(&p) {
+                return Err(field_invalid(
+                    FIELD,
+                    &p.to_string(),
+                    &format!(
+                        "provided port is not in the valid range. The range of valid ports is {}-{}",
+                        range.0, range.1
+                    ),
+                ));
+            }
+            let p = p as u16;
+            if others.contains(&p) || (Some(u64::from(p)) != old && taken.contains(&p)) {
+                return Err(field_invalid(
+                    FIELD,
+                    &p.to_string(),
+                    "provided port is already allocated",
+                ));
+            }
+            p
+        }
+        None => next_port(range, taken)?,
+    };
+    taken.insert(port);
+    Ok(Some(port))
 }
 
 /// Validate a requested ClusterIP.
@@ -215,6 +284,7 @@ impl crate::ApiServer {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        let others_ports = used_ports.clone();
         let mut taken = used_ports;
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports.iter() {
@@ -279,6 +349,21 @@ impl crate::ApiServer {
                 pm.insert("nodePort".into(), serde_json::json!(n));
             }
         }
+        let old_spec = old.and_then(|o| o.get("spec"));
+        match health_check_node_port(
+            spec,
+            old_spec,
+            cfg.node_port_range,
+            &others_ports,
+            &mut taken,
+        )? {
+            Some(p) => {
+                spec.insert("healthCheckNodePort".into(), serde_json::json!(p));
+            }
+            None => {
+                spec.remove("healthCheckNodePort");
+            }
+        }
         Ok(())
     }
 }
@@ -309,5 +394,57 @@ mod tests {
         assert!(next_port((30000, 30000), &ports).is_err());
         assert!(check_ip(&cidr, "10.44.0.1", &ips).is_err());
         assert!(check_ip(&cidr, "10.43.0.2", &ips).is_err());
+    }
+
+    fn spec(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn health_check_node_port_for_local_load_balancers() {
+        let range = (30000, 30002);
+        let others: HashSet<u16> = [30000].into();
+        let lb = json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local"});
+        // Allocated when needed, from the free ports.
+        let mut taken = others.clone();
+        taken.insert(30001); // this Service's own nodePort
+        let p = health_check_node_port(&spec(lb.clone()), None, range, &others, &mut taken);
+        assert_eq!(p.expect("allocated"), Some(30002));
+        // Kept across an update that does not name it.
+        let old = json!({"healthCheckNodePort": 30002});
+        let mut taken = others.clone();
+        let p = health_check_node_port(&spec(lb.clone()), Some(&old), range, &others, &mut taken);
+        assert_eq!(p.expect("kept"), Some(30002));
+        // A requested port taken by another Service or outside the range is invalid.
+        let mut req = lb.clone();
+        req["healthCheckNodePort"] = json!(30000);
+        let mut taken = others.clone();
+        assert!(health_check_node_port(&spec(req), None, range, &others, &mut taken).is_err());
+        let mut req = lb.clone();
+        req["healthCheckNodePort"] = json!(40000);
+        let mut taken = others.clone();
+        assert!(health_check_node_port(&spec(req), None, range, &others, &mut taken).is_err());
+        // Not needed: none; the old value is dropped; another value is invalid.
+        for s in [
+            json!({"type": "LoadBalancer", "externalTrafficPolicy": "Cluster"}),
+            json!({"type": "NodePort", "externalTrafficPolicy": "Local"}),
+        ] {
+            let mut taken = others.clone();
+            let p = health_check_node_port(&spec(s.clone()), None, range, &others, &mut taken);
+            assert_eq!(p.expect("none"), None);
+            let mut with_old = s.clone();
+            with_old["healthCheckNodePort"] = json!(30002);
+            let p = health_check_node_port(
+                &spec(with_old.clone()),
+                Some(&old),
+                range,
+                &others,
+                &mut taken,
+            );
+            assert_eq!(p.expect("dropped"), None);
+            assert!(
+                health_check_node_port(&spec(with_old), None, range, &others, &mut taken).is_err()
+            );
+        }
     }
 }
