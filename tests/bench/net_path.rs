@@ -270,8 +270,14 @@ fn run_backend(
             s.gbit, s.retransmits
         );
         phase.twin.push(s);
-        let s = iperf(&twin_ct.pod_b, &twin_ct.pod_a, &twin_ct.pod_b_ip, PORT, secs)
-            .context("hand-built twin with conntrack")?;
+        let s = iperf(
+            &twin_ct.pod_b,
+            &twin_ct.pod_a,
+            &twin_ct.pod_b_ip,
+            PORT,
+            secs,
+        )
+        .context("hand-built twin with conntrack")?;
         println!(
             "{backend} round {round}: twin + conntrack {:.2} Gbit/s ({} retr)",
             s.gbit, s.retransmits

@@ -119,15 +119,34 @@ impl Twin {
                 ns_run(
                     &node_ns,
                     &[
-                        "iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", &pod_cidr, "!",
-                        "-d", "10.42.0.0/16", "-j", "MASQUERADE",
+                        "iptables",
+                        "-w",
+                        "-t",
+                        "nat",
+                        "-A",
+                        "POSTROUTING",
+                        "-s",
+                        &pod_cidr,
+                        "!",
+                        "-d",
+                        "10.42.0.0/16",
+                        "-j",
+                        "MASQUERADE",
                     ],
                 )?;
                 ns_run(
                     &node_ns,
                     &[
-                        "iptables", "-w", "-A", "FORWARD", "-m", "conntrack", "--ctstate",
-                        "RELATED,ESTABLISHED", "-j", "ACCEPT",
+                        "iptables",
+                        "-w",
+                        "-A",
+                        "FORWARD",
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "RELATED,ESTABLISHED",
+                        "-j",
+                        "ACCEPT",
                     ],
                 )?;
             }
