@@ -1,7 +1,8 @@
 //! `k8slite-bench-net`: pod-to-pod TCP throughput across nodes (iperf3 in the pods' network
 //! namespaces) for the `vxlan` and `host-gw` backends of a real two-node e2e cluster, beside
-//! hand-built twins of the same topology (plain `ip`, no k8slite) and a bare veth pair, all
-//! in the same run, interleaved round by round. Writes (or replaces) the
+//! hand-built twins of the same topology (plain `ip`, no k8slite), the same twins plus the
+//! conntrack every Kubernetes node needs (pod egress MASQUERADE, FORWARD accept of
+//! established flows), and a bare veth pair, all in the same run, interleaved round by round. Writes (or replaces) the
 //! `## Pod-to-pod throughput across nodes` section of `tests/bench/RESULTS.md`. No timing is
 //! asserted.
 //!
@@ -34,6 +35,8 @@ struct Phase {
     backend: &'static str,
     k8slite: Vec<Sample>,
     twin: Vec<Sample>,
+    /// The twin with the two conntrack rules of any node.
+    twin_ct: Vec<Sample>,
     /// Pod eth0, node bridge, VXLAN device MTUs and tx checksum offload on k8slite's path.
     path: String,
     /// Same for the twin.
@@ -196,7 +199,8 @@ fn run_backend(
     } else {
         Backend::HostGw
     };
-    let twin = Twin::nodes(prefix, tb, pod_mtu, vx_mtu.max(1))?;
+    let twin = Twin::nodes(prefix, tb, pod_mtu, vx_mtu.max(1), false)?;
+    let twin_ct = Twin::nodes(prefix, tb, pod_mtu, vx_mtu.max(1), true)?;
     let twin_node_a = iperf::netns(&format!(
         "{prefix}-{}-nodea",
         if tb == Backend::Vxlan { "x" } else { "g" }
@@ -221,6 +225,7 @@ fn run_backend(
         backend,
         k8slite: Vec::new(),
         twin: Vec::new(),
+        twin_ct: Vec::new(),
         path,
         twin_path,
         hot_rules: Vec::new(),
@@ -265,11 +270,25 @@ fn run_backend(
             s.gbit, s.retransmits
         );
         phase.twin.push(s);
+        let s = iperf(
+            &twin_ct.pod_b,
+            &twin_ct.pod_a,
+            &twin_ct.pod_b_ip,
+            PORT,
+            secs,
+        )
+        .context("hand-built twin with conntrack")?;
+        println!(
+            "{backend} round {round}: twin + conntrack {:.2} Gbit/s ({} retr)",
+            s.gbit, s.retransmits
+        );
+        phase.twin_ct.push(s);
         let s = iperf(&veth.pod_b, &veth.pod_a, &veth.pod_b_ip, PORT, secs).context("bare veth")?;
         println!("round {round}: veth {:.2} Gbit/s", s.gbit);
         veth_samples.push(s);
     }
     drop(twin);
+    drop(twin_ct);
     let left = c.teardown();
     if !left.is_empty() {
         bail!("cleanup left: {left:?}");
@@ -293,7 +312,7 @@ fn report(phases: &[Phase], veth: &[Sample], runs: usize, secs: u32, load: &str)
     );
     let _ = writeln!(
         b,
-        "Method: per backend an e2e cluster (server with embedded agent + one agent, each node in its own network namespace on a bridge in the root namespace, `--network-backend=<backend>` on the server), one busybox pod pinned to each node (`spec.nodeName`); host `iperf3` entered into each pod's network namespace (`nsenter --net=/proc/<pid>/ns/net`, PID from the pod's cgroup): `iperf3 -s -1` in the pod on the agent node, `iperf3 -c <pod-ip> -t {secs} -J` in the pod on the server node, figure = `end.sum_received.bits_per_second`. Its twin is the same topology built by hand with `ip` (two node namespaces on a root-namespace bridge; in each node a bridge `k8slite0` holding the gateway address with the pod veth on it, as the CNI bridge plugin builds it; the pod MTU k8slite configured; VXLAN device `k8slite.1` VNI 1 port 8472 nolearning with route + permanent neighbour + FDB per remote node, or a host-gw route via the other node), no iptables rules and hence no conntrack. Bare veth: two namespaces joined by one veth pair, MTU 1500. {runs} rounds per backend; each round runs k8slite, then its twin, then the bare veth, one after another.\n"
+        "Method: per backend an e2e cluster (server with embedded agent + one agent, each node in its own network namespace on a bridge in the root namespace, `--network-backend=<backend>` on the server), one busybox pod pinned to each node (`spec.nodeName`); host `iperf3` entered into each pod's network namespace (`nsenter --net=/proc/<pid>/ns/net`, PID from the pod's cgroup): `iperf3 -s -1` in the pod on the agent node, `iperf3 -c <pod-ip> -t {secs} -J` in the pod on the server node, figure = `end.sum_received.bits_per_second`. Its twin is the same topology built by hand with `ip` (two node namespaces on a root-namespace bridge; in each node a bridge `k8slite0` holding the gateway address with the pod veth on it, as the CNI bridge plugin builds it; the pod MTU k8slite configured; VXLAN device `k8slite.1` VNI 1 port 8472 nolearning with route + permanent neighbour + FDB per remote node, or a host-gw route via the other node), no iptables rules and hence no conntrack. Twin + conntrack: a second twin of the same shape with, in each node namespace, only the conntrack any Kubernetes node needs (`iptables -t nat -A POSTROUTING -s <pod cidr> ! -d <cluster cidr> -j MASQUERADE` and `iptables -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`), so the pod flow is tracked on both nodes as on k8slite's. The plain twin is the target's baseline; the conntrack twin shows what an iptables data path cannot avoid. Bare veth: two namespaces joined by one veth pair, MTU 1500. {runs} rounds per backend; each round runs k8slite, then its twin, then the twin with conntrack, then the bare veth, one after another.\n"
     );
     let _ = writeln!(
         b,
@@ -314,6 +333,13 @@ fn report(phases: &[Phase], veth: &[Sample], runs: usize, secs: u32, load: &str)
             fmt_samples(&p.twin),
             retrans(&p.twin)
         );
+        let _ = writeln!(
+            b,
+            "| hand-built {} twin + conntrack | {} | {} |",
+            p.backend,
+            fmt_samples(&p.twin_ct),
+            retrans(&p.twin_ct)
+        );
     }
     let _ = writeln!(
         b,
@@ -323,14 +349,16 @@ fn report(phases: &[Phase], veth: &[Sample], runs: usize, secs: u32, load: &str)
     );
     let _ = writeln!(
         b,
-        "| backend | k8slite / twin (medians) | target |\n|---|---|---|"
+        "| backend | k8slite / twin (medians) | target | k8slite / twin + conntrack | twin + conntrack / twin |\n|---|---|---|---|---|"
     );
     for p in phases {
         let _ = writeln!(
             b,
-            "| {} | **{:.0} %** | ≥ 95 % |",
+            "| {} | **{:.0} %** | ≥ 95 % | {:.0} % | {:.0} % |",
             p.backend,
-            100.0 * median(&p.k8slite) / median(&p.twin)
+            100.0 * median(&p.k8slite) / median(&p.twin),
+            100.0 * median(&p.k8slite) / median(&p.twin_ct),
+            100.0 * median(&p.twin_ct) / median(&p.twin)
         );
     }
     let _ = writeln!(b, "\nMTUs on each path:\n");

@@ -5,6 +5,11 @@
 //! configures), joined by a VXLAN device (route + neighbour + FDB per remote node, as
 //! `shared/reference/cri-lab/vxlan-lab.sh`) or by host-gw routes. And a bare veth pair between
 //! two namespaces. Every name carries the run's prefix; [`Drop`] removes everything.
+//!
+//! With `conntrack`, a twin also gets the two rules any Kubernetes node has (in each node:
+//! pod egress `MASQUERADE` in nat POSTROUTING and `FORWARD … --ctstate RELATED,ESTABLISHED
+//! -j ACCEPT`), so the kernel tracks the pod-to-pod flow as it does on k8slite's nodes: the
+//! reference for what an iptables data path cannot avoid.
 
 use std::path::PathBuf;
 
@@ -64,16 +69,20 @@ impl Twin {
     }
 
     /// Two nodes and two pods with `backend`; pod veths and node bridges at `pod_mtu`, the
-    /// VXLAN device at `vxlan_mtu`. `prefix` is at most 7 characters (link names ≤ 15).
+    /// VXLAN device at `vxlan_mtu`; with `conntrack` the two rules every node has (see the
+    /// module documentation). `prefix` is at most 6 characters (link names ≤ 15).
     pub fn nodes(
         prefix: &str,
         backend: Backend,
         pod_mtu: u32,
         vxlan_mtu: u32,
+        conntrack: bool,
     ) -> anyhow::Result<Self> {
-        let tag = match backend {
-            Backend::Vxlan => "x",
-            Backend::HostGw => "g",
+        let tag = match (backend, conntrack) {
+            (Backend::Vxlan, false) => "x",
+            (Backend::HostGw, false) => "g",
+            (Backend::Vxlan, true) => "xc",
+            (Backend::HostGw, true) => "gc",
         };
         let mut t = Self::empty();
         let lan = format!("{prefix}{tag}-lan");
@@ -105,6 +114,42 @@ impl Twin {
             ])?;
             ip(&["-n", &node, "link", "set", "eth0", "up"])?;
             ns_run(&node_ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            if conntrack {
+                let pod_cidr = format!("10.42.{i}.0/24");
+                ns_run(
+                    &node_ns,
+                    &[
+                        "iptables",
+                        "-w",
+                        "-t",
+                        "nat",
+                        "-A",
+                        "POSTROUTING",
+                        "-s",
+                        &pod_cidr,
+                        "!",
+                        "-d",
+                        "10.42.0.0/16",
+                        "-j",
+                        "MASQUERADE",
+                    ],
+                )?;
+                ns_run(
+                    &node_ns,
+                    &[
+                        "iptables",
+                        "-w",
+                        "-A",
+                        "FORWARD",
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "RELATED,ESTABLISHED",
+                        "-j",
+                        "ACCEPT",
+                    ],
+                )?;
+            }
             // The CNI bridge plugin's shape: bridge with the gateway address, pod veth on it.
             ip(&[
                 "-n", &node, "link", "add", "k8slite0", "mtu", &pod_mtu_s, "type", "bridge",

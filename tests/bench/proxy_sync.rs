@@ -5,7 +5,10 @@
 //!
 //! Usage (root): `cargo build --release -p k8slite-tests &&
 //! $CARGO_TARGET_DIR/release/k8slite-bench-proxy [--changes N] [--sizes 10,1000,5000]
-//! [--out FILE]`.
+//! [--bare N] [--full N] [--out FILE]`. Defaults are CI-sized (`--sizes 10,1000 --changes
+//! 20`); the bare restore of the full text (seconds at 5,000 Services with iptables-nft) runs
+//! beside the first `--bare` changes only (default 10) and `--full` full syncs (default 5)
+//! follow the changes, so `--sizes 5000` finishes in a few minutes.
 
 #![allow(clippy::print_stdout)] // a command-line tool reporting figures
 
@@ -148,7 +151,20 @@ struct Figures {
     full: Vec<f64>,
 }
 
-fn run_size(iptables: &std::path::Path, n: usize, changes: usize) -> anyhow::Result<Figures> {
+/// How many of each measurement one size runs.
+#[derive(Clone, Copy)]
+struct Counts {
+    changes: usize,
+    bare: usize,
+    full: usize,
+}
+
+fn run_size(iptables: &std::path::Path, n: usize, counts: Counts) -> anyhow::Result<Figures> {
+    let Counts {
+        changes,
+        bare: bare_runs,
+        full: full_runs,
+    } = counts;
     let ns = Netns::new()?;
     let restore = iptables.with_file_name(format!(
         "{}-restore",
@@ -196,17 +212,20 @@ fn run_size(iptables: &std::path::Path, n: usize, changes: usize) -> anyhow::Res
         if !rep.applied {
             bail!("change {c} applied nothing");
         }
-        // (b) the same full rule text, bare.
+        // (b) the same full rule text, bare (beside the first changes only: seconds each at
+        // 5,000 Services).
         let t = Instant::now();
         let r = render(&cfg, &services, &slices, &none);
         rend.push(ms(t));
         lines = r.rules;
         bytes = r.text.len();
-        bare.push(bare_restore(&restore, &ns, &r.text)?);
+        if c < bare_runs {
+            bare.push(bare_restore(&restore, &ns, &r.text)?);
+        }
     }
     // (c) full syncs (as at start-up, after a failure, every 10 min), a few.
     proxier.set_full_sync_every(std::time::Duration::ZERO);
-    for _ in 0..changes.min(10) {
+    for _ in 0..full_runs {
         let t = Instant::now();
         proxier.sync(&services, &slices).context("full sync")?;
         full.push(ms(t));
@@ -245,9 +264,21 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()
         .context("--changes N")?
-        .unwrap_or(100);
+        .unwrap_or(20);
+    let count = |name: &str, default: usize| -> anyhow::Result<usize> {
+        Ok(arg(name)
+            .map(|s| s.parse())
+            .transpose()
+            .with_context(|| format!("{name} N"))?
+            .unwrap_or(default))
+    };
+    let counts = Counts {
+        changes,
+        bare: count("--bare", 10)?.min(changes),
+        full: count("--full", 5)?,
+    };
     let sizes: Vec<usize> = arg("--sizes")
-        .unwrap_or_else(|| "10,1000,5000".into())
+        .unwrap_or_else(|| "10,1000".into())
         .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()
@@ -263,13 +294,15 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut figs = Vec::new();
     for n in sizes {
-        figs.push(run_size(&iptables, n, changes)?);
+        figs.push(run_size(&iptables, n, counts)?);
     }
     let mut body = String::new();
     writeln!(
         body,
-        "## Service proxy sync\n\nRun {} UTC by `k8slite-bench-proxy`, {version}, in a private network namespace (`nsenter --net`). N Services of one TCP port with an EndpointSlice of 2 endpoints each; one initial `Proxier::sync`, then {changes} changes, each to one EndpointSlice (alternately the second endpoint's address and the first endpoint's readiness), and per change:\n\n- **sync**: `Proxier::sync` end to end: render of all Services, diff against the last applied rules, one `iptables-restore -w --noflush` (through `nsenter`) of the changed chains only. This is the agent's \"EndpointSlice change → rule live\" time without its 5 ms settle delay and the watch delivery.\n- **bare restore**: beside it, the bare `iptables-restore -w --noflush` (through `nsenter`) of the same state's full rule text (rendered beforehand, not timed) into the same namespace.\n- **full sync**: `Proxier::sync` writing every chain (start-up, after a failed restore, every 10 min), 10 runs after the changes.\n",
-        utc_now()
+        "## Service proxy sync\n\nRun {} UTC by `k8slite-bench-proxy`, {version}, in a private network namespace (`nsenter --net`). N Services of one TCP port with an EndpointSlice of 2 endpoints each; one initial `Proxier::sync`, then {changes} changes, each to one EndpointSlice (alternately the second endpoint's address and the first endpoint's readiness), and per change:\n\n- **sync**: `Proxier::sync` end to end: render of all Services, per-chain hashes of the text compared with the last applied ones (64-bit hashes, no rule text kept between syncs), one `iptables-restore -w --noflush` (through `nsenter`) of the changed chains only. This is the agent's \"EndpointSlice change → rule live\" time without its 5 ms settle delay and the watch delivery.\n- **bare restore**: beside the first {} changes, the bare `iptables-restore -w --noflush` (through `nsenter`) of the same state's full rule text (rendered beforehand, not timed) into the same namespace.\n- **full sync**: `Proxier::sync` writing every chain (start-up, after a failed restore, every 10 min), {} runs after the changes.\n",
+        utc_now(),
+        counts.bare,
+        counts.full
     )?;
     writeln!(
         body,

@@ -304,6 +304,8 @@ fn service_proxy_in_network_namespaces() {
     cfg.chain_prefix = prefix.clone();
     cfg.pod_cidr = Some(POD_CIDR.parse().expect("cidr"));
     cfg.local_dns = Some("10.198.0.10".parse().expect("ip"));
+    // The vxlan backend's underlay rules (NOTRACK, UNTRACKED return) must be accepted too.
+    cfg.vxlan_port = Some(8472);
     let backend = IptablesBackend::new(iptables.clone()).in_netns(PathBuf::from(ns_path(&node)));
     let mut proxier = Proxier::new(cfg, backend, RecordingConntrack::new());
 

@@ -32,7 +32,11 @@
 //! | nat | `P-SERVICES` (PREROUTING, OUTPUT) | per service port: cluster IP, external IPs, LB ingress → `P-SVC-*`/`P-SVL-*`/`P-EXT-*`/`P-FW-*`; node addresses → `P-NODEPORTS` |
 //! | nat | `P-POSTROUTING` (POSTROUTING) | pod egress masquerade, masquerade of packets marked by `P-MARK-MASQ` |
 //! | filter | `P-INPUT`, `P-FORWARD`, `P-OUTPUT` | `P-FIREWALL` (LB source ranges), `P-SERVICES` (REJECT: no endpoints, unowned service CIDR), `P-EXTERNAL` (REJECT/DROP for external addresses), forward accepts, health-check ports, node-local DNS |
-//! | raw | `P-PREROUTING`, `P-OUTPUT` | NOTRACK for the node-local DNS address |
+//! | raw | `P-PREROUTING`, `P-OUTPUT` | NOTRACK for the node-local DNS address and (vxlan backend) the encapsulated overlay packets |
+//!
+//! Per-packet cost: a forwarded packet of an established flow matches the first rule of
+//! `P-FORWARD`; an encapsulated VXLAN packet (with [`ProxyConfig::vxlan_port`]) is NOTRACKed
+//! by the first rule of the raw chains and returns at the first rule of `P-INPUT`/`P-OUTPUT`.
 
 /// Append formatted text to a String (writing to a String cannot fail).
 macro_rules! w {
@@ -51,6 +55,7 @@ mod proxier;
 mod render;
 mod render_port;
 mod render_top;
+mod render_underlay;
 #[cfg(test)]
 mod tests;
 
@@ -117,11 +122,17 @@ pub struct ProxyConfig {
     pub local_dns: Option<IpAddr>,
     /// Masquerade pod traffic leaving the cluster CIDR (`-s <pod CIDR> ! -d <cluster CIDR>`).
     pub masquerade_egress: bool,
+    /// The UDP port of the VXLAN overlay (the vxlan backend's 8472), None with other backends.
+    /// When set, the encapsulated packets (`-d`/`-s` a node address, UDP to this port, not to
+    /// the service CIDR) are NOTRACKed in the raw table and return first from our filter
+    /// input/output chains: they never walk the service chains and cost no conntrack entry.
+    /// k8slite never NATs the underlay, so nothing needs them tracked.
+    pub vxlan_port: Option<u16>,
 }
 
 impl ProxyConfig {
     /// A configuration with prefix `K8SLITE`, no pod CIDR yet, no node-local DNS, egress
-    /// masquerade on.
+    /// masquerade on, no VXLAN port.
     pub fn new(
         node_name: impl Into<String>,
         node_ips: Vec<IpAddr>,
@@ -137,6 +148,7 @@ impl ProxyConfig {
             chain_prefix: "K8SLITE".into(),
             local_dns: None,
             masquerade_egress: true,
+            vxlan_port: None,
         }
     }
 

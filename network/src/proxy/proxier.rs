@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::partial::Snapshot;
+use super::partial::{Parsed, Snapshot};
 use super::render::{UdpKey, UdpState, render_with};
 use super::{Conntrack, ConntrackFilter, ProxyConfig, Result, RuleBackend, SyncReport};
 
@@ -121,13 +121,14 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
         let started = Instant::now();
         let mut r = render_with(&self.cfg, services, slices, &self.chains, self.sctp);
         let rendered_in = started.elapsed();
-        let snap = Snapshot::parse(&r.text);
         let due = self.full_at.is_none_or(|t| t.elapsed() >= self.full_every);
         // The text to restore: the full one, or what changed since the last restore.
+        let parsed = Parsed::new(&r.text);
         let (text, full) = match &self.applied {
-            Some(prev) if !due => (Some(prev.diff(&snap)), false),
+            Some(prev) if !due => (Some(prev.diff(&parsed)), false),
             _ => (None, true),
         };
+        let snap = parsed.snapshot();
         let changed = text.as_ref().is_none_or(|t| !t.is_empty());
         if changed {
             let input = text.as_deref().unwrap_or(&r.text);
@@ -145,7 +146,7 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
                 tracing::warn!(error = %e, "iptables refused the SCTP services; they are reported and skipped");
                 self.sctp = false;
                 r = without;
-                self.applied = Some(Snapshot::parse(&r.text));
+                self.applied = Some(Parsed::new(&r.text).snapshot());
                 self.full_at = Some(Instant::now());
             } else {
                 self.applied = Some(snap);

@@ -25,6 +25,8 @@ impl Writer<'_> {
         for c in RAW_TOP {
             w!(t, ":{p}-{c} - [0:0]\n");
         }
+        self.underlay_prerouting(&mut t);
+        self.underlay_output(&mut t);
         if let Some(dns) = cfg.local_dns.filter(|d| d.is_ipv4() == self.v4) {
             let d = Host(dns);
             for proto in ["udp", "tcp"] {
@@ -47,6 +49,7 @@ impl Writer<'_> {
             w!(t, ":{p}-{c} - [0:0]\n");
         }
         let new = "-m conntrack --ctstate NEW";
+        self.underlay_return(&mut t, "INPUT");
         w!(
             t,
             "-A {p}-INPUT {new} -j {p}-FIREWALL\n-A {p}-INPUT {new} -j {p}-EXTERNAL\n"
@@ -61,6 +64,13 @@ impl Writer<'_> {
                 );
             }
         }
+        // Established and related packets first: every packet of a forwarded flow but its
+        // first matches this one rule (the rules below only match NEW, INVALID or marked
+        // packets, so the order does not change what is accepted).
+        w!(
+            t,
+            "-A {p}-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"k8slite forwarding conntrack rule\" -j ACCEPT\n"
+        );
         w!(t, "-A {p}-FORWARD -m conntrack --ctstate INVALID -j DROP\n");
         for c in ["FIREWALL", "SERVICES", "EXTERNAL"] {
             w!(t, "-A {p}-FORWARD {new} -j {p}-{c}\n");
@@ -72,16 +82,13 @@ impl Writer<'_> {
         );
         w!(
             t,
-            "-A {p}-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"k8slite forwarding conntrack rule\" -j ACCEPT\n"
-        );
-        w!(
-            t,
             "-A {p}-FORWARD -s {cidr} -m comment --comment \"k8slite pod traffic\" -j ACCEPT\n"
         );
         w!(
             t,
             "-A {p}-FORWARD -d {cidr} -m comment --comment \"k8slite pod traffic\" -j ACCEPT\n"
         );
+        self.underlay_return(&mut t, "OUTPUT");
         for c in ["FIREWALL", "SERVICES", "EXTERNAL"] {
             w!(t, "-A {p}-OUTPUT {new} -j {p}-{c}\n");
         }

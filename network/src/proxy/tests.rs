@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod datapath;
 mod incremental;
 
 fn cfg() -> ProxyConfig {

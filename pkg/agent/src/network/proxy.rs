@@ -39,6 +39,7 @@ fn config(net: &NodeNetwork) -> ProxyConfig {
     cfg.local_dns = c.dns.then_some(c.cluster_dns);
     cfg.pod_cidr = net.pod_cidr();
     cfg.masquerade_egress = net.backend != Backend::None;
+    cfg.vxlan_port = (net.backend == Backend::Vxlan).then_some(k8slite_network::routes::VXLAN_PORT);
     cfg
 }
 
