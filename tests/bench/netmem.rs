@@ -5,7 +5,9 @@
 //!
 //! Usage (root, like the e2e tests): `cargo build --release -p k8slite -p k8slite-tests &&
 //! K8SLITE_BIN=$CARGO_TARGET_DIR/release/k8slite $CARGO_TARGET_DIR/release/k8slite-bench-netmem
-//! [--services N] [--idle SECS] [--quick] [--out FILE]`.
+//! [--services N] [--idle SECS] [--quick] [--concurrency N] [--hold SECS] [--out FILE]`
+//! (`--concurrency`: creates in flight, default 8; `--hold`: keep the cluster that long after
+//! the last reading, to inspect the agent, e.g. its heap with `gdb -p`).
 
 #![allow(clippy::print_stdout)] // a command-line tool reporting figures
 
@@ -20,7 +22,7 @@ use k8slite_tests::e2e::{E2eCluster, E2eOptions};
 
 const NAMESPACES: usize = 10;
 /// One create gets this long (a hang fails the run instead of stalling it).
-const CREATE_LIMIT: Duration = Duration::from_secs(30);
+const CREATE_LIMIT: Duration = Duration::from_secs(120);
 
 /// `/proc/<pid>/status` fields in KiB: VmRSS, RssAnon, RssFile.
 fn rss(pid: u32) -> [u64; 3] {
@@ -174,7 +176,7 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()
         .context("--concurrency N")?
-        .unwrap_or(16)
+        .unwrap_or(8)
         .max(1);
     let hold: u64 = arg("--hold")
         .map(|s| s.parse())
