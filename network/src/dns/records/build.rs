@@ -227,7 +227,9 @@ impl Records {
             for (ei, ep) in svc.endpoints.iter().enumerate() {
                 let targets = recs.reverse.entry(ep.ip).or_default();
                 let known = targets.iter().any(|t| match *t {
-                    Ptr::Endpoint(s, e) => recs.services[s as usize].endpoints[e as usize].fqdn == ep.fqdn,
+                    Ptr::Endpoint(s, e) => {
+                        recs.services[s as usize].endpoints[e as usize].fqdn == ep.fqdn
+                    }
                     Ptr::Service(_) => false,
                 });
                 if !known {

@@ -294,7 +294,11 @@ mod tests {
         assert_eq!(spec.cluster_ip.as_deref(), Some("10.43.0.9"));
         let st = s.status.as_ref().unwrap();
         assert!(st.conditions.is_none());
-        let ingress = st.load_balancer.as_ref().and_then(|l| l.ingress.as_ref()).unwrap();
+        let ingress = st
+            .load_balancer
+            .as_ref()
+            .and_then(|l| l.ingress.as_ref())
+            .unwrap();
         assert_eq!(ingress[0].ip.as_deref(), Some("192.0.2.1"));
     }
 
