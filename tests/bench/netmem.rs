@@ -5,7 +5,9 @@
 //!
 //! Usage (root, like the e2e tests): `cargo build --release -p k8slite -p k8slite-tests &&
 //! K8SLITE_BIN=$CARGO_TARGET_DIR/release/k8slite $CARGO_TARGET_DIR/release/k8slite-bench-netmem
-//! [--services N] [--idle SECS] [--quick] [--out FILE]`.
+//! [--services N] [--idle SECS] [--quick] [--concurrency N] [--hold SECS] [--out FILE]`
+//! (`--concurrency`: creates in flight, default 8; `--hold`: keep the cluster that long after
+//! the last reading, to inspect the agent, e.g. its heap with `gdb -p`).
 
 #![allow(clippy::print_stdout)] // a command-line tool reporting figures
 
@@ -20,7 +22,7 @@ use k8slite_tests::e2e::{E2eCluster, E2eOptions};
 
 const NAMESPACES: usize = 10;
 /// One create gets this long (a hang fails the run instead of stalling it).
-const CREATE_LIMIT: Duration = Duration::from_secs(30);
+const CREATE_LIMIT: Duration = Duration::from_secs(120);
 
 /// `/proc/<pid>/status` fields in KiB: VmRSS, RssAnon, RssFile.
 fn rss(pid: u32) -> [u64; 3] {
@@ -73,7 +75,7 @@ fn programmed(netns: &str) -> usize {
 
 /// Create the namespaces, `n` selector-less Services and their EndpointSlices (2 ready
 /// endpoints each, addresses inside the run's cluster CIDR) through `kube::Client`.
-fn create_services(c: &E2eCluster, n: usize) -> anyhow::Result<()> {
+fn create_services(c: &E2eCluster, n: usize, concurrency: usize) -> anyhow::Result<()> {
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::{Namespace, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -143,7 +145,7 @@ fn create_services(c: &E2eCluster, n: usize) -> anyhow::Result<()> {
                     anyhow::Ok(())
                 }
             })
-            .buffer_unordered(4)
+            .buffer_unordered(concurrency)
             .collect::<Vec<_>>()
             .await;
         results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
@@ -170,6 +172,17 @@ fn main() -> anyhow::Result<()> {
         .transpose()
         .context("--idle SECS")?
         .unwrap_or(if quick { 10 } else { 60 });
+    let concurrency: usize = arg("--concurrency")
+        .map(|s| s.parse())
+        .transpose()
+        .context("--concurrency N")?
+        .unwrap_or(8)
+        .max(1);
+    let hold: u64 = arg("--hold")
+        .map(|s| s.parse())
+        .transpose()
+        .context("--hold SECS")?
+        .unwrap_or(0);
     let out =
         arg("--out").unwrap_or_else(|| format!("{}/bench/RESULTS.md", env!("CARGO_MANIFEST_DIR")));
     std::env::var("K8SLITE_BIN").context("set K8SLITE_BIN to a release build of k8slite")?;
@@ -194,7 +207,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let t0 = Instant::now();
-    create_services(&c, n)?;
+    create_services(&c, n, concurrency)?;
     let created = t0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut seen = 0;
@@ -225,7 +238,7 @@ fn main() -> anyhow::Result<()> {
     let mut body = String::new();
     writeln!(
         body,
-        "## Agent memory with many Services\n\nRun {} UTC, release binary, `k8slite-bench-netmem`. `k8slite server --disable-agent` plus one joined `k8slite agent` (e2e harness, network namespaces, default `vxlan` backend, proxy and DNS on). The agent's VmRSS (`/proc/<pid>/status`, median of 5 readings 1 s apart) {idle_secs} s after it was Ready with no Services but `kubernetes` and `kube-dns`; then {n} selector-less Services (ClusterIP allocated, one named port) in {NAMESPACES} namespaces and one EndpointSlice each with 2 ready endpoints, created through `kube::Client` (4 at a time, {:.1} s); all {n} were in the agent's nat table (`iptables-save` in its netns) {:.1} s after the first create; read again {idle_secs} s later.\n",
+        "## Agent memory with many Services\n\nRun {} UTC, release binary, `k8slite-bench-netmem`. `k8slite server --disable-agent` plus one joined `k8slite agent` (e2e harness, network namespaces, default `vxlan` backend, proxy and DNS on). The agent's VmRSS (`/proc/<pid>/status`, median of 5 readings 1 s apart) {idle_secs} s after it was Ready with no Services but `kubernetes` and `kube-dns`; then {n} selector-less Services (ClusterIP allocated, one named port) in {NAMESPACES} namespaces and one EndpointSlice each with 2 ready endpoints, created through `kube::Client` ({concurrency} at a time, {:.1} s); all {n} were in the agent's nat table (`iptables-save` in its netns) {:.1} s after the first create; read again {idle_secs} s later.\n",
         utc_now(),
         created.as_secs_f64(),
         synced.as_secs_f64()
@@ -256,6 +269,10 @@ fn main() -> anyhow::Result<()> {
     let doc = replace_section(&doc, "Agent memory with many Services", &body);
     std::fs::write(&out, doc).with_context(|| format!("writing {out}"))?;
     println!("wrote {out}");
+    if hold > 0 {
+        println!("holding the cluster {hold} s (agent pid {pid})");
+        std::thread::sleep(Duration::from_secs(hold));
+    }
     let left = c.teardown();
     if !left.is_empty() {
         bail!("cleanup left: {left:?}");

@@ -2,6 +2,7 @@
 //! → `k8slite_server::run` / `k8slite_agent::run`.
 
 mod agent;
+mod alloc;
 mod config;
 
 use std::net::IpAddr;
@@ -242,6 +243,7 @@ fn init_logging(filter: &str) {
 
 #[allow(clippy::print_stderr)] // before logging is set up, stderr is the only channel
 fn main() -> ExitCode {
+    alloc::tune();
     let known = |sub: &str, key: &str| {
         use clap::CommandFactory;
         Cli::command()
@@ -256,6 +258,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    alloc::start_trimmer();
     let result = match cli.command {
         Command::Server(s) => {
             init_logging(&s.log);

@@ -72,6 +72,13 @@ struct Svc {
     endpoints: Vec<Endpoint>,
 }
 
+/// A PTR target: a Service, or one endpoint of a Service (indices into `Records::services`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ptr {
+    Service(u32),
+    Endpoint(u32, u32),
+}
+
 /// The DNS records of the cluster at one moment, indexed for lookups.
 #[derive(Debug)]
 pub struct Records {
@@ -84,8 +91,9 @@ pub struct Records {
     /// `"<svc>.<ns>"` (lowercase) → index into `services`.
     by_name: HashMap<Box<str>, u32>,
     namespaces: HashSet<Box<str>>,
-    /// IP → PTR targets (a ClusterIP names its Service only, as CoreDNS answers).
-    reverse: HashMap<IpAddr, Vec<Name>>,
+    /// IP → PTR targets (a ClusterIP names its Service only, as CoreDNS answers), as indices
+    /// into `services` (the names are not copied: a few hundred bytes less per IP).
+    reverse: HashMap<IpAddr, Vec<Ptr>>,
     /// The ClusterIPs of `kube-system/kube-dns`, served as `ns.dns.<domain>`.
     dns_ips: Vec<IpAddr>,
     endpoint_count: usize,
@@ -433,9 +441,10 @@ impl Records {
             return Lookup::Forward;
         }
         match self.reverse.get(&net.addr()) {
-            Some(names) => answer(
-                names
+            Some(targets) => answer(
+                targets
                     .iter()
+                    .filter_map(|t| self.ptr_name(*t))
                     .map(|n| {
                         Record::from_rdata(qname.clone(), self.ttl, RData::PTR(PTR(n.clone())))
                     })
@@ -443,6 +452,17 @@ impl Records {
                 Vec::new(),
             ),
             None => Lookup::Forward,
+        }
+    }
+
+    fn ptr_name(&self, t: Ptr) -> Option<&Name> {
+        match t {
+            Ptr::Service(s) => self.services.get(s as usize).map(|s| &s.fqdn),
+            Ptr::Endpoint(s, e) => self
+                .services
+                .get(s as usize)
+                .and_then(|s| s.endpoints.get(e as usize))
+                .map(|e| &e.fqdn),
         }
     }
 }

@@ -9,7 +9,7 @@ use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::{Endpoint, Kind, Port, Records, SERVICE_NAME_LABEL, Svc, soa_record};
+use super::{Endpoint, Kind, Port, Ptr, Records, SERVICE_NAME_LABEL, Svc, soa_record};
 
 fn normalize_domain(domain: &str) -> Box<str> {
     domain
@@ -220,20 +220,33 @@ impl Records {
 
         // Reverse names: endpoints first, then ClusterIPs replace them (CoreDNS answers a
         // Service IP with the Service name only).
-        for svc in &recs.services {
-            for ep in &svc.endpoints {
-                let names = recs.reverse.entry(ep.ip).or_default();
-                if !names.contains(&ep.fqdn) {
-                    names.push(ep.fqdn.clone());
+        for svc in &mut recs.services {
+            svc.endpoints.shrink_to_fit();
+        }
+        for (si, svc) in recs.services.iter().enumerate() {
+            for (ei, ep) in svc.endpoints.iter().enumerate() {
+                let targets = recs.reverse.entry(ep.ip).or_default();
+                let known = targets.iter().any(|t| match *t {
+                    Ptr::Endpoint(s, e) => {
+                        recs.services[s as usize].endpoints[e as usize].fqdn == ep.fqdn
+                    }
+                    Ptr::Service(_) => false,
+                });
+                if !known {
+                    targets.push(Ptr::Endpoint(si as u32, ei as u32));
                 }
             }
         }
-        for svc in &recs.services {
+        for (si, svc) in recs.services.iter().enumerate() {
             if let Kind::ClusterIp(ips) = &svc.kind {
                 for ip in ips {
-                    recs.reverse.insert(*ip, vec![svc.fqdn.clone()]);
+                    recs.reverse.insert(*ip, vec![Ptr::Service(si as u32)]);
                 }
             }
+        }
+        recs.reverse.shrink_to_fit();
+        for t in recs.reverse.values_mut() {
+            t.shrink_to_fit();
         }
         recs
     }
