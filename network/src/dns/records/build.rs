@@ -19,7 +19,7 @@ fn normalize_domain(domain: &str) -> Box<str> {
         .into()
 }
 
-fn fqdn(text: &str) -> Option<Name> {
+pub(super) fn fqdn(text: &str) -> Option<Name> {
     let mut name = Name::from_ascii(text).ok()?;
     name.set_fqdn(true);
     Some(name)
@@ -30,7 +30,7 @@ fn dashed(ip: &str) -> String {
 }
 
 /// An external name as an absolute DNS name (`example.com` → `example.com.`).
-fn fqdn_external(text: &str) -> Option<Name> {
+pub(super) fn fqdn_external(text: &str) -> Option<Name> {
     let text = text.trim().trim_end_matches('.');
     if text.is_empty() {
         return None;
@@ -47,24 +47,7 @@ impl Records {
 
     /// Index the Services and EndpointSlices of the cluster.
     pub fn build(domain: &str, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Self {
-        let domain = normalize_domain(domain);
-        let origin = fqdn(&domain).unwrap_or_else(Name::root);
-        let serial = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
-        let mut recs = Records {
-            soa: soa_record(&origin, serial, 5),
-            domain,
-            origin,
-            ttl: 5,
-            services: Vec::with_capacity(services.len()),
-            by_name: HashMap::with_capacity(services.len()),
-            namespaces: HashSet::new(),
-            reverse: HashMap::new(),
-            dns_ips: Vec::new(),
-            endpoint_count: 0,
-        };
+        let mut recs = Records::skeleton(domain, services.len());
         let mut publish_not_ready = Vec::with_capacity(services.len());
         for svc in services {
             let (Some(name), Some(ns)) = (&svc.metadata.name, &svc.metadata.namespace) else {
@@ -218,23 +201,49 @@ impl Records {
             }
         }
 
-        // Reverse names: endpoints first, then ClusterIPs replace them (CoreDNS answers a
-        // Service IP with the Service name only).
-        for svc in &recs.services {
+        recs.index_reverse();
+        recs
+    }
+
+    /// No services yet, for `domain`, with room for `services`.
+    pub(super) fn skeleton(domain: &str, services: usize) -> Self {
+        let domain = normalize_domain(domain);
+        let origin = fqdn(&domain).unwrap_or_else(Name::root);
+        let serial = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Records {
+            soa: soa_record(&origin, serial, 5),
+            domain,
+            origin,
+            ttl: 5,
+            services: Vec::with_capacity(services),
+            by_name: HashMap::with_capacity(services),
+            namespaces: HashSet::new(),
+            reverse: HashMap::new(),
+            dns_ips: Vec::new(),
+            endpoint_count: 0,
+        }
+    }
+
+    /// Reverse names: endpoints first, then ClusterIPs replace them (CoreDNS answers a
+    /// Service IP with the Service name only).
+    pub(super) fn index_reverse(&mut self) {
+        for svc in &self.services {
             for ep in &svc.endpoints {
-                let names = recs.reverse.entry(ep.ip).or_default();
+                let names = self.reverse.entry(ep.ip).or_default();
                 if !names.contains(&ep.fqdn) {
                     names.push(ep.fqdn.clone());
                 }
             }
         }
-        for svc in &recs.services {
+        for svc in &self.services {
             if let Kind::ClusterIp(ips) = &svc.kind {
                 for ip in ips {
-                    recs.reverse.insert(*ip, vec![svc.fqdn.clone()]);
+                    self.reverse.insert(*ip, vec![svc.fqdn.clone()]);
                 }
             }
         }
-        recs
     }
 }
