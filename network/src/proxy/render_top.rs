@@ -46,6 +46,7 @@ impl Writer<'_> {
         for c in FILTER_TOP {
             w!(t, ":{p}-{c} - [0:0]\n");
         }
+        self.dns_restart_rules(&mut t);
         let new = "-m conntrack --ctstate NEW";
         w!(
             t,

@@ -25,7 +25,7 @@ pub(super) fn fqdn(text: &str) -> Option<Name> {
     Some(name)
 }
 
-fn dashed(ip: &str) -> String {
+pub(super) fn dashed(ip: &str) -> String {
     ip.replace(['.', ':'], "-")
 }
 
