@@ -1270,7 +1270,12 @@ fn snapshot_answers_as_the_records_it_was_made_from() {
 
 #[test]
 fn snapshot_bytes_do_not_depend_on_input_order() {
-    let a = cluster_ip("default", "a", &["10.43.0.1"], vec![port("http", "TCP", 80)]);
+    let a = cluster_ip(
+        "default",
+        "a",
+        &["10.43.0.1"],
+        vec![port("http", "TCP", 80)],
+    );
     let b = headless("default", "b", vec![port("x", "TCP", 1)], false);
     let sa = slice(
         "default",
@@ -1301,9 +1306,14 @@ fn snapshot_loads_under_another_domain_and_rejects_garbage() {
         ips(&other, "web.default.svc.edge.example", RecordType::A),
         vec!["10.43.0.20"]
     );
-    assert!(is_nx(&other, "web.default.svc.cluster.local", RecordType::A) || {
-        matches!(look(&other, "web.default.svc.cluster.local", RecordType::A), Lookup::Forward)
-    });
+    assert!(
+        is_nx(&other, "web.default.svc.cluster.local", RecordType::A) || {
+            matches!(
+                look(&other, "web.default.svc.cluster.local", RecordType::A),
+                Lookup::Forward
+            )
+        }
+    );
     assert!(Records::from_snapshot(D, b"{not json").is_err());
     assert!(matches!(
         Records::from_snapshot(D, br#"{"v":99,"s":[]}"#),
@@ -1329,15 +1339,26 @@ fn snapshot_of_a_thousand_services_is_small() {
             &name,
             "a",
             &[
-                (&format!("10.42.{}.{}", i / 120, (i % 120) * 2 + 1), None, Some(true)),
-                (&format!("10.42.{}.{}", i / 120, (i % 120) * 2 + 2), None, Some(true)),
+                (
+                    &format!("10.42.{}.{}", i / 120, (i % 120) * 2 + 1),
+                    None,
+                    Some(true),
+                ),
+                (
+                    &format!("10.42.{}.{}", i / 120, (i % 120) * 2 + 2),
+                    None,
+                    Some(true),
+                ),
             ],
             &[("http", "TCP", 8080)],
         ));
     }
     let r = Records::build(D, &services, &slices);
     let bytes = r.to_snapshot();
-    eprintln!("snapshot of 1,000 services / 2,000 endpoints: {} bytes", bytes.len());
+    eprintln!(
+        "snapshot of 1,000 services / 2,000 endpoints: {} bytes",
+        bytes.len()
+    );
     assert!(bytes.len() < 300_000, "{} bytes", bytes.len());
     assert_eq!(Records::from_snapshot(D, &bytes).unwrap().len(), r.len());
 }

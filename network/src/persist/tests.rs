@@ -32,12 +32,13 @@ fn file_store_writes_atomically_and_bounds_reads() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("state")], "no temp file left");
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("state")],
+        "no temp file left"
+    );
     std::fs::write(&path, vec![b'x'; MAX_STATE_BYTES + 1]).unwrap();
-    assert!(matches!(
-        store.read(),
-        Err(PersistError::TooLarge { .. })
-    ));
+    assert!(matches!(store.read(), Err(PersistError::TooLarge { .. })));
     store.remove().unwrap();
     store.remove().unwrap();
     assert!(store.read().unwrap().is_none());

@@ -59,7 +59,9 @@ mod tests {
         let mut c = ProxyConfig::new(
             "node-a",
             vec![],
-            if v4 { "10.42.0.0/16" } else { "fd00:42::/56" }.parse().unwrap(),
+            if v4 { "10.42.0.0/16" } else { "fd00:42::/56" }
+                .parse()
+                .unwrap(),
             service_cidr.parse().unwrap(),
         );
         c.local_dns = dns.map(|d| d.parse().unwrap());
@@ -80,7 +82,12 @@ mod tests {
 
     #[test]
     fn replies_refusing_dns_clients_are_dropped_first_in_output() {
-        let r = render(&cfg("10.43.0.0/16", Some("10.43.0.10")), &[], &[], &BTreeSet::new());
+        let r = render(
+            &cfg("10.43.0.0/16", Some("10.43.0.10")),
+            &[],
+            &[],
+            &BTreeSet::new(),
+        );
         let out = filter_output(&r.text);
         assert_eq!(
             &out[..2],
@@ -103,7 +110,12 @@ mod tests {
 
     #[test]
     fn ipv6_uses_icmpv6() {
-        let r = render(&cfg("fd00:43::/112", Some("fd00:43::a")), &[], &[], &BTreeSet::new());
+        let r = render(
+            &cfg("fd00:43::/112", Some("fd00:43::a")),
+            &[],
+            &[],
+            &BTreeSet::new(),
+        );
         let out = filter_output(&r.text);
         assert!(
             out[0].starts_with(
@@ -117,7 +129,11 @@ mod tests {
     #[test]
     fn nothing_without_the_node_local_dns() {
         let r = render(&cfg("10.43.0.0/16", None), &[], &[], &BTreeSet::new());
-        assert!(!r.text.contains("port-unreachable -m comment"), "{}", r.text);
+        assert!(
+            !r.text.contains("port-unreachable -m comment"),
+            "{}",
+            r.text
+        );
         assert!(!r.text.contains("--tcp-flags"), "{}", r.text);
         assert!(!r.text.contains("clients retry"), "{}", r.text);
     }

@@ -182,10 +182,8 @@ impl Records {
                 }
             }
             recs.endpoint_count += endpoints.len();
-            recs.namespaces
-                .insert(entry.ns.to_ascii_lowercase().into());
-            recs.by_name
-                .insert(key.into(), recs.services.len() as u32);
+            recs.namespaces.insert(entry.ns.to_ascii_lowercase().into());
+            recs.by_name.insert(key.into(), recs.services.len() as u32);
             recs.services.push(Svc {
                 fqdn: svc_fqdn,
                 kind,

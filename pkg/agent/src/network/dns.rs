@@ -107,15 +107,19 @@ pub async fn start_early(
         return None;
     }
     let listen = SocketAddr::new(ip, opts.dns_port);
-    let server =
-        match DnsServer::bind(DnsConfig::new(vec![listen], domain.clone(), upstreams(opts))).await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%listen, "binding the cluster DNS (early start): {e}");
-                return None;
-            }
-        };
+    let server = match DnsServer::bind(DnsConfig::new(
+        vec![listen],
+        domain.clone(),
+        upstreams(opts),
+    ))
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%listen, "binding the cluster DNS (early start): {e}");
+            return None;
+        }
+    };
     let handle = server.records();
     let n = records.len();
     handle.replace(records);
@@ -133,7 +137,11 @@ pub async fn start_early(
 }
 
 /// Bind the server on `listen` (ensuring the address first), retrying until `shutdown`.
-async fn bind(net: &NodeNetwork, listen: SocketAddr, shutdown: &CancellationToken) -> Option<DnsServer> {
+async fn bind(
+    net: &NodeNetwork,
+    listen: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Option<DnsServer> {
     let ip = listen.ip();
     let mut delay = Duration::from_millis(500);
     // The address first: binding needs it.
@@ -192,16 +200,15 @@ pub(super) async fn run(net: Arc<NodeNetwork>, cache: Cache, shutdown: Cancellat
                 e.stop().await;
             }
             let mut file = net.opts.state_dir.as_deref().map(state::dns_records);
-            let saved = file
-                .as_mut()
-                .and_then(|f| f.load())
-                .and_then(|b| match Records::from_snapshot(&domain, &b) {
+            let saved = file.as_mut().and_then(|f| f.load()).and_then(|b| {
+                match Records::from_snapshot(&domain, &b) {
                     Ok(r) => Some(r),
                     Err(e) => {
                         tracing::warn!("ignoring the saved DNS records: {e}");
                         None
                     }
-                });
+                }
+            });
             // Without saved records, bind once the live ones are known: answering NXDOMAIN for
             // names that exist would be worse than a client retrying.
             if saved.is_none() && !cache.wait_ready(&shutdown).await {

@@ -17,9 +17,9 @@
 
 pub mod cache;
 mod dns;
-pub mod state;
 mod overlay;
 mod proxy;
+pub mod state;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -118,10 +118,11 @@ pub async fn load_settings(
         .map_err(|e| Error::Config(format!("cluster network settings: {e}")))?;
     if let Some(dir) = opts.state_dir.clone() {
         let saved = s.clone();
-        let wrote =
-            tokio::task::spawn_blocking(move || state::save_settings(state::settings_store(&dir), &saved))
-                .await
-                .unwrap_or(false);
+        let wrote = tokio::task::spawn_blocking(move || {
+            state::save_settings(state::settings_store(&dir), &saved)
+        })
+        .await
+        .unwrap_or(false);
         if wrote {
             tracing::info!("cluster network settings saved");
         }
@@ -344,7 +345,9 @@ impl NodeNetwork {
         } else {
             let early = lock(&self.dns_handoff).take().and_then(|h| h.early);
             if let Some(early) = early {
-                tracing::info!("cluster DNS disabled in the cluster settings: stopping the early DNS");
+                tracing::info!(
+                    "cluster DNS disabled in the cluster settings: stopping the early DNS"
+                );
                 early.stop().await;
             }
         }
