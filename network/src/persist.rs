@@ -187,7 +187,6 @@ impl StateStore for FileStore {
     }
 
     fn write(&self, bytes: &[u8]) -> Result<(), PersistError> {
-        use std::io::Write as _;
         let err = |source| PersistError::Write {
             path: self.path.clone(),
             source,
@@ -197,12 +196,7 @@ impl StateStore for FileStore {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(".tmp");
         let tmp = dir.join(name);
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
+        let result = write_synced(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.path));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -223,6 +217,14 @@ impl StateStore for FileStore {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+}
+
+/// Write `bytes` to a new file at `path` and fsync it.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// An in-memory store that counts writes (for tests).
