@@ -22,7 +22,7 @@ mod tests;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use records::Records;
+pub use records::{Records, SnapshotError};
 pub use server::{DnsServer, RecordsHandle};
 
 /// Errors of the cluster DNS server.

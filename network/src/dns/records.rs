@@ -4,6 +4,9 @@
 //! built in the `build` submodule.
 
 mod build;
+mod snapshot;
+
+pub use snapshot::SnapshotError;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

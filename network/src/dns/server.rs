@@ -52,6 +52,11 @@ impl RecordsHandle {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = records;
     }
 
+    /// The records served now.
+    pub fn current(&self) -> Arc<Records> {
+        self.get()
+    }
+
     fn get(&self) -> Arc<Records> {
         self.current
             .read()

@@ -1184,3 +1184,177 @@ async fn rough_throughput() {
         assert!(got >= total);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// snapshot
+
+/// A lookup as comparable text (record order ignored).
+fn describe(r: &Records, name: &str, t: RecordType) -> String {
+    match look(r, name, t) {
+        Lookup::Answer {
+            answers,
+            additionals,
+        } => {
+            let mut a: Vec<String> = answers
+                .iter()
+                .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
+                .collect();
+            let mut b: Vec<String> = additionals
+                .iter()
+                .map(|r| format!("{} {}", r.name, r.data))
+                .collect();
+            a.sort();
+            b.sort();
+            format!("answer {a:?} {b:?}")
+        }
+        Lookup::Alias { cname, target } => format!("alias {} {target}", cname.data),
+        Lookup::NoData => "nodata".into(),
+        Lookup::NxDomain => "nxdomain".into(),
+        Lookup::Forward => "forward".into(),
+    }
+}
+
+const SNAPSHOT_NAMES: &[&str] = &[
+    "web.default.svc.cluster.local",
+    "dual.default.svc.cluster.local",
+    "_http._tcp.web.default.svc.cluster.local",
+    "_dns._udp.web.default.svc.cluster.local",
+    "10-42-0-5.web.default.svc.cluster.local",
+    "pg.db.svc.cluster.local",
+    "pg-1.pg.db.svc.cluster.local",
+    "pg-2.pg.db.svc.cluster.local",
+    "_sql._tcp.pg.db.svc.cluster.local",
+    "warm.db.svc.cluster.local",
+    "empty.db.svc.cluster.local",
+    "ext.default.svc.cluster.local",
+    "inner.default.svc.cluster.local",
+    "kube-dns.kube-system.svc.cluster.local",
+    "ns.dns.cluster.local",
+    "cluster.local",
+    "db.svc.cluster.local",
+    "nosuch.default.svc.cluster.local",
+    "nosuch.svc.cluster.local",
+    "20.0.43.10.in-addr.arpa",
+    "10.1.42.10.in-addr.arpa",
+    "1.2.3.4.in-addr.arpa",
+    "10-42-0-9.default.pod.cluster.local",
+    "example.com",
+];
+
+#[test]
+fn snapshot_answers_as_the_records_it_was_made_from() {
+    let live = fixture();
+    let bytes = live.to_snapshot();
+    let mut loaded = Records::from_snapshot(D, &bytes).unwrap();
+    loaded.set_ttl(5);
+    assert_eq!(loaded.len(), live.len());
+    for name in SNAPSHOT_NAMES {
+        for t in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::SRV,
+            RecordType::PTR,
+            RecordType::NS,
+            RecordType::TXT,
+        ] {
+            assert_eq!(
+                describe(&loaded, name, t),
+                describe(&live, name, t),
+                "{name} {t}"
+            );
+        }
+    }
+    // Canonical: the loaded records give the same bytes again.
+    assert_eq!(loaded.to_snapshot(), bytes);
+}
+
+#[test]
+fn snapshot_bytes_do_not_depend_on_input_order() {
+    let a = cluster_ip(
+        "default",
+        "a",
+        &["10.43.0.1"],
+        vec![port("http", "TCP", 80)],
+    );
+    let b = headless("default", "b", vec![port("x", "TCP", 1)], false);
+    let sa = slice(
+        "default",
+        "b",
+        "1",
+        &[("10.42.0.2", None, Some(true)), ("10.42.0.1", None, None)],
+        &[("x", "TCP", 1)],
+    );
+    let sb = slice(
+        "default",
+        "b",
+        "2",
+        &[("10.42.0.3", Some("h"), Some(true))],
+        &[("x", "TCP", 1)],
+    );
+    let one = Records::build(D, &[a.clone(), b.clone()], &[sa.clone(), sb.clone()]);
+    let two = Records::build(D, &[b, a], &[sb, sa]);
+    assert_eq!(one.to_snapshot(), two.to_snapshot());
+    let text = String::from_utf8(one.to_snapshot()).unwrap();
+    assert!(text.len() < 300, "compact: {text}");
+}
+
+#[test]
+fn snapshot_loads_under_another_domain_and_rejects_garbage() {
+    let bytes = fixture().to_snapshot();
+    let other = Records::from_snapshot("edge.example", &bytes).unwrap();
+    assert_eq!(
+        ips(&other, "web.default.svc.edge.example", RecordType::A),
+        vec!["10.43.0.20"]
+    );
+    assert!(!matches!(
+        look(&other, "web.default.svc.cluster.local", RecordType::A),
+        Lookup::Answer { .. }
+    ));
+    assert!(Records::from_snapshot(D, b"{not json").is_err());
+    assert!(matches!(
+        Records::from_snapshot(D, br#"{"v":99,"s":[]}"#),
+        Err(SnapshotError::Layout(99))
+    ));
+    assert!(Records::from_snapshot(D, br#"{"v":1}"#).unwrap().is_empty());
+}
+
+#[test]
+fn snapshot_of_a_thousand_services_is_small() {
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
+    for i in 0..1000 {
+        let name = format!("svc-{i}");
+        services.push(cluster_ip(
+            "default",
+            &name,
+            &[&format!("10.43.{}.{}", i / 250, i % 250 + 1)],
+            vec![port("http", "TCP", 80)],
+        ));
+        slices.push(slice(
+            "default",
+            &name,
+            "a",
+            &[
+                (
+                    &format!("10.42.{}.{}", i / 120, (i % 120) * 2 + 1),
+                    None,
+                    Some(true),
+                ),
+                (
+                    &format!("10.42.{}.{}", i / 120, (i % 120) * 2 + 2),
+                    None,
+                    Some(true),
+                ),
+            ],
+            &[("http", "TCP", 8080)],
+        ));
+    }
+    let r = Records::build(D, &services, &slices);
+    let bytes = r.to_snapshot();
+    eprintln!(
+        "snapshot of 1,000 services / 2,000 endpoints: {} bytes",
+        bytes.len()
+    );
+    assert!(bytes.len() < 300_000, "{} bytes", bytes.len());
+    assert_eq!(Records::from_snapshot(D, &bytes).unwrap().len(), r.len());
+}

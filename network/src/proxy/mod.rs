@@ -53,6 +53,7 @@ mod model;
 mod partial;
 mod proxier;
 mod render;
+mod render_dns;
 mod render_port;
 mod render_top;
 mod render_underlay;

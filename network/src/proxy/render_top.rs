@@ -48,6 +48,7 @@ impl Writer<'_> {
         for c in FILTER_TOP {
             w!(t, ":{p}-{c} - [0:0]\n");
         }
+        self.dns_restart_rules(&mut t);
         let new = "-m conntrack --ctstate NEW";
         self.underlay_return(&mut t, "INPUT");
         w!(

@@ -117,6 +117,17 @@ pub async fn run_joined(
     for d in [&agent_dir, &agent_dir.join("images"), &setup.pod_log_dir] {
         std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
     }
+    let mut net_opts = setup.network.clone();
+    net_opts.resolv_conf = setup.resolv_conf.clone();
+    if net_opts.state_dir.is_none() {
+        net_opts.state_dir = Some(agent_dir.join("network"));
+    }
+    // The cluster DNS first, from the settings and records the last run saved: pods on this
+    // node keep resolving while the rest starts (and while the API server is unreachable).
+    // Whatever DNS server runs answers until this function returns.
+    let dns_until = CancellationToken::new();
+    let _dns_until = dns_until.clone().drop_guard();
+    let early_dns = crate::network::start_early_dns(&net_opts, &dns_until).await;
     let prep = k8slite_network::prepare(
         &k8slite_network::host::RealHost,
         &k8slite_network::PrepOptions::new(&setup.run_dir),
@@ -149,8 +160,6 @@ pub async fn run_joined(
     let Some(joined) = connect::join_with_retry(&opts, &shutdown).await? else {
         return Ok(());
     };
-    let mut net_opts = setup.network.clone();
-    net_opts.resolv_conf = setup.resolv_conf.clone();
     net_opts.iptables = prep.iptables.clone();
     let Some(cluster) = crate::network::load_settings(&joined.client, &net_opts, &shutdown).await?
     else {
@@ -235,6 +244,7 @@ pub async fn run_joined(
     // pod across nodes, which the bridge plugin's ipMasq would do.
     pod_network.ip_masq = false;
     cfg.pod_network = Some(pod_network);
+    node_network.hand_over_dns(early_dns, dns_until.clone());
     cfg.node_network = Some(node_network.clone());
     let net_task = tokio::spawn(node_network.run(joined.client.clone(), shutdown.clone()));
     let result = crate::run(joined.client, cfg, runtime, shutdown).await;

@@ -19,18 +19,18 @@ fn normalize_domain(domain: &str) -> Box<str> {
         .into()
 }
 
-fn fqdn(text: &str) -> Option<Name> {
+pub(super) fn fqdn(text: &str) -> Option<Name> {
     let mut name = Name::from_ascii(text).ok()?;
     name.set_fqdn(true);
     Some(name)
 }
 
-fn dashed(ip: &str) -> String {
+pub(super) fn dashed(ip: &str) -> String {
     ip.replace(['.', ':'], "-")
 }
 
 /// An external name as an absolute DNS name (`example.com` → `example.com.`).
-fn fqdn_external(text: &str) -> Option<Name> {
+pub(super) fn fqdn_external(text: &str) -> Option<Name> {
     let text = text.trim().trim_end_matches('.');
     if text.is_empty() {
         return None;
@@ -47,24 +47,7 @@ impl Records {
 
     /// Index the Services and EndpointSlices of the cluster.
     pub fn build(domain: &str, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Self {
-        let domain = normalize_domain(domain);
-        let origin = fqdn(&domain).unwrap_or_else(Name::root);
-        let serial = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
-        let mut recs = Records {
-            soa: soa_record(&origin, serial, 5),
-            domain,
-            origin,
-            ttl: 5,
-            services: Vec::with_capacity(services.len()),
-            by_name: HashMap::with_capacity(services.len()),
-            namespaces: HashSet::new(),
-            reverse: HashMap::new(),
-            dns_ips: Vec::new(),
-            endpoint_count: 0,
-        };
+        let mut recs = Records::skeleton(domain, services.len());
         let mut publish_not_ready = Vec::with_capacity(services.len());
         for svc in services {
             let (Some(name), Some(ns)) = (&svc.metadata.name, &svc.metadata.namespace) else {
@@ -218,17 +201,44 @@ impl Records {
             }
         }
 
-        // Reverse names: endpoints first, then ClusterIPs replace them (CoreDNS answers a
-        // Service IP with the Service name only).
-        for svc in &mut recs.services {
+        recs.index_reverse();
+        recs
+    }
+
+    /// No services yet, for `domain`, with room for `services`.
+    pub(super) fn skeleton(domain: &str, services: usize) -> Self {
+        let domain = normalize_domain(domain);
+        let origin = fqdn(&domain).unwrap_or_else(Name::root);
+        let serial = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Records {
+            soa: soa_record(&origin, serial, 5),
+            domain,
+            origin,
+            ttl: 5,
+            services: Vec::with_capacity(services),
+            by_name: HashMap::with_capacity(services),
+            namespaces: HashSet::new(),
+            reverse: HashMap::new(),
+            dns_ips: Vec::new(),
+            endpoint_count: 0,
+        }
+    }
+
+    /// Reverse names: endpoints first, then ClusterIPs replace them (CoreDNS answers a
+    /// Service IP with the Service name only).
+    pub(super) fn index_reverse(&mut self) {
+        for svc in &mut self.services {
             svc.endpoints.shrink_to_fit();
         }
-        for (si, svc) in recs.services.iter().enumerate() {
+        for (si, svc) in self.services.iter().enumerate() {
             for (ei, ep) in svc.endpoints.iter().enumerate() {
-                let targets = recs.reverse.entry(ep.ip).or_default();
+                let targets = self.reverse.entry(ep.ip).or_default();
                 let known = targets.iter().any(|t| match *t {
                     Ptr::Endpoint(s, e) => {
-                        recs.services[s as usize].endpoints[e as usize].fqdn == ep.fqdn
+                        self.services[s as usize].endpoints[e as usize].fqdn == ep.fqdn
                     }
                     Ptr::Service(_) => false,
                 });
@@ -237,17 +247,16 @@ impl Records {
                 }
             }
         }
-        for (si, svc) in recs.services.iter().enumerate() {
+        for (si, svc) in self.services.iter().enumerate() {
             if let Kind::ClusterIp(ips) = &svc.kind {
                 for ip in ips {
-                    recs.reverse.insert(*ip, vec![Ptr::Service(si as u32)]);
+                    self.reverse.insert(*ip, vec![Ptr::Service(si as u32)]);
                 }
             }
         }
-        recs.reverse.shrink_to_fit();
-        for t in recs.reverse.values_mut() {
+        self.reverse.shrink_to_fit();
+        for t in self.reverse.values_mut() {
             t.shrink_to_fit();
         }
-        recs
     }
 }

@@ -11,12 +11,15 @@
 //! All three read one watch cache ([`cache::Cache`]). The cluster-wide settings (pod and
 //! service ranges, DNS address and domain, backend) come from the server's ConfigMap
 //! `kube-system/k8slite-network` ([`k8slite_api::cluster_network`]); flags of the agent
-//! override them for this node.
+//! override them for this node. The settings and a snapshot of the DNS records are kept in
+//! [`NetworkOptions::state_dir`] ([`state`]), so that after a restart the DNS answers before
+//! the agent has joined ([`start_early_dns`]).
 
 pub mod cache;
 mod dns;
 mod overlay;
 mod proxy;
+pub mod state;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -57,6 +60,9 @@ pub struct NetworkOptions {
     /// The `iptables` to run (the host preparation's choice; its `-restore`/`-save` siblings
     /// are used too).
     pub iptables: PathBuf,
+    /// Where the settings and the DNS records snapshot are kept across restarts
+    /// (`<data-dir>/agent/network`; `None`: nothing is kept).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl NetworkOptions {
@@ -74,6 +80,7 @@ impl NetworkOptions {
             dns_port: 53,
             resolv_conf: "/etc/resolv.conf".into(),
             iptables: "iptables".into(),
+            state_dir: None,
         }
     }
 }
@@ -107,8 +114,24 @@ pub async fn load_settings(
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     };
-    let mut s = ClusterNetwork::from_config_map(&cm)
+    let s = ClusterNetwork::from_config_map(&cm)
         .map_err(|e| Error::Config(format!("cluster network settings: {e}")))?;
+    if let Some(dir) = opts.state_dir.clone() {
+        let saved = s.clone();
+        let wrote = tokio::task::spawn_blocking(move || {
+            state::save_settings(state::settings_store(&dir), &saved)
+        })
+        .await
+        .unwrap_or(false);
+        if wrote {
+            tracing::info!("cluster network settings saved");
+        }
+    }
+    Ok(Some(with_overrides(s, opts)))
+}
+
+/// The server's settings `s` with this agent's flags applied.
+pub(crate) fn with_overrides(mut s: ClusterNetwork, opts: &NetworkOptions) -> ClusterNetwork {
     if let Some(b) = &opts.backend {
         s.backend = b.clone();
     }
@@ -121,8 +144,10 @@ pub async fn load_settings(
     if let Some(d) = &opts.cluster_domain {
         s.cluster_domain = d.clone();
     }
-    Ok(Some(s))
+    s
 }
+
+pub use dns::{EarlyDns, start_early as start_early_dns};
 
 /// Where the node's network stands, for its Ready condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +173,7 @@ pub struct NodeNetwork {
     local: Mutex<Option<(IpNet, LocalOverlay)>>,
     progress: Mutex<Progress>,
     pod_cidr_known: tokio::sync::Notify,
+    dns_handoff: Mutex<Option<dns::Handoff>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -183,7 +209,16 @@ impl NodeNetwork {
             local: Mutex::new(None),
             progress: Mutex::new(progress),
             pod_cidr_known: tokio::sync::Notify::new(),
+            dns_handoff: Mutex::new(None),
         })
+    }
+
+    /// Hand the DNS server started before joining (if any) to [`NodeNetwork::run`], and keep
+    /// whatever DNS server it runs answering until `serve_until` (not only until its shutdown:
+    /// the agent cancels `serve_until` last, when it exits, so the DNS answers from its last
+    /// records while the rest of the agent shuts down).
+    pub fn hand_over_dns(&self, early: Option<EarlyDns>, serve_until: CancellationToken) {
+        *lock(&self.dns_handoff) = Some(dns::Handoff { early, serve_until });
     }
 
     /// The cluster settings in force on this node.
@@ -307,6 +342,14 @@ impl NodeNetwork {
         ));
         if self.cluster.dns {
             tasks.spawn(dns::run(self.clone(), cache.clone(), shutdown.clone()));
+        } else {
+            let early = lock(&self.dns_handoff).take().and_then(|h| h.early);
+            if let Some(early) = early {
+                tracing::info!(
+                    "cluster DNS disabled in the cluster settings: stopping the early DNS"
+                );
+                early.stop().await;
+            }
         }
         while let Some(r) = tasks.join_next().await {
             if let Err(e) = r {
