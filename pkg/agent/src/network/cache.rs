@@ -251,12 +251,12 @@ mod tests {
                 "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "ns"}}],
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
         }))
-        .unwrap();
+        .expect("test value");
         slim_slice(&mut s);
         let m = &s.metadata;
         assert_eq!(m.name.as_deref(), Some("web-abc"));
         assert_eq!(m.namespace.as_deref(), Some("ns"));
-        let labels = m.labels.as_ref().unwrap();
+        let labels = m.labels.as_ref().expect("test value");
         assert_eq!(labels.len(), 2);
         assert_eq!(labels["kubernetes.io/service-name"], "web");
         assert!(m.annotations.is_none() && m.uid.is_none() && m.resource_version.is_none());
@@ -283,22 +283,22 @@ mod tests {
                 "conditions": [{"type": "x", "status": "True", "reason": "r", "message": "m",
                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
         }))
-        .unwrap();
+        .expect("test value");
         slim_service(&mut s);
         assert_eq!(s.metadata.uid.as_deref(), Some("u"));
-        let labels = s.metadata.labels.as_ref().unwrap();
+        let labels = s.metadata.labels.as_ref().expect("test value");
         assert_eq!(labels.len(), 1);
         assert!(labels.contains_key("service.kubernetes.io/service-proxy-name"));
         assert!(s.metadata.annotations.is_none() && s.metadata.managed_fields.is_none());
-        let spec = s.spec.as_ref().unwrap();
+        let spec = s.spec.as_ref().expect("test value");
         assert_eq!(spec.cluster_ip.as_deref(), Some("10.43.0.9"));
-        let st = s.status.as_ref().unwrap();
+        let st = s.status.as_ref().expect("test value");
         assert!(st.conditions.is_none());
         let ingress = st
             .load_balancer
             .as_ref()
             .and_then(|l| l.ingress.as_ref())
-            .unwrap();
+            .expect("test value");
         assert_eq!(ingress[0].ip.as_deref(), Some("192.0.2.1"));
     }
 
@@ -313,16 +313,16 @@ mod tests {
                     "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": "",
                     "machineID": "", "operatingSystem": "linux", "osImage": "", "systemUUID": ""}}
         }))
-        .unwrap();
+        .expect("test value");
         slim_node(&mut n);
-        let a = n.metadata.annotations.as_ref().unwrap();
+        let a = n.metadata.annotations.as_ref().expect("test value");
         assert_eq!(a.len(), 1);
         assert_eq!(a["vtep"], "x");
         assert_eq!(
             n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()),
             Some("10.42.1.0/24")
         );
-        let st = n.status.as_ref().unwrap();
+        let st = n.status.as_ref().expect("test value");
         assert_eq!(st.addresses.as_ref().map(Vec::len), Some(1));
         assert!(st.images.is_none() && st.node_info.is_none());
     }
