@@ -1,7 +1,7 @@
 //! Node-local DNS across agent restarts: while no DNS server listens on the cluster DNS
 //! address (the agent restarting, upgrading or crashed), the kernel would answer a UDP query
 //! with ICMP port unreachable and a TCP SYN with a RST, and resolvers give up at once. These
-//! filter rules (first in `<prefix>-OUTPUT`) drop those locally generated replies, so clients
+//! filter rules (first in `<prefix>-OUTPUT`, behind only the VXLAN underlay's return) drop those locally generated replies, so clients
 //! see a lost packet and retry (glibc and musl resolvers retry after their timeout, TCP
 //! retransmits the SYN) until the agent answers again. The rules stay in the kernel while the
 //! agent is away, which is their point.

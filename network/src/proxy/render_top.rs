@@ -48,7 +48,6 @@ impl Writer<'_> {
         for c in FILTER_TOP {
             w!(t, ":{p}-{c} - [0:0]\n");
         }
-        self.dns_restart_rules(&mut t);
         let new = "-m conntrack --ctstate NEW";
         self.underlay_return(&mut t, "INPUT");
         w!(
@@ -90,6 +89,8 @@ impl Writer<'_> {
             "-A {p}-FORWARD -d {cidr} -m comment --comment \"k8slite pod traffic\" -j ACCEPT\n"
         );
         self.underlay_return(&mut t, "OUTPUT");
+        // Behind the underlay return (the hot rule), before everything else.
+        self.dns_restart_rules(&mut t);
         for c in ["FIREWALL", "SERVICES", "EXTERNAL"] {
             w!(t, "-A {p}-OUTPUT {new} -j {p}-{c}\n");
         }

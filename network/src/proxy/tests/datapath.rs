@@ -68,6 +68,12 @@ fn vxlan_underlay_is_notracked_and_returns_first() {
             1
         );
     }
+    // The node-local DNS's restart drops come right behind the return in OUTPUT.
+    let out = chain(filter, "K8SLITE-OUTPUT");
+    assert!(
+        out[1].contains("clients retry") && out[2].contains("clients retry"),
+        "{out:?}"
+    );
     // Never in FORWARD (the outer packets are local) nor in nat.
     assert!(lines(filter, &["-A K8SLITE-FORWARD", "8472"]).is_empty());
     assert!(lines(table(&r.text, "nat"), &["8472"]).is_empty());
