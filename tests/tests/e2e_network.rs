@@ -56,7 +56,7 @@ spec:
           chmod +x /www/cgi-bin/ip
           hostname > /www/index.html
           httpd -f -p 8080 -h /www &
-          trap 'sleep 3; exit 0' TERM
+          trap 'sleep 6; exit 0' TERM
           wait
 "#;
 

@@ -24,6 +24,8 @@ use super::{NodeNetwork, next_change};
 const RESYNC: Duration = Duration::from_secs(30);
 /// How long to let a burst of changes settle before syncing.
 const SETTLE: Duration = Duration::from_millis(5);
+/// A sync that takes this long (lock waits, a loaded host) is logged as a warning.
+const SLOW_SYNC_MS: u64 = 1000;
 
 type Key = (String, String, String, String);
 
@@ -150,12 +152,23 @@ pub(super) async fn run(
                 report_problems(&recorder, &cache, &health, r, &mut reported).await;
             }
             Ok(r) => {
-                tracing::debug!(
-                    services = r.services,
-                    rules = r.rules,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "service rules synced"
-                );
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                // A slow sync leaves terminated endpoints in the rules for that long.
+                if elapsed_ms >= SLOW_SYNC_MS {
+                    tracing::warn!(
+                        services = r.services,
+                        rules = r.rules,
+                        elapsed_ms,
+                        "slow service rules sync"
+                    );
+                } else {
+                    tracing::debug!(
+                        services = r.services,
+                        rules = r.rules,
+                        elapsed_ms,
+                        "service rules synced"
+                    );
+                }
                 report_problems(&recorder, &cache, &health, r, &mut reported).await;
             }
             Err(e) => tracing::warn!("syncing service rules: {e}"),
