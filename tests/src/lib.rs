@@ -28,6 +28,19 @@ pub fn k8slite_bin() -> PathBuf {
     bin
 }
 
+/// Fail (naming the prerequisite) unless the test runs as root; `why` says what needs root.
+pub fn require_root(why: &str) {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap_or_default();
+    assert_eq!(uid, "0", "prerequisite missing: root ({why})");
+}
+
 /// A kubectl binary: `kubectl` (1.32) or a versioned one like `kubectl.1.27` from the Google
 /// Cloud SDK's bin folder next to it.
 pub fn kubectl_bin(version: Option<&str>) -> PathBuf {

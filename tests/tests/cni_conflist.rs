@@ -14,18 +14,7 @@ use k8slite_network::host::{PrepOptions, RealHost, ensure_iptables};
 const CNI_BIN: &str = "/usr/lib/cni";
 
 fn require_root_and_plugins() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_string))
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "prerequisite missing: root (this test creates network namespaces)"
-    );
+    k8slite_tests::require_root("this test creates network namespaces");
     for p in ["bridge", "host-local", "loopback", "portmap"] {
         assert!(
             Path::new(CNI_BIN).join(p).exists(),

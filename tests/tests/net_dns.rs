@@ -23,18 +23,7 @@ use tokio_util::sync::CancellationToken;
 const DNS_IP: &str = "10.43.0.10";
 
 fn require_root_and_tools() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_string))
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "prerequisite missing: root (this test creates a network namespace)"
-    );
+    k8slite_tests::require_root("this test creates a network namespace");
     assert!(
         Path::new("/usr/bin/busybox").exists() || Path::new("/bin/busybox").exists(),
         "prerequisite missing: busybox (Debian busybox-static), used for nslookup"

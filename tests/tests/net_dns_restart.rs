@@ -20,18 +20,7 @@ const DNS_IP: &str = "10.197.0.10";
 const WAIT: Duration = Duration::from_secs(3);
 
 fn require_root_and_tools() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_string))
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "prerequisite missing: root (this test creates a network namespace)"
-    );
+    k8slite_tests::require_root("this test creates a network namespace");
     assert!(
         Command::new("ip").arg("-V").output().is_ok(),
         "prerequisite missing: ip (iproute2)"

@@ -37,18 +37,7 @@ fn busybox() -> &'static str {
 }
 
 fn require_root_and_tools() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_string))
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "prerequisite missing: root (this test creates network namespaces)"
-    );
+    k8slite_tests::require_root("this test creates network namespaces");
     for (tool, pkg) in [
         ("ip", "iproute2"),
         ("nsenter", "util-linux"),
