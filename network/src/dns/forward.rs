@@ -40,6 +40,11 @@ impl Upstream {
     pub(crate) fn age(&self) -> u32 {
         self.stored.elapsed().as_secs() as u32
     }
+
+    /// When [`age`](Upstream::age) next grows (read before the TTLs are counted down).
+    pub(crate) fn next_second(&self) -> Instant {
+        self.stored + Duration::from_secs(u64::from(self.age()) + 1)
+    }
 }
 
 /// Why no upstream answered.

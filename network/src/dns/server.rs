@@ -8,12 +8,14 @@
 //! - `tcp`: accept loop and connections on the tokio runtime.
 //! - `wire`: response assembly and encoding.
 
+mod fast;
 mod handle;
 mod tcp;
 mod udp;
 mod wire;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
@@ -40,16 +42,31 @@ const OPT_LEN: usize = 11;
 /// The records served, replaceable while the server runs (cheap to clone).
 #[derive(Clone)]
 pub struct RecordsHandle {
-    current: Arc<RwLock<Arc<Records>>>,
+    /// The records and their generation (counts replacements; cached answers name it).
+    current: Arc<RwLock<(Arc<Records>, u64)>>,
+    /// The generation, readable without the lock (written under it).
+    generation: Arc<AtomicU64>,
     ttl: u32,
 }
 
 impl RecordsHandle {
-    /// Serve these records from now on (queries in flight finish with the old ones).
+    fn new(records: Records, ttl: u32) -> Self {
+        Self {
+            current: Arc::new(RwLock::new((Arc::new(records), 0))),
+            generation: Arc::new(AtomicU64::new(0)),
+            ttl,
+        }
+    }
+
+    /// Serve these records from now on (queries in flight finish with the old ones; answers
+    /// cached from older records are not served again).
     pub fn replace(&self, mut records: Records) {
         records.set_ttl(self.ttl);
         let records = Arc::new(records);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = records;
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let generation = cur.1.wrapping_add(1);
+        *cur = (records, generation);
+        self.generation.store(generation, Ordering::Release);
     }
 
     /// The records served now.
@@ -58,10 +75,20 @@ impl RecordsHandle {
     }
 
     fn get(&self) -> Arc<Records> {
+        self.with_generation().0
+    }
+
+    /// The records served now and their generation, read together.
+    fn with_generation(&self) -> (Arc<Records>, u64) {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The generation of the records served now.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -88,10 +115,8 @@ impl DnsServer {
         let mut records = Records::empty(&cfg.cluster_domain);
         records.set_ttl(cfg.ttl);
         let handler = Arc::new(Handler {
-            records: RecordsHandle {
-                current: Arc::new(RwLock::new(Arc::new(records))),
-                ttl: cfg.ttl,
-            },
+            records: RecordsHandle::new(records, cfg.ttl),
+            answers: fast::AnswerCache::default(),
             forwarder: Forwarder::new(cfg.upstreams, cfg.upstream_timeout, cfg.cache_entries),
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
         });

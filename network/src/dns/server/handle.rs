@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use super::super::forward::Forwarder;
 use super::super::records::{Lookup, lower_name};
+use super::fast::{AnswerCache, Validity, plain_query};
 use super::wire::{alias_response, cache_key, cached_response, encode, raw_error};
 use super::{MAX_UDP_PAYLOAD, RecordsHandle};
 
@@ -18,6 +19,10 @@ use super::{MAX_UDP_PAYLOAD, RecordsHandle};
 pub(super) struct Scratch {
     lower: String,
     key: Vec<u8>,
+    /// Key of the answer cache.
+    fast_key: Vec<u8>,
+    /// Set by the full path when its reply may be kept in the answer cache.
+    valid: Option<Validity>,
 }
 
 /// What the client said beyond the question.
@@ -80,12 +85,14 @@ pub(super) enum Outcome {
 
 pub(super) struct Handler {
     pub(super) records: RecordsHandle,
+    pub(super) answers: AnswerCache,
     pub(super) forwarder: Forwarder,
     pub(super) pending: Arc<Semaphore>,
 }
 
 impl Handler {
-    /// Answer `packet` into `out`, or say what else to do.
+    /// Answer `packet` into `out`, or say what else to do. Over UDP a plain query is first
+    /// looked up in the answer cache, and a cacheable reply of the full path is kept there.
     pub(super) fn handle(
         &self,
         packet: &[u8],
@@ -93,6 +100,30 @@ impl Handler {
         s: &mut Scratch,
         out: &mut Vec<u8>,
     ) -> Outcome {
+        let plain = if tcp {
+            None
+        } else {
+            plain_query(packet, &mut s.fast_key)
+        };
+        let Some(plain) = plain else {
+            return self.handle_full(packet, tcp, s, out);
+        };
+        if self
+            .answers
+            .serve(&s.fast_key, packet, &plain, self.records.generation(), out)
+        {
+            return Outcome::Reply;
+        }
+        s.valid = None;
+        let outcome = self.handle_full(packet, tcp, s, out);
+        if let (Outcome::Reply, Some(valid)) = (&outcome, s.valid.take()) {
+            self.answers.insert(&s.fast_key, packet, &plain, out, valid);
+        }
+        outcome
+    }
+
+    /// The full path: parse, check, look up, encode.
+    fn handle_full(&self, packet: &[u8], tcp: bool, s: &mut Scratch, out: &mut Vec<u8>) -> Outcome {
         // Too short for a header, or a response (never answer those: no loops).
         if packet.len() < 12 || packet[2] & 0x80 != 0 {
             return Outcome::Nothing;
@@ -158,7 +189,13 @@ impl Handler {
             return Outcome::Reply;
         }
 
-        let records = self.records.get();
+        let (records, generation) = self.records.with_generation();
+        // Every reply from here on depends only on the question and these records, except
+        // where noted below.
+        s.valid = Some(Validity {
+            generation,
+            until: None,
+        });
         let qname = req.query.name();
         let lookup = if lower_name(qname, &mut s.lower) {
             records.lookup(&s.lower, qname, qtype)
@@ -228,6 +265,8 @@ impl Handler {
                 cache_key(&tl, qtype, qclass, edns, &mut key);
                 let mut req = req;
                 if let Some(hit) = self.forwarder.cache.get(&key) {
+                    // Mixes cluster and forwarded TTLs: not kept.
+                    s.valid = None;
                     let m = alias_response(&req, *cname, &hit);
                     encode(&m, edns, limit, out);
                     return Outcome::Reply;
@@ -242,6 +281,11 @@ impl Handler {
             Lookup::Forward => {
                 cache_key(&s.lower, qtype, qclass, edns, &mut s.key);
                 if let Some(hit) = self.forwarder.cache.get(&s.key) {
+                    // The TTLs counted down are right until the next whole second of age.
+                    s.valid = Some(Validity {
+                        generation,
+                        until: Some(hit.next_second()),
+                    });
                     encode(&cached_response(&req, &hit), edns, limit, out);
                     return Outcome::Reply;
                 }
