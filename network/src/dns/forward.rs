@@ -47,6 +47,24 @@ impl Upstream {
     }
 }
 
+#[cfg(test)]
+impl Upstream {
+    /// A NOERROR answer with these records, received `age` ago.
+    pub(crate) fn answered(answers: Vec<Record>, age: Duration) -> Self {
+        let ttl = answers.iter().map(|r| r.ttl).min().unwrap_or(0);
+        Self {
+            rcode: ResponseCode::NoError,
+            answers,
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            truncated: false,
+            authentic_data: false,
+            stored: Instant::now() - age,
+            ttl,
+        }
+    }
+}
+
 /// Why no upstream answered.
 #[derive(Debug)]
 pub(crate) struct AllFailed;

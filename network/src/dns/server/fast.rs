@@ -6,11 +6,13 @@
 //! authority records, and at most an OPT record of version 0 without options and without
 //! flags other than DO, with nothing after it. The key is the lowercased question (name,
 //! type, class) plus what else shapes the response: EDNS present, the DO bit and the size
-//! limit after clamping. A hit copies the cached response, puts the client's ID, RD and CD
-//! bits in, and copies the client's question over the cached one (same length: the client's
-//! letter case is kept; names compressed to the whole question follow it). A response that
-//! points into the middle of its question (a suffix compressed elsewhere) is only served to a
-//! question of the same letter case, so it stays byte for byte what the slow path would send.
+//! limit after clamping. A hit copies the cached response and puts the client's ID, RD and
+//! CD bits in: byte for byte what the full path would send.
+//!
+//! A hit also needs the question in the same letter case as the one the entry was answered
+//! for: hickory compresses names by exact bytes, so where a record name shares a suffix with
+//! the question the response's layout depends on the question's case. A query in another
+//! case (say with 0x20 randomisation) takes the full path, and its answer replaces the entry.
 //!
 //! Anything else takes the full path, which fills the cache. Every answer lives as long as
 //! the records it was answered with (a generation number); answers from the forwarding cache
@@ -50,9 +52,6 @@ impl Validity {
 struct Entry {
     response: Box<[u8]>,
     valid: Validity,
-    /// The response compresses a name to a suffix of its question: serve it only to the
-    /// same letter case.
-    case_bound: bool,
 }
 
 #[derive(Default)]
@@ -170,9 +169,9 @@ impl AnswerCache {
             let Some(e) = inner.map.get(key) else {
                 return false;
             };
+            // The same question, letter for letter.
             if !e.valid.holds(generation, Instant::now)
-                || e.response.len() < qend
-                || (e.case_bound && e.response[12..qend] != packet[12..qend])
+                || e.response.get(12..qend) != packet.get(12..qend)
             {
                 return false;
             }
@@ -182,7 +181,6 @@ impl AnswerCache {
         out[..2].copy_from_slice(&packet[..2]);
         out[2] = (out[2] & !0x01) | (packet[2] & 0x01);
         out[3] = (out[3] & !0x10) | (packet[3] & 0x10);
-        out[12..qend].copy_from_slice(&packet[12..qend]);
         true
     }
 
@@ -199,7 +197,7 @@ impl AnswerCache {
         // The response must carry exactly the question asked (not an error without one).
         if response.len() < qend
             || response[4..6] != [0, 1]
-            || !response[12..qend].eq_ignore_ascii_case(&packet[12..qend])
+            || response.get(12..qend) != packet.get(12..qend)
         {
             return;
         }
@@ -210,7 +208,6 @@ impl AnswerCache {
         let entry = Entry {
             response: response.into(),
             valid,
-            case_bound: points_into_question(response, qend),
         };
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = inner.map.remove(key) {
@@ -262,12 +259,6 @@ impl AnswerCache {
     }
 }
 
-/// Whether something after the question looks like a compression pointer to inside the
-/// question's name other than its start (a false positive only makes the entry stricter).
-fn points_into_question(response: &[u8], qend: usize) -> bool {
-    let name_end = qend - 4;
-    response[qend..].windows(2).any(|w| {
-        let ptr = usize::from(u16::from_be_bytes([w[0], w[1]]) & 0x3fff);
-        w[0] & 0xc0 == 0xc0 && ptr > 12 && ptr < name_end
-    })
-}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -123,7 +123,13 @@ impl Handler {
     }
 
     /// The full path: parse, check, look up, encode.
-    fn handle_full(&self, packet: &[u8], tcp: bool, s: &mut Scratch, out: &mut Vec<u8>) -> Outcome {
+    pub(super) fn handle_full(
+        &self,
+        packet: &[u8],
+        tcp: bool,
+        s: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
         // Too short for a header, or a response (never answer those: no loops).
         if packet.len() < 12 || packet[2] & 0x80 != 0 {
             return Outcome::Nothing;
