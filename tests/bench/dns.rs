@@ -3,7 +3,9 @@
 //! replaces) the `## Cluster DNS` section of `tests/bench/RESULTS.md`. No timing is asserted.
 //!
 //! Both servers run as their own processes on loopback ports: k8slite's `DnsServer` (this
-//! binary re-executed with `--serve`, on a multi-threaded tokio runtime as in the agent) with
+//! binary re-executed with `--serve`, on a multi-threaded tokio runtime as in the agent; the
+//! server answers UDP on a thread of its own per socket and uses the runtime for upstream
+//! queries and TCP) with
 //! `Records::build` over N Services of 2 endpoints, and `dnsmasq` with the same names in an
 //! addn-hosts file, `--no-resolv --no-hosts`, cache on. A fake upstream (a thread of this
 //! process, answering one name) serves the forwarded name to both. The load generator keeps a
@@ -315,6 +317,14 @@ fn vm_rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// The 1-minute load average (`/proc/loadavg`), or "?".
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -406,8 +416,9 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("{} answers", proc.name))?;
     }
     println!(
-        "servers ready: k8slite {k8s_addr}, {dm_version} {dm_addr}, upstream {upstream}; {} services",
-        o.services
+        "servers ready: k8slite {k8s_addr}, {dm_version} {dm_addr}, upstream {upstream}; {} services; load average {}",
+        o.services,
+        load_average()
     );
     let svc_wire: Vec<Vec<u8>> = svc_names
         .iter()
@@ -422,6 +433,7 @@ fn main() -> anyhow::Result<()> {
     // [server][kind] → per-round phases
     let mut res: Vec<Vec<Vec<(Phase, f64)>>> = vec![vec![Vec::new(); 2]; 2];
     let up_before = upstream_queries.load(Ordering::Relaxed);
+    let load_before = load_average();
     for round in 0..o.rounds {
         for s in 0..2 {
             let s = if round % 2 == 0 { s } else { 1 - s };
@@ -441,12 +453,13 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let up_during = upstream_queries.load(Ordering::Relaxed) - up_before;
+    let load_after = load_average();
     let rss = [vm_rss_mib(k8s.pid()), vm_rss_mib(dm.pid())];
 
     let mut body = String::new();
     writeln!(
         body,
-        "## Cluster DNS\n\nRun {} UTC, release build, `k8slite-bench-dns`. Both servers run on this machine as their own processes on loopback ports, in the same run: k8slite's `DnsServer` (the `network` crate's server on a multi-threaded tokio runtime, as in the agent) with `Records::build` over {} ClusterIP Services of 2 endpoints each (ports named), and {dm_version} with the same {} names in an addn-hosts file (`--no-resolv --no-hosts --cache-size=10000 --local-ttl=5`). Both forward other names to a fake upstream on another loopback port that answers one name (`{FORWARD_NAME}` A, TTL 3600); it got {up_during} queries during the timed rounds (the forwarded name is served from each server's cache). The load generator (one thread, tokio UDP sockets, queries built and answers checked with hickory-proto) keeps {} queries in flight (one socket each, no EDNS, RD set), warms up {:.1} s, then counts answers for {:.0} s and takes latency send → answer per query. Service queries rotate over all {} names. {} rounds, servers alternating first; medians over rounds. CPU is the server process's utime+stime per answered query. The machine has 2 cores shared by the load generator and the server under test.\n",
+        "## Cluster DNS\n\nRun {} UTC, release build, `k8slite-bench-dns`. Both servers run on this machine as their own processes on loopback ports, in the same run: k8slite's `DnsServer` (the `network` crate's server as the agent runs it: a dedicated thread per UDP socket receives and answers in `recvmmsg`/`sendmmsg` batches, local names and cache hits from an answer cache of encoded responses, while upstream queries and TCP run on a multi-threaded tokio runtime) with `Records::build` over {} ClusterIP Services of 2 endpoints each (ports named), and {dm_version} with the same {} names in an addn-hosts file (`--no-resolv --no-hosts --cache-size=10000 --local-ttl=5`). Both forward other names to a fake upstream on another loopback port that answers one name (`{FORWARD_NAME}` A, TTL 3600); it got {up_during} queries during the timed rounds (the forwarded name is served from each server's cache). The load generator (one thread, tokio UDP sockets, queries built and answers checked with hickory-proto) keeps {} queries in flight (one socket each, no EDNS, RD set), warms up {:.1} s, then counts answers for {:.0} s and takes latency send → answer per query. Service queries rotate over all {} names. {} rounds, servers alternating first; medians over rounds. CPU is the server process's utime+stime per answered query. The machine has {} cores shared by the load generator and the server under test; load average (1 min) {load_before} before the rounds, {load_after} after (other work on the machine shows here: compare the two servers within a run).\n",
         utc_now(),
         o.services,
         o.services,
@@ -455,6 +468,7 @@ fn main() -> anyhow::Result<()> {
         o.secs,
         o.services,
         o.rounds,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
     )?;
     writeln!(
         body,

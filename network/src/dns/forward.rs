@@ -40,6 +40,29 @@ impl Upstream {
     pub(crate) fn age(&self) -> u32 {
         self.stored.elapsed().as_secs() as u32
     }
+
+    /// When [`age`](Upstream::age) next grows (read before the TTLs are counted down).
+    pub(crate) fn next_second(&self) -> Instant {
+        self.stored + Duration::from_secs(u64::from(self.age()) + 1)
+    }
+}
+
+#[cfg(test)]
+impl Upstream {
+    /// A NOERROR answer with these records, received `age` ago.
+    pub(crate) fn answered(answers: Vec<Record>, age: Duration) -> Self {
+        let ttl = answers.iter().map(|r| r.ttl).min().unwrap_or(0);
+        Self {
+            rcode: ResponseCode::NoError,
+            answers,
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            truncated: false,
+            authentic_data: false,
+            stored: Instant::now() - age,
+            ttl,
+        }
+    }
 }
 
 /// Why no upstream answered.

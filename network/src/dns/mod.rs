@@ -1,5 +1,5 @@
 //! Node-local cluster DNS: an embedded DNS server (wire format from `hickory-proto`, our own
-//! UDP/TCP loops) that answers the cluster domain as CoreDNS's `kubernetes` plugin does with
+//! UDP thread and TCP loops) that answers the cluster domain as CoreDNS's `kubernetes` plugin does with
 //! k3s's Corefile (`pods insecure`, `fallthrough in-addr.arpa ip6.arpa`, TTL 5) and forwards
 //! every other name to the node's resolvers through a bounded cache.
 //!
@@ -35,6 +35,13 @@ pub enum DnsError {
         proto: &'static str,
         /// The address.
         addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread serving a UDP socket could not be started.
+    #[error("starting the dns udp thread")]
+    Thread {
         /// Cause.
         #[source]
         source: std::io::Error,

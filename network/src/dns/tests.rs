@@ -31,7 +31,7 @@ fn meta(ns: &str, name: &str) -> ObjectMeta {
     }
 }
 
-fn port(name: &str, proto: &str, port: i32) -> ServicePort {
+pub(super) fn port(name: &str, proto: &str, port: i32) -> ServicePort {
     ServicePort {
         name: (!name.is_empty()).then(|| name.to_string()),
         protocol: Some(proto.into()),
@@ -40,7 +40,12 @@ fn port(name: &str, proto: &str, port: i32) -> ServicePort {
     }
 }
 
-fn cluster_ip(ns: &str, name: &str, ips: &[&str], ports: Vec<ServicePort>) -> Arc<Service> {
+pub(super) fn cluster_ip(
+    ns: &str,
+    name: &str,
+    ips: &[&str],
+    ports: Vec<ServicePort>,
+) -> Arc<Service> {
     Arc::new(Service {
         metadata: meta(ns, name),
         spec: Some(ServiceSpec {
@@ -53,7 +58,12 @@ fn cluster_ip(ns: &str, name: &str, ips: &[&str], ports: Vec<ServicePort>) -> Ar
     })
 }
 
-fn headless(ns: &str, name: &str, ports: Vec<ServicePort>, not_ready: bool) -> Arc<Service> {
+pub(super) fn headless(
+    ns: &str,
+    name: &str,
+    ports: Vec<ServicePort>,
+    not_ready: bool,
+) -> Arc<Service> {
     Arc::new(Service {
         metadata: meta(ns, name),
         spec: Some(ServiceSpec {
@@ -80,7 +90,7 @@ fn external(ns: &str, name: &str, target: &str) -> Arc<Service> {
 }
 
 /// (address, hostname, ready)
-fn slice(
+pub(super) fn slice(
     ns: &str,
     svc: &str,
     suffix: &str,
@@ -127,7 +137,7 @@ const D: &str = "cluster.local";
 /// The fixture cluster: a ClusterIP service with two named ports, a dual-stack one, a
 /// headless StatefulSet service, a headless service publishing not-ready addresses, an
 /// ExternalName, an empty headless service and kube-dns.
-fn fixture() -> Records {
+pub(super) fn fixture() -> Records {
     let services = vec![
         cluster_ip(
             "default",
