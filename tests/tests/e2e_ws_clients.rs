@@ -31,25 +31,24 @@ struct Api {
     tls: Arc<rustls::ClientConfig>,
 }
 
-/// A base64 field of our own kubeconfig, decoded.
-fn kubeconfig_field(text: &str, key: &str) -> String {
-    let line = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("{key} missing in the kubeconfig"));
-    let raw = STANDARD
-        .decode(line.trim().trim_matches('"'))
-        .expect("base64 in the kubeconfig");
+/// A base64 field of the kubeconfig, decoded.
+fn kubeconfig_field(cfg: &serde_json::Value, pointer: &str) -> String {
+    let b64 = cfg
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_else(|| panic!("{pointer} missing in the kubeconfig"));
+    let raw = STANDARD.decode(b64).expect("base64 in the kubeconfig");
     String::from_utf8(raw).expect("PEM text")
 }
 
 fn api(c: &E2eCluster) -> Api {
     let text = std::fs::read_to_string(c.kubeconfig()).expect("kubeconfig");
+    let cfg: serde_json::Value = serde_saphyr::from_str(&text).expect("the kubeconfig parses");
     let admin = k8slite_pki::CertAndKey {
-        cert_pem: kubeconfig_field(&text, "client-certificate-data"),
-        key_pem: kubeconfig_field(&text, "client-key-data"),
+        cert_pem: kubeconfig_field(&cfg, "/users/0/user/client-certificate-data"),
+        key_pem: kubeconfig_field(&cfg, "/users/0/user/client-key-data"),
     };
-    let ca = kubeconfig_field(&text, "certificate-authority-data");
+    let ca = kubeconfig_field(&cfg, "/clusters/0/cluster/certificate-authority-data");
     let tls = k8slite_pki::client_tls_config(&ca, Some(&admin)).expect("client TLS config");
     let addr = c
         .server_url()
@@ -132,7 +131,10 @@ async fn drain(ws: &mut Ws, base64: bool, limit: Duration) -> BTreeMap<u8, (Vec<
             Message::Text(t) if base64 && !t.is_empty() => {
                 let t = t.as_str();
                 let channel = t.as_bytes()[0] - b'0';
-                (channel, STANDARD.decode(&t[1..]).expect("base64 from the server"))
+                (
+                    channel,
+                    STANDARD.decode(&t[1..]).expect("base64 from the server"),
+                )
             }
             Message::Close(_) => break,
             _ => continue,
@@ -159,10 +161,7 @@ fn exec_path(pod: &str, script: &str, tty: bool) -> String {
     q.append_pair("stdout", "true");
     q.append_pair("stderr", if tty { "false" } else { "true" });
     q.append_pair("tty", if tty { "true" } else { "false" });
-    format!(
-        "/api/v1/namespaces/default/pods/{pod}/exec?{}",
-        q.finish()
-    )
+    format!("/api/v1/namespaces/default/pods/{pod}/exec?{}", q.finish())
 }
 
 async fn exec_cases(api: &Api) {
@@ -188,9 +187,13 @@ async fn exec_cases(api: &Api) {
         }
     }
     // v5: closing stdin (channel 255) ends a reader, which then answers.
-    let (mut ws, _) = open(api, &exec_path("web", "wc -c", false), &["v5.channel.k8s.io"])
-        .await
-        .expect("v5 exec");
+    let (mut ws, _) = open(
+        api,
+        &exec_path("web", "wc -c", false),
+        &["v5.channel.k8s.io"],
+    )
+    .await
+    .expect("v5 exec");
     ws.send(frame(0, b"abc\n", false, true))
         .await
         .expect("stdin");
@@ -303,7 +306,10 @@ async fn port_forward_cases(api: &Api) {
         let (chosen, got, firsts) = forward(api, &[80], &[proto], true).await;
         assert_eq!(chosen.as_deref(), Some(proto));
         assert_eq!(firsts, [vec![80, 0], vec![80, 0]], "{proto}");
-        assert!(text(&got, 0).contains("Welcome to nginx!"), "{proto}: {got:?}");
+        assert!(
+            text(&got, 0).contains("Welcome to nginx!"),
+            "{proto}: {got:?}"
+        );
     }
     // portforward.k8s.io, and no subprotocol at all (none is echoed back).
     let (chosen, got, _) = forward(api, &[80], &["portforward.k8s.io"], false).await;

@@ -434,7 +434,10 @@ fn status_struct(group: &str, kind: &str, obj: &mut Value) {
     let Some(status) = obj_mut(obj, "status") else {
         return;
     };
-    if matches!((group, kind), ("", "Service") | ("networking.k8s.io", "Ingress")) {
+    if matches!(
+        (group, kind),
+        ("", "Service") | ("networking.k8s.io", "Ingress")
+    ) {
         set_default(status, "loadBalancer", json!({}));
     }
 }

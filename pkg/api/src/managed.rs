@@ -616,8 +616,8 @@ mod tests {
             )
         );
         // Forced: the applier alone owns the changed field; the shared item stays shared.
-        let (owned, _) = apply_check(&live, &changed, "kubectl", true, &mut entries)
-            .expect("forced apply");
+        let (owned, _) =
+            apply_check(&live, &changed, "kubectl", true, &mut entries).expect("forced apply");
         assert!(owned.iter().any(|p| render(p) == format!("{c}.image")));
         assert_eq!(owners(&entries, &format!("{c}.image")), ["kubectl"]);
         assert_eq!(owners(&entries, c), ["OpenAPI-Generator", "kubectl"]);

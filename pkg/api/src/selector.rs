@@ -288,11 +288,7 @@ fn selectable_value(obj: &Value, name: &str) -> String {
         _ => (name, ""),
     };
     let v = field_value(obj, path);
-    if v.is_empty() {
-        missing.to_string()
-    } else {
-        v
-    }
+    if v.is_empty() { missing.to_string() } else { v }
 }
 
 /// The string form of a field of `obj` at a dotted path (`""` when missing).

@@ -6,9 +6,9 @@
 //! laid out as `apierrors.New*` builds them.
 #![allow(clippy::unwrap_used)]
 
+use k8slite_api::ApiError;
 use k8slite_api::gojson;
 use k8slite_api::validation::{NameRule, validate_name};
-use k8slite_api::ApiError;
 
 fn body(e: &ApiError) -> String {
     String::from_utf8(gojson::to_vec(&e.to_status()).unwrap()).unwrap()
@@ -23,7 +23,11 @@ fn not_found_404() {
     );
     // A grouped resource keeps its group in the details (a public 404 capture).
     assert_eq!(
-        body(&ApiError::not_found("hive.openshift.io", "clusterdeployments", "foobar")),
+        body(&ApiError::not_found(
+            "hive.openshift.io",
+            "clusterdeployments",
+            "foobar"
+        )),
         "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"clusterdeployments.hive.openshift.io \\\"foobar\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"foobar\",\"group\":\"hive.openshift.io\",\"kind\":\"clusterdeployments\"},\"code\":404}\n"
     );
 }
@@ -98,7 +102,9 @@ fn forbidden_403() {
 #[test]
 fn gone_410() {
     assert_eq!(
-        body(&ApiError::gone("too old resource version: 379140622 (380367990)")),
+        body(&ApiError::gone(
+            "too old resource version: 379140622 (380367990)"
+        )),
         "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"too old resource version: 379140622 (380367990)\",\"reason\":\"Expired\",\"code\":410}\n"
     );
 }

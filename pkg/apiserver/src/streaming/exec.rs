@@ -93,9 +93,7 @@ pub(crate) async fn exec<B: Send + 'static>(
     }
     let framing = Framing::of(&protocol);
     let towards_kubelet = protocol.replace("base64.", "");
-    let (backend, _) = dialer
-        .websocket(t.node, &path, &[&towards_kubelet])
-        .await?;
+    let (backend, _) = dialer.websocket(t.node, &path, &[&towards_kubelet]).await?;
     super::ws::accept(req, &protocol, move |client| async move {
         relay(client, backend, framing).await;
     })
