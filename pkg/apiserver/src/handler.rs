@@ -354,6 +354,9 @@ impl ApiServer {
             return Err(ApiError::path_not_found());
         }
         match (r.verb, r.sub()) {
+            ("get" | "list", None) if r.info.kind == "ComponentStatus" => {
+                self.component_statuses(&r).await
+            }
             ("get", None | Some("status" | "approval")) => self.get(&r).await,
             ("get", Some("scale")) => self.get_scale(&r).await,
             ("list", _) => self.list(&r).await,
