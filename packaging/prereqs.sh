@@ -4,7 +4,7 @@
 #                       iptables)
 #   prereqs.sh --test   also what the test suite needs (busybox-static for the test images,
 #                       iproute2 and util-linux's nsenter for the e2e harness's network
-#                       namespaces, kubectl)
+#                       namespaces, python3-venv for the official Python client, kubectl)
 set -euo pipefail
 want_test=false
 [ "${1:-}" = "--test" ] && want_test=true
@@ -48,6 +48,8 @@ if $want_test; then
   need_cmd nsenter util-linux
   need_cmd tar tar
   need_cmd sha256sum coreutils
+  # the official Python client runs from a venv (tests/run.sh)
+  need_pkg python3-venv
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -14,6 +14,15 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The official Python client from PyPI, a real client for tests/tests/e2e_python_client.rs
+# (kept between runs like the target dir).
+export K8SLITE_PYTHON_VENV="${K8SLITE_PYTHON_VENV:-/var/tmp/k8slite-pyclient-37.0.3}"
+if ! "$K8SLITE_PYTHON_VENV/bin/python" -c 'import kubernetes' >/dev/null 2>&1; then
+  echo "== python client venv"
+  python3 -m venv "$K8SLITE_PYTHON_VENV"
+  "$K8SLITE_PYTHON_VENV/bin/pip" install -q --disable-pip-version-check "kubernetes==37.0.3"
+fi
+export K8SLITE_PYTHON="$K8SLITE_PYTHON_VENV/bin/python"
 echo "== test"
 export K8SLITE_BIN="$CARGO_TARGET_DIR/debug/k8slite"
 log=$(mktemp)

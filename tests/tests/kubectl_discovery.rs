@@ -5,6 +5,7 @@ use k8slite_tests::Server;
 /// (name, shortnames, apiversion, namespaced, kind) as upstream's `kubectl api-resources` shows.
 const EXPECTED: &[(&str, &str, &str, bool, &str)] = &[
     ("bindings", "", "v1", true, "Binding"),
+    ("componentstatuses", "cs", "v1", false, "ComponentStatus"),
     ("configmaps", "cm", "v1", true, "ConfigMap"),
     ("endpoints", "ep", "v1", true, "Endpoints"),
     ("events", "ev", "v1", true, "Event"),
@@ -213,6 +214,8 @@ fn check_api_resources(s: &Server) {
         let verbs = row.join(" ").replace(['[', ']'], "").replace(',', " ");
         if *kind == "TokenReview" {
             assert!(verbs.contains(" create"), "verbs of {name}: {verbs}");
+        } else if *name == "componentstatuses" {
+            assert!(verbs.contains("get list"), "verbs of {name}: {verbs}");
         } else if *name == "namespaces" {
             assert!(
                 verbs.contains("create delete get list patch update watch"),
@@ -230,6 +233,54 @@ fn check_api_resources(s: &Server) {
     }
     let short = s.k(&["api-resources", "--api-group=apps", "-o", "name"]);
     assert!(short.lines().any(|l| l == "deployments.apps"), "{short}");
+}
+
+/// `kubectl get componentstatuses` (issue 11): deprecated upstream, still served by 1.33 and
+/// k3s, with upstream's columns and deprecation warning.
+#[test]
+fn component_statuses() {
+    let s = Server::start();
+    // The controllers and the scheduler start once this server holds the leader Lease.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        let out = s.kubectl(&["get", "componentstatuses"]);
+        let healthy = String::from_utf8_lossy(&out.stdout)
+            .matches(" Healthy ")
+            .count();
+        if healthy == 3 || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "Warning: v1 ComponentStatus is deprecated in v1.19+"
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "STATUS", "MESSAGE", "ERROR"], "{stdout}");
+    for name in ["controller-manager", "etcd-0", "scheduler"] {
+        assert!(
+            rows.iter().any(|r| r[..] == [name, "Healthy", "ok"]),
+            "{name} healthy:\n{stdout}"
+        );
+    }
+    let one = s.kubectl(&["get", "cs", "etcd-0", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&one.stdout).expect("json");
+    assert_eq!(v["kind"], "ComponentStatus");
+    assert_eq!(v["conditions"][0]["type"], "Healthy");
+    assert_eq!(v["conditions"][0]["status"], "True");
+    let missing = s.kubectl(&["get", "cs", "nothing"]);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("componentstatuses \"nothing\" not found"),
+        "{missing:?}"
+    );
 }
 
 #[test]

@@ -466,3 +466,51 @@ fn versions_sharing_storage_convert() {
         "{core}"
     );
 }
+
+/// `kubectl certificate approve|deny` (issue 11): PUT on `certificatesigningrequests/approval`
+/// changes only the approval conditions; the spec stays as created.
+#[test]
+fn certificate_approve_and_deny() {
+    use base64::Engine as _;
+    let s = Server::start();
+    let (req, _keys) = k8slite_pki::node_cert_request("csr-node", &[]).expect("a CSR");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(req.client_csr.as_bytes());
+    for name in ["to-approve", "to-deny"] {
+        let manifest = format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {b64}\n  signerName: kubernetes.io/kube-apiserver-client\n  usages: [client auth]\n"
+        );
+        s.k_stdin(&["apply", "-f", "-"], Some(&manifest));
+    }
+    let out = s.k(&["certificate", "approve", "to-approve"]);
+    assert_eq!(
+        out.trim(),
+        "certificatesigningrequest.certificates.k8s.io/to-approve approved"
+    );
+    let out = s.k(&["certificate", "deny", "to-deny"]);
+    assert_eq!(
+        out.trim(),
+        "certificatesigningrequest.certificates.k8s.io/to-deny denied"
+    );
+    let approved: serde_json::Value =
+        serde_json::from_str(&s.k(&["get", "csr", "to-approve", "-o", "json"])).expect("json");
+    let c = &approved["status"]["conditions"][0];
+    assert_eq!(
+        (c["type"].as_str(), c["status"].as_str()),
+        (Some("Approved"), Some("True"))
+    );
+    assert_eq!(approved["spec"]["request"], b64.as_str());
+    let denied = s.k(&[
+        "get",
+        "csr",
+        "to-deny",
+        "-o",
+        "jsonpath={.status.conditions[0].type}",
+    ]);
+    assert_eq!(denied, "Denied");
+    let list = s.k(&["get", "csr"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("to-approve") && l.contains("Approved")),
+        "{list}"
+    );
+}

@@ -24,6 +24,7 @@ fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
 
 /// Apply upstream's defaults to an object of `group`/`kind` being created.
 pub fn apply(group: &str, kind: &str, obj: &mut Value) {
+    status_struct(group, kind, obj);
     match (group, kind) {
         ("", "Pod") => {
             if let Some(spec) = obj.get_mut("spec") {
@@ -399,6 +400,48 @@ fn service(obj: &mut Value) {
     }
 }
 
+/// Kinds whose Go type holds its status as a struct value (not a pointer): upstream always
+/// writes `"status": {…}` for them, `{}` when nothing is set yet. Services and Ingresses hold a
+/// `loadBalancer` struct inside, written as `{}` too.
+const STATUS_STRUCTS: &[(&str, &str)] = &[
+    ("", "Pod"),
+    ("", "Node"),
+    ("", "Namespace"),
+    ("", "Service"),
+    ("", "PersistentVolume"),
+    ("", "PersistentVolumeClaim"),
+    ("", "ResourceQuota"),
+    ("", "ReplicationController"),
+    ("apps", "Deployment"),
+    ("apps", "ReplicaSet"),
+    ("apps", "StatefulSet"),
+    ("apps", "DaemonSet"),
+    ("batch", "Job"),
+    ("batch", "CronJob"),
+    ("autoscaling", "HorizontalPodAutoscaler"),
+    ("policy", "PodDisruptionBudget"),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("networking.k8s.io", "Ingress"),
+    ("storage.k8s.io", "VolumeAttachment"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+];
+
+fn status_struct(group: &str, kind: &str, obj: &mut Value) {
+    if !STATUS_STRUCTS.contains(&(group, kind)) {
+        return;
+    }
+    let Some(status) = obj_mut(obj, "status") else {
+        return;
+    };
+    if matches!(
+        (group, kind),
+        ("", "Service") | ("networking.k8s.io", "Ingress")
+    ) {
+        set_default(status, "loadBalancer", json!({}));
+    }
+}
+
 fn required(causes: &mut Vec<Cause>, obj: &Value, pointer: &str, field: &str) {
     let v = obj.pointer(pointer);
     let missing = match v {
@@ -722,6 +765,7 @@ mod tests {
     fn service_defaults() {
         let mut s = json!({"spec": {"ports": [{"port": 80}]}});
         apply("", "Service", &mut s);
+        assert_eq!(s["status"], json!({"loadBalancer": {}}));
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(s["spec"]["type"], "ClusterIP");
         assert!(validate("", "Service", &s, None).is_empty());

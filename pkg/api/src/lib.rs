@@ -10,6 +10,7 @@ pub mod cluster_network;
 pub mod convert;
 pub mod defaults;
 pub mod expand;
+pub mod gojson;
 pub mod managed;
 pub mod meta;
 pub mod openapi;

@@ -322,7 +322,7 @@ pub fn record_update(
         .iter()
         .filter(|p| match old {
             None => true,
-            Some(o) => !old_fields.contains(*p) || value_at(o, p) != value_at(new, p),
+            Some(o) => !old_fields.contains(*p) || differs(o, new, p),
         })
         .cloned()
         .collect();
@@ -367,7 +367,7 @@ pub fn apply_check(
     let applied_fields = fields_of(applied, false);
     let mut conflicts: BTreeMap<String, Vec<FieldPath>> = BTreeMap::new();
     for p in &applied_fields {
-        if value_at(current, p).is_none() || value_at(current, p) == value_at(applied, p) {
+        if value_at(current, p).is_none() || !differs(current, applied, p) {
             continue;
         }
         for e in entries.iter() {
@@ -412,9 +412,8 @@ pub fn apply_check(
     // Forced (or no conflicts): others lose the applied fields whose values change.
     for e in entries.iter_mut() {
         if e.manager != manager {
-            e.fields.retain(|p| {
-                !(applied_fields.contains(p) && value_at(current, p) != value_at(applied, p))
-            });
+            e.fields
+                .retain(|p| !(applied_fields.contains(p) && differs(current, applied, p)));
         }
     }
     let previous: FieldSet = entries
@@ -433,6 +432,17 @@ pub fn apply_check(
         .cloned()
         .collect();
     Ok((applied_fields, dropped))
+}
+
+/// Whether `applied` gives `p` another value than `current` has. A keyed list item is owned as
+/// a membership (its fields are compared one by one, each a path of its own): present in both,
+/// it is the same item even when the live one carries defaulted fields the applied one leaves
+/// out. Leaves compare by value.
+fn differs(current: &Value, applied: &Value, p: &[PathElement]) -> bool {
+    match (value_at(current, p), value_at(applied, p)) {
+        (Some(c), Some(a)) if c.is_object() && a.is_object() => false,
+        (c, a) => c != a,
+    }
 }
 
 fn causes_path(c: &BTreeMap<String, Vec<FieldPath>>) -> FieldPath {
@@ -534,6 +544,83 @@ mod tests {
         // same values: no conflict
         let mut entries = read(&cur);
         assert!(apply_check(&cur, &dep(), "kubectl", false, &mut entries).is_ok());
+    }
+
+    fn owners(entries: &[Entry], path: &str) -> Vec<String> {
+        let mut v: Vec<String> = entries
+            .iter()
+            .filter(|e| e.fields.iter().any(|p| render(p) == path))
+            .map(|e| e.manager.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The shared-ownership cases of server-side apply, as upstream documents them: an applier
+    /// that sets a field to its live value shares it; another value conflicts; `force` moves it.
+    #[test]
+    fn shared_ownership_conflict_and_force() {
+        // Created by one manager (the Python client's default), with server defaults filled in.
+        let mut live = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.14.2",
+                "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log",
+                "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}}});
+        record_update(None, &mut live, "OpenAPI-Generator", "apps/v1", "", "t");
+        let manifest = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.14.2",
+                "ports": [{"containerPort": 80}]}]}}}});
+        // Same values: no conflict; both managers own them.
+        let mut entries = read(&live);
+        let (owned, dropped) = apply_check(&live, &manifest, "kubectl", false, &mut entries)
+            .expect("applying the live values is no conflict");
+        assert!(dropped.is_empty());
+        entries.push(Entry {
+            manager: "kubectl".into(),
+            operation: "Apply".into(),
+            api_version: "apps/v1".into(),
+            subresource: String::new(),
+            fields: owned,
+        });
+        let c = r#".spec.template.spec.containers[name="nginx"]"#;
+        for path in [
+            ".spec.replicas".to_string(),
+            c.to_string(),
+            format!("{c}.image"),
+            format!("{c}.ports[containerPort=80]"),
+        ] {
+            assert_eq!(
+                owners(&entries, &path),
+                ["OpenAPI-Generator", "kubectl"],
+                "{path}"
+            );
+        }
+        // Fields only the creator set stay its own.
+        assert_eq!(
+            owners(&entries, &format!("{c}.imagePullPolicy")),
+            ["OpenAPI-Generator"]
+        );
+        // Applying the same manifest again is idempotent.
+        let again = apply_check(&live, &manifest, "kubectl", false, &mut entries.clone());
+        assert!(again.is_ok());
+
+        // A different value conflicts with the other owner, naming the field.
+        let mut changed = manifest.clone();
+        changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.16");
+        let err = apply_check(&live, &changed, "kubectl", false, &mut entries.clone())
+            .expect_err("another value is a conflict");
+        assert_eq!(err.code, 409);
+        assert_eq!(
+            err.message,
+            format!(
+                "Apply failed with 1 conflict: conflict with \"OpenAPI-Generator\" using apps/v1: {c}.image"
+            )
+        );
+        // Forced: the applier alone owns the changed field; the shared item stays shared.
+        let (owned, _) =
+            apply_check(&live, &changed, "kubectl", true, &mut entries).expect("forced apply");
+        assert!(owned.iter().any(|p| render(p) == format!("{c}.image")));
+        assert_eq!(owners(&entries, &format!("{c}.image")), ["kubectl"]);
+        assert_eq!(owners(&entries, c), ["OpenAPI-Generator", "kubectl"]);
     }
 
     #[test]

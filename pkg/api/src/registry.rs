@@ -218,6 +218,7 @@ const BUILTINS: &[Row] = &[
     Row { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs", short: &["cj"], cats: ALL, namespaced: true, verbs: STANDARD_VERBS, subs: STATUS },
     Row { group: "batch", version: "v1", kind: "Job", plural: "jobs", short: NONE, cats: ALL, namespaced: true, verbs: STANDARD_VERBS, subs: STATUS },
     // certificates.k8s.io/v1
+    Row { group: "", version: "v1", kind: "ComponentStatus", plural: "componentstatuses", short: &["cs"], cats: NONE, namespaced: false, verbs: &["get", "list"], subs: &[] },
     Row { group: "certificates.k8s.io", version: "v1", kind: "CertificateSigningRequest", plural: "certificatesigningrequests", short: &["csr"], cats: NONE, namespaced: false, verbs: STANDARD_VERBS, subs: &["status", "approval"] },
     // coordination.k8s.io/v1
     Row { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", short: NONE, cats: NONE, namespaced: true, verbs: STANDARD_VERBS, subs: NONE },
@@ -300,7 +301,7 @@ fn builtin(row: &Row) -> ResourceInfo {
         format!("{}/{}", row.group, row.plural)
     };
     let stored = !matches!(row.group, "authentication.k8s.io" | "authorization.k8s.io")
-        && row.plural != "bindings";
+        && !matches!(row.plural, "bindings" | "componentstatuses");
     ResourceInfo {
         group: row.group.to_string(),
         version: row.version.to_string(),

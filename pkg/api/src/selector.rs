@@ -260,7 +260,7 @@ impl FieldSelector {
     /// Whether a JSON object satisfies every requirement. Missing fields compare as `""`.
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.0.iter().all(|r| {
-            let actual = field_value(obj, &r.path);
+            let actual = selectable_value(obj, &r.path);
             (actual == r.value) != r.negated
         })
     }
@@ -272,6 +272,23 @@ impl FieldSelector {
             .find(|r| r.path == path && !r.negated)
             .map(|r| r.value.as_str())
     }
+}
+
+/// The value a field selector compares for `name`, as upstream's `*ToSelectableFields` write
+/// it: a few names read another path (`source` is the event's `source.component`, a Job's
+/// `status.successful` its `status.succeeded`), and booleans and counts that Go holds as plain
+/// values read `false` / `0` when the object leaves them out (a node that was never cordoned
+/// matches `spec.unschedulable==false`).
+fn selectable_value(obj: &Value, name: &str) -> String {
+    let (path, missing) = match name {
+        "spec.unschedulable" | "spec.hostNetwork" => (name, "false"),
+        "status.replicas" => (name, "0"),
+        "status.successful" => ("status.succeeded", "0"),
+        "source" => ("source.component", ""),
+        _ => (name, ""),
+    };
+    let v = field_value(obj, path);
+    if v.is_empty() { missing.to_string() } else { v }
 }
 
 /// The string form of a field of `obj` at a dotted path (`""` when missing).
@@ -372,5 +389,40 @@ mod tests {
         let f =
             FieldSelector::parse("spec.nodeName=", supported_fields("", "Pod")).expect("parses");
         assert!(f.matches_object(&pod));
+        let f = FieldSelector::parse("spec.hostNetwork=false", supported_fields("", "Pod"))
+            .expect("parses");
+        assert!(f.matches_object(&pod));
+    }
+
+    /// Values Go holds as plain booleans and counts select as `false` / `0` when left out.
+    #[test]
+    fn defaulted_and_renamed_fields() {
+        let nodes = supported_fields("", "Node");
+        let plain = json!({"metadata": {"name": "n1"}, "spec": {}});
+        let cordoned = json!({"metadata": {"name": "n2"}, "spec": {"unschedulable": true}});
+        let sel = |s: &str| FieldSelector::parse(s, nodes).expect("parses");
+        assert!(sel("spec.unschedulable==false").matches_object(&plain));
+        assert!(!sel("spec.unschedulable==false").matches_object(&cordoned));
+        assert!(sel("spec.unschedulable=true").matches_object(&cordoned));
+        assert!(sel("spec.unschedulable!=true").matches_object(&plain));
+        let job = json!({"status": {"succeeded": 2}});
+        let f = FieldSelector::parse("status.successful=2", supported_fields("batch", "Job"))
+            .expect("parses");
+        assert!(f.matches_object(&job));
+        let f = FieldSelector::parse("status.successful=0", supported_fields("batch", "Job"))
+            .expect("parses");
+        assert!(f.matches_object(&json!({"status": {}})));
+        let rs = FieldSelector::parse("status.replicas=0", supported_fields("apps", "ReplicaSet"))
+            .expect("parses");
+        assert!(rs.matches_object(&json!({"status": {}})));
+        let ev = json!({"source": {"component": "kubelet"}, "type": "Normal", "reason": "Pulled"});
+        let f = FieldSelector::parse(
+            "source=kubelet,type=Normal,reason=Pulled",
+            supported_fields("", "Event"),
+        )
+        .expect("parses");
+        assert!(f.matches_object(&ev));
+        let err = FieldSelector::parse("spec.providerID=x", nodes).expect_err("unsupported");
+        assert_eq!(err.message, "field label not supported: spec.providerID");
     }
 }

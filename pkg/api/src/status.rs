@@ -1,7 +1,7 @@
 //! Kubernetes `Status` errors: every failure the API answers is one of these, with upstream's
 //! `reason`, `code` and `details`.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// One cause of an invalid or rejected request (`details.causes[]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,8 @@ impl ApiError {
         }
     }
 
+    /// Details naming the target (present even when every field is empty, as upstream's
+    /// constructors that take one; empty fields are left out of the JSON).
     fn with_target(mut self, group: &str, resource: &str, name: &str) -> Self {
         self.group = Some(group.to_string());
         self.kind = Some(resource.to_string());
@@ -135,27 +137,46 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
-    /// Authenticated but not allowed (403).
+    /// Authenticated but not allowed (403), as upstream's authorizer answers: `resource`
+    /// may carry a subresource (`pods/exec`), named in the message; the prefix and the details
+    /// name the resource alone.
     pub fn forbidden(
         user: &str,
         verb: &str,
         group: &str,
         resource: &str,
+        name: Option<&str>,
         ns: Option<&str>,
     ) -> Self {
         let scope = match ns {
-            Some(ns) => format!("in the namespace \"{ns}\""),
-            None => "at the cluster scope".to_string(),
+            Some(ns) if !ns.is_empty() => format!("in the namespace \"{ns}\""),
+            _ => "at the cluster scope".to_string(),
+        };
+        let plural = resource.split('/').next().unwrap_or(resource);
+        let name = name.unwrap_or_default();
+        let target = if name.is_empty() {
+            gr(group, plural)
+        } else {
+            format!("{} \"{name}\"", gr(group, plural))
         };
         Self::new(
             403,
             "Forbidden",
             format!(
-                "{} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}",
-                resource
+                "{target} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"
             ),
         )
-        .with_target(group, resource, "")
+        .with_target(group, plural, name)
+    }
+
+    /// A non-resource path not allowed (403): `verb` is the request's lowercase method.
+    pub fn forbidden_path(user: &str, verb: &str, path: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\""),
+        )
+        .with_target("", "", "")
     }
 
     /// Request refused with a custom Forbidden message (namespace terminating, …).
@@ -170,6 +191,7 @@ impl ApiError {
             "NotFound",
             "the server could not find the requested resource",
         )
+        .with_target("", "", "")
     }
 
     /// Verb not supported on the resource (405).
@@ -224,13 +246,16 @@ impl ApiError {
         e
     }
 
-    /// Server-side failure (500).
+    /// Server-side failure (500); the cause's message repeats it, as upstream's.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
+        let message = message.into();
+        let mut e = Self::new(
             500,
             "InternalError",
-            format!("Internal error occurred: {}", message.into()),
-        )
+            format!("Internal error occurred: {message}"),
+        );
+        e.causes = vec![Cause::new("", "", message)];
+        e
     }
 
     /// Server timeout (504).
@@ -238,54 +263,89 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
-    /// The Status object as JSON.
+    /// The Status object as JSON, fields in the order and with the omissions of upstream's Go
+    /// struct (`metav1.Status`: kind, apiVersion, metadata, status, message, reason, details,
+    /// code; empty strings and zero numbers left out).
     pub fn to_status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
-            details.insert("name".into(), json!(n));
+        let mut status = Map::new();
+        status.insert("kind".into(), json!("Status"));
+        status.insert("apiVersion".into(), json!("v1"));
+        status.insert("metadata".into(), json!({}));
+        status.insert("status".into(), json!("Failure"));
+        put_str(&mut status, "message", &self.message);
+        put_str(&mut status, "reason", &self.reason);
+        let causes: Vec<Value> = self
+            .causes
+            .iter()
+            .map(|c| {
+                let mut m = Map::new();
+                put_str(&mut m, "reason", &c.reason);
+                put_str(&mut m, "message", &c.message);
+                put_str(&mut m, "field", &c.field);
+                Value::Object(m)
+            })
+            .collect();
+        let details = details(
+            self.name.as_deref().unwrap_or_default(),
+            self.group.as_deref().unwrap_or_default(),
+            self.kind.as_deref().unwrap_or_default(),
+            "",
+            causes,
+            self.retry_after.unwrap_or(0),
+        );
+        let targeted = self.name.is_some() || self.group.is_some() || self.kind.is_some();
+        if targeted || !details.is_empty() {
+            status.insert("details".into(), Value::Object(details));
         }
-        if let Some(g) = &self.group {
-            details.insert("group".into(), json!(g));
+        if self.code != 0 {
+            status.insert("code".into(), json!(self.code));
         }
-        if let Some(k) = &self.kind {
-            details.insert("kind".into(), json!(k));
-        }
-        if !self.causes.is_empty() {
-            let causes: Vec<Value> = self
-                .causes
-                .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-                .collect();
-            details.insert("causes".into(), Value::Array(causes));
-        }
-        if let Some(r) = self.retry_after {
-            details.insert("retryAfterSeconds".into(), json!(r));
-        }
-        if !details.is_empty() {
-            status["details"] = Value::Object(details);
-        }
-        status
+        Value::Object(status)
+    }
+}
+
+/// `metav1.StatusDetails` in Go field order, empty fields left out.
+fn details(
+    name: &str,
+    group: &str,
+    kind: &str,
+    uid: &str,
+    causes: Vec<Value>,
+    retry_after: u32,
+) -> Map<String, Value> {
+    let mut d = Map::new();
+    put_str(&mut d, "name", name);
+    put_str(&mut d, "group", group);
+    put_str(&mut d, "kind", kind);
+    put_str(&mut d, "uid", uid);
+    if !causes.is_empty() {
+        d.insert("causes".into(), Value::Array(causes));
+    }
+    if retry_after != 0 {
+        d.insert("retryAfterSeconds".into(), json!(retry_after));
+    }
+    d
+}
+
+/// Go's `omitempty` for a string field.
+fn put_str(m: &mut Map<String, Value>, key: &str, v: &str) {
+    if !v.is_empty() {
+        m.insert(key.into(), json!(v));
     }
 }
 
 /// A success `Status` (for deletes that complete immediately on some resources).
 pub fn success_status(group: &str, resource: &str, name: &str, uid: &str) -> Value {
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": {"name": name, "group": group, "kind": resource, "uid": uid},
-    })
+    let mut s = Map::new();
+    s.insert("kind".into(), json!("Status"));
+    s.insert("apiVersion".into(), json!("v1"));
+    s.insert("metadata".into(), json!({}));
+    s.insert("status".into(), json!("Success"));
+    s.insert(
+        "details".into(),
+        Value::Object(details(name, group, resource, uid, Vec::new(), 0)),
+    );
+    Value::Object(s)
 }
 
 fn gr(group: &str, resource: &str) -> String {

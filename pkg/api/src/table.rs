@@ -244,6 +244,12 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             c("Data", "integer", 0),
             c("Age", "string", 0),
         ],
+        ("", "ComponentStatus") => vec![
+            c("Name", "string", 0),
+            c("Status", "string", 0),
+            c("Message", "string", 0),
+            c("Error", "string", 0),
+        ],
         ("", "Secret") => vec![
             c("Name", "string", 0),
             c("Type", "string", 0),
@@ -805,6 +811,26 @@ pub fn cells(group: &str, kind: &str, o: &Value, now: jiff::Timestamp) -> Vec<Va
             json!(count_map(o.get("data")) + count_map(o.get("binaryData"))),
             a,
         ],
+        ("", "ComponentStatus") => {
+            // As upstream's printer: the Healthy condition decides, Unknown without one.
+            let healthy = arr(o, "conditions")
+                .iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Healthy"));
+            let status = match healthy
+                .and_then(|c| c.get("status"))
+                .and_then(Value::as_str)
+            {
+                Some("True") => "Healthy",
+                Some(_) => "Unhealthy",
+                None => "Unknown",
+            };
+            vec![
+                name,
+                json!(status),
+                json!(s(healthy.and_then(|c| c.get("message")))),
+                json!(s(healthy.and_then(|c| c.get("error")))),
+            ]
+        }
         ("", "Secret") => vec![
             name,
             json!(s(o.get("type"))),

@@ -46,6 +46,7 @@ macro_rules! typed_table {
 
 typed_table! {
     "", "v1", "Binding" => core::Binding;
+    "", "v1", "ComponentStatus" => core::ComponentStatus;
     "", "v1", "ConfigMap" => core::ConfigMap;
     "", "v1", "Endpoints" => core::Endpoints;
     "", "v1", "Event" => core::Event;

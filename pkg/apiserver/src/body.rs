@@ -27,9 +27,10 @@ where
     StreamBody::new(s.map(|b| Ok::<_, Infallible>(Frame::data(b)))).boxed_unsync()
 }
 
-/// A JSON response with `code`.
+/// A JSON response with `code`, written as upstream's Go encoder writes it
+/// ([`k8slite_api::gojson`]: HTML characters escaped, trailing newline).
 pub fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let bytes = k8slite_api::gojson::to_vec(v).unwrap_or_default();
     let mut r = Response::new(full(bytes));
     *r.status_mut() = code;
     r.headers_mut().insert(

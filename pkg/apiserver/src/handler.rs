@@ -236,11 +236,11 @@ impl ApiServer {
                 );
             }
             if self.authorizer.authorize(&identity, &attrs) == Decision::Deny {
-                let e = ApiError::forbidden_msg(format!(
-                    "forbidden: User \"{}\" cannot get path \"{}\"",
-                    identity.user,
-                    req.uri().path()
-                ));
+                let e = ApiError::forbidden_path(
+                    &identity.user,
+                    &req.method().as_str().to_ascii_lowercase(),
+                    req.uri().path(),
+                );
                 return ("get", String::new(), error_response(&e));
             }
             let accept = header_str(&req, header::ACCEPT);
@@ -284,11 +284,16 @@ impl ApiServer {
             path: String::new(),
         };
         if self.authorizer.authorize(&identity, &attrs) == Decision::Deny {
+            let resource = match &rp.subresource {
+                Some(sub) => format!("{}/{sub}", info.plural),
+                None => info.plural.clone(),
+            };
             let e = ApiError::forbidden(
                 &identity.user,
                 verb,
                 &info.group,
-                &info.plural,
+                &resource,
+                rp.name.as_deref(),
                 rp.namespace.as_deref(),
             );
             return (verb, resource_label, error_response(&e));
@@ -349,7 +354,10 @@ impl ApiServer {
             return Err(ApiError::path_not_found());
         }
         match (r.verb, r.sub()) {
-            ("get", None | Some("status")) => self.get(&r).await,
+            ("get" | "list", None) if r.info.kind == "ComponentStatus" => {
+                self.component_statuses(&r).await
+            }
+            ("get", None | Some("status" | "approval")) => self.get(&r).await,
             ("get", Some("scale")) => self.get_scale(&r).await,
             ("list", _) => self.list(&r).await,
             ("watch", _) => self.watch(&r).await,
@@ -358,9 +366,11 @@ impl ApiServer {
             ("create", Some("binding")) => self.bind(&r, body).await,
             ("create", Some("eviction")) => self.evict(&r, body).await,
             ("create", Some("token")) => self.create_token(&r, body).await,
-            ("update", None | Some("status" | "finalize")) => self.update(&r, body).await,
+            ("update", None | Some("status" | "finalize" | "approval")) => {
+                self.update(&r, body).await
+            }
             ("update", Some("scale")) => self.update_scale(&r, body).await,
-            ("patch", None | Some("status")) => self.patch(&r, body).await,
+            ("patch", None | Some("status" | "approval")) => self.patch(&r, body).await,
             ("patch", Some("scale")) => self.patch_scale(&r, body).await,
             ("delete", None) => self.delete(&r, body).await,
             ("deletecollection", None) => self.delete_collection(&r, body).await,

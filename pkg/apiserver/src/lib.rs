@@ -21,6 +21,7 @@ pub mod authz;
 pub mod body;
 mod bootstrap;
 mod codec;
+mod components;
 mod crd;
 mod discovery;
 mod eviction;
@@ -44,6 +45,7 @@ mod watch;
 
 pub use authn::{AuthFuture, TokenAuthenticator};
 pub use authz::{Authorizer, Identity};
+pub use components::ComponentProbe;
 pub use join::NodeCertSigner;
 pub use serve::{ServeError, serve_tls};
 pub use tokens::TokenSigner;
@@ -117,6 +119,8 @@ pub struct ApiServer {
     watches: Arc<tokio::sync::Semaphore>,
     shutdown: tokio_util::sync::CancellationToken,
     kubelet_dialer: std::sync::OnceLock<Arc<streaming::KubeletDialer>>,
+    /// In-process components reported by `componentstatuses`.
+    components: RwLock<Vec<(String, ComponentProbe)>>,
 }
 
 impl ApiServer {
@@ -140,6 +144,7 @@ impl ApiServer {
             config,
             shutdown,
             kubelet_dialer: std::sync::OnceLock::new(),
+            components: RwLock::new(Vec::new()),
         })
     }
 

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 pub use k8slite_controllers::Config as ControllersConfig;
 
+mod components;
 pub mod inproc;
 pub mod leader;
 pub mod network;
@@ -299,6 +300,10 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         ..cfg.controllers.clone()
     };
     let ctx = k8slite_controllers::Ctx::new(loops_client.clone(), controllers);
+    let controllers_up = components::Running::default();
+    let scheduler_up = components::Running::default();
+    controllers_up.register(&api, "controller-manager");
+    scheduler_up.register(&api, "scheduler");
     let holder = format!("{}_{}", advertise, uuid_like());
     tracker.spawn(leader::run(
         loops_client,
@@ -306,12 +311,16 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         shutdown.clone(),
         move |token| {
             let ctx = ctx.clone();
+            let controllers_up = controllers_up.clone();
+            let scheduler_up = scheduler_up.clone();
             async move {
+                let _up = controllers_up.up();
                 let loops = TaskTracker::new();
                 k8slite_controllers::run_all(ctx.clone(), token.clone(), &loops);
                 let client = ctx.client.clone();
                 let sched_token = token.clone();
                 loops.spawn(async move {
+                    let _up = scheduler_up.up();
                     if let Err(e) = k8slite_scheduler::run(client, sched_token).await {
                         tracing::error!(error = %e, "scheduler stopped");
                     }

@@ -158,6 +158,9 @@ where
         tokio::select! {
             m = c_rx.next(), if client_open => {
                 let m = match m {
+                    // Upstream reads text messages as the bytes of their text (the Python
+                    // client sends `str` stdin so).
+                    Some(Ok(Message::Text(t))) => Message::Binary(t.as_bytes().to_vec().into()),
                     Some(Ok(m)) => m,
                     _ => {
                         client_open = false;
@@ -332,6 +335,12 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_close_reaches_the_runtime_and_the_status_comes_back() {
+        // stdin in a binary message, and in a text message as the Python client sends `str`
+        stdin_session(Message::Binary(b"\x00hello".to_vec().into())).await;
+        stdin_session(Message::Text("\u{0}hello".into())).await;
+    }
+
+    async fn stdin_session(stdin: Message) {
         let (c_near, c_far) = tokio::io::duplex(64 * 1024);
         let (r_near, r_far) = tokio::io::duplex(64 * 1024);
         let server_ws = WebSocketStream::from_raw_socket(c_near, Role::Server, None).await;
@@ -344,10 +353,7 @@ mod tests {
         };
         let bridge = tokio::spawn(run(server_ws, r_near, Vec::new(), streams));
         let runtime = tokio::spawn(fake_runtime(r_far));
-        client
-            .send(Message::Binary(b"\x00hello".to_vec().into()))
-            .await
-            .expect("test step");
+        client.send(stdin).await.expect("test step");
         client
             .send(Message::Binary(vec![255, 0].into()))
             .await

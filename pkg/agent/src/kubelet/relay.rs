@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::{Request, Response};
-use k8slite_runtime::StreamRequest;
+use k8slite_runtime::{ContainerState, StreamRequest};
 
 use super::Kubelet;
 use super::routes::{Body, HttpError, Query, Target};
@@ -41,6 +41,13 @@ where
     let rt = kubelet.runtime.as_ref();
     let found =
         super::resolve::container(rt, &t.ns, &t.pod, t.uid.as_deref(), &t.container, false).await?;
+    if found.container.state != ContainerState::Running {
+        // A client error, as upstream answers it (clients retry a 5xx).
+        return Err(HttpError::bad_request(format!(
+            "container \"{}\" in pod \"{}\" is not running",
+            t.container, t.pod
+        )));
+    }
     let tty = q.flag("tty");
     let sreq = StreamRequest {
         container_id: found.container.id.clone(),

@@ -126,9 +126,12 @@ pub(crate) async fn relay<A, B>(
     let (mut r_tx, mut r_rx) = runtime.split();
     let up = async {
         while let Some(Ok(m)) = c_rx.next().await {
-            if matches!(m, Message::Close(_)) {
-                break;
-            }
+            let m = match m {
+                Message::Close(_) => break,
+                // Text messages are read as their bytes, as upstream does.
+                Message::Text(t) => Message::Binary(t.as_bytes().to_vec().into()),
+                m => m,
+            };
             if let Message::Binary(b) = &m
                 && b.first() == Some(&255)
                 && !pass_close

@@ -1,4 +1,5 @@
-//! `pods/exec` and `pods/attach` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`):
+//! `pods/exec` and `pods/attach` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io` and
+//! their base64 variants):
 //! the client's frames relayed to the node's kubelet, which relays them to the runtime. Older
 //! kubectl's SPDY is bridged to the same kubelet WebSocket by [`super::exec_spdy`].
 
@@ -11,12 +12,21 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::channel::Framing;
 use crate::ApiServer;
 use crate::body::Body;
 use crate::handler::ResourceRequest;
 
-/// Channel protocols offered to clients, best first.
+/// Channel protocols the kubelet speaks, best first.
 pub(crate) const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// Channel protocols offered to clients: the kubelet's, and their base64 variants (translated
+/// here, see [`Framing`]).
+const CLIENT_PROTOCOLS: &[&str] = &[
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v5.base64.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+];
 
 pub(crate) async fn exec<B: Send + 'static>(
     server: &Arc<ApiServer>,
@@ -41,7 +51,7 @@ pub(crate) async fn exec<B: Send + 'static>(
         super::ws::header_list(&req, "x-stream-protocol-version")
     };
     let supported: &[&str] = if websocket {
-        PROTOCOLS
+        CLIENT_PROTOCOLS
     } else {
         &[super::exec_spdy::PROTOCOL]
     };
@@ -81,16 +91,20 @@ pub(crate) async fn exec<B: Send + 'static>(
             move |input, output| super::exec_spdy::session(input, output, expected, backend, v5),
         ));
     }
-    let (backend, _) = dialer.websocket(t.node, &path, &[&protocol]).await?;
+    let framing = Framing::of(&protocol);
+    let towards_kubelet = protocol.replace("base64.", "");
+    let (backend, _) = dialer.websocket(t.node, &path, &[&towards_kubelet]).await?;
     super::ws::accept(req, &protocol, move |client| async move {
-        relay(client, backend).await;
+        relay(client, backend, framing).await;
     })
 }
 
-/// Relay messages both ways until the backend ends (then the client gets a normal close).
+/// Relay channel messages both ways until the backend ends (then the client gets a normal
+/// close), converting the client's framing to the kubelet's binary one and back.
 pub(crate) async fn relay<A, B>(
     client: tokio_tungstenite::WebSocketStream<A>,
     backend: tokio_tungstenite::WebSocketStream<B>,
+    framing: Framing,
 ) where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -102,7 +116,9 @@ pub(crate) async fn relay<A, B>(
             if matches!(m, Message::Close(_)) {
                 break;
             }
-            if (m.is_binary() || m.is_text()) && b_tx.send(m).await.is_err() {
+            if let Some(m) = framing.to_backend(m)
+                && b_tx.send(m).await.is_err()
+            {
                 break;
             }
         }
@@ -113,7 +129,9 @@ pub(crate) async fn relay<A, B>(
             if matches!(m, Message::Close(_)) {
                 break;
             }
-            if (m.is_binary() || m.is_text()) && c_tx.send(m).await.is_err() {
+            if let Some(m) = framing.to_client(m)
+                && c_tx.send(m).await.is_err()
+            {
                 return;
             }
         }

@@ -9,6 +9,7 @@
 //! see [`load_or_issue_kubelet_client`]); the server passes it with
 //! [`crate::ApiServer::set_kubelet_client`].
 
+mod channel;
 mod dial;
 mod exec;
 mod exec_spdy;

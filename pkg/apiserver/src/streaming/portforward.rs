@@ -3,7 +3,9 @@
 //! connection (older kubectl). Each (requestID, port) pair of streams — an error stream and a
 //! data stream — becomes one WebSocket port-forward session to the kubelet
 //! (`/portForward/{ns}/{pod}?port=P`, `v4.channel.k8s.io`: channel 0 data, channel 1 errors,
-//! each channel's first frame carrying the port as 2 little-endian bytes).
+//! each channel's first frame carrying the port as 2 little-endian bytes). Clients that speak
+//! that channel protocol themselves (`v4.channel.k8s.io`, its base64 variant, …) are relayed
+//! to the kubelet as they are ([`channels`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use k8slite_api::ApiError;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::channel::Framing;
 use super::spdy::{Codec, FLAG_FIN, Frame, header};
 use crate::ApiServer;
 use crate::body::Body;
@@ -51,9 +54,18 @@ pub(crate) async fn serve<B: Send + 'static>(
     if super::ws::is_websocket(&req) {
         let offered = super::ws::header_list(&req, "sec-websocket-protocol");
         if super::ws::pick(&offered, &[TUNNEL_PROTOCOL]).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "port-forward over WebSocket needs the {TUNNEL_PROTOCOL} subprotocol (offered: {offered:?})"
-            )));
+            let protocol = if offered.is_empty() {
+                String::new()
+            } else {
+                super::ws::pick(&offered, CHANNEL_PROTOCOLS).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "none of the requested port-forward protocols {offered:?} is supported \
+                         (supported: {TUNNEL_PROTOCOL}, {})",
+                        CHANNEL_PROTOCOLS.join(", ")
+                    ))
+                })?
+            };
+            return channels(&backend, r, req, &protocol).await;
         }
         return super::ws::accept(req, TUNNEL_PROTOCOL, move |ws| async move {
             let (mut ws_tx, mut ws_rx) = ws.split();
@@ -91,6 +103,60 @@ pub(crate) async fn serve<B: Send + 'static>(
         PORTFORWARD_PROTOCOL,
         move |input, output| session(backend, input, output),
     ))
+}
+
+/// The WebSocket channel protocols of port-forward (Python, JavaScript and Java clients): per
+/// requested port a data and an error channel, each starting with the port in 2 little-endian
+/// bytes. `portforward.k8s.io` and no subprotocol at all are read as binary, as upstream does.
+const CHANNEL_PROTOCOLS: &[&str] = &[
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+    "portforward.k8s.io",
+];
+
+/// Port-forward over the channel protocol: the kubelet speaks the same (binary v4) for every
+/// port of `?ports=`, so the session is relayed, its framing converted.
+async fn channels<B: Send + 'static>(
+    backend: &Backend,
+    r: &ResourceRequest,
+    req: Request<B>,
+    protocol: &str,
+) -> Result<Response<Body>, ApiError> {
+    let mut ports = Vec::new();
+    for value in r.query.all("ports") {
+        for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => ports.push(n),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid port {p:?}: ports must be between 1 and 65535"
+                    )));
+                }
+            }
+        }
+    }
+    if ports.is_empty() {
+        return Err(ApiError::bad_request(
+            "at least one port must be given with ?ports= for a WebSocket port-forward",
+        ));
+    }
+    let query: Vec<String> = ports.iter().map(|p| format!("port={p}")).collect();
+    let path = format!(
+        "/portForward/{}/{}?{}",
+        backend.ns,
+        backend.pod,
+        query.join("&")
+    );
+    let dialer = super::dialer(&backend.server)?;
+    let (kubelet, _) = dialer
+        .websocket(backend.node, &path, &["v4.channel.k8s.io"])
+        .await?;
+    let framing = Framing::of(protocol);
+    super::ws::accept(req, protocol, move |client| async move {
+        super::exec::relay(client, kubelet, framing).await;
+    })
 }
 
 /// One stream pair being forwarded.

@@ -80,7 +80,10 @@ where
     if let Ok(v) = http::HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    if let Ok(v) = http::HeaderValue::from_str(protocol) {
+    // A client that offered no subprotocol gets none back (it would fail the handshake).
+    if !protocol.is_empty()
+        && let Ok(v) = http::HeaderValue::from_str(protocol)
+    {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
     }
     Ok(r)
