@@ -14,8 +14,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-/// The label linking an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// CoreDNS's schema version, served as `dns-version.<domain>` TXT.
 const DNS_SCHEMA_VERSION: &str = "1.1.0";
 
