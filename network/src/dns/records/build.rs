@@ -9,7 +9,7 @@ use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::{Endpoint, Kind, Port, Ptr, Records, Svc, soa_record};
+use super::{Endpoint, Kind, Port, Ptr, Records, Svc, proto_name, soa_record};
 use crate::objects::{ServiceInfo, SliceInfo, compact};
 
 fn normalize_domain(domain: &str) -> Box<str> {
@@ -95,12 +95,7 @@ impl Records {
                 .filter_map(|p| {
                     Some(Port {
                         name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
-                        proto: p
-                            .protocol
-                            .as_deref()
-                            .unwrap_or("TCP")
-                            .to_ascii_lowercase()
-                            .into(),
+                        proto: proto_name(p.protocol.as_deref().unwrap_or("TCP")),
                         port: u16::try_from(p.port).ok()?,
                     })
                 })
@@ -144,23 +139,20 @@ impl Records {
                 continue;
             }
             let all = publish_not_ready[idx as usize];
-            let ports: Vec<Port> = slice
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some(Port {
-                        name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
-                        proto: p
-                            .protocol
-                            .as_deref()
-                            .unwrap_or("TCP")
-                            .to_ascii_lowercase()
-                            .into(),
-                        port: u16::try_from(p.port?).ok()?,
+            let ports: Arc<Vec<Port>> = Arc::new(
+                slice
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        Some(Port {
+                            name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
+                            proto: proto_name(p.protocol.as_deref().unwrap_or("TCP")),
+                            port: u16::try_from(p.port?).ok()?,
+                        })
                     })
-                })
-                .collect();
+                    .collect(),
+            );
             for ep in slice.endpoints.iter() {
                 // A nil `ready` means ready (EndpointSlice API); publishNotReadyAddresses serves
                 // them all.
@@ -174,9 +166,9 @@ impl Records {
                     };
                     if let Some(&at) = seen.get(&(idx, ip)) {
                         let existing = &mut svc.endpoints[at];
-                        for p in &ports {
+                        for p in ports.iter() {
                             if !existing.ports.contains(p) {
-                                existing.ports.push(p.clone());
+                                Arc::make_mut(&mut existing.ports).push(p.clone());
                             }
                         }
                         continue;
