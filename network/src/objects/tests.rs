@@ -79,7 +79,12 @@ fn services_keep_uid_spec_and_load_balancer() {
     assert_eq!(spec.publish_not_ready, Some(true));
     let p = &spec.ports.as_deref().expect("ports")[0];
     assert_eq!(
-        (p.name.as_deref(), p.protocol.as_deref(), p.port, p.node_port),
+        (
+            p.name.as_deref(),
+            p.protocol.as_deref(),
+            p.port,
+            p.node_port
+        ),
         (Some("http"), Some("TCP"), 80, Some(30080))
     );
     assert_eq!(i.ingress.len(), 1);

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
 use super::{Problem, ProxyConfig};
 use crate::objects::{ServiceInfo, SliceInfo};
+use ipnet::IpNet;
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 

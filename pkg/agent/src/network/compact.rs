@@ -193,7 +193,10 @@ mod tests {
         };
         assert!(!w.apply(watcher::Event::<Service>::Init));
         assert!(!w.apply(watcher::Event::InitApply(svc("a", "x", "10.43.0.1"))));
-        assert!(names(&store).is_empty(), "a list is served only when complete");
+        assert!(
+            names(&store).is_empty(),
+            "a list is served only when complete"
+        );
         assert!(w.apply(watcher::Event::<Service>::InitDone));
         assert!(*store.ready.borrow());
         assert_eq!(names(&store), ["a/x"]);
