@@ -7,6 +7,7 @@
 pub mod cni;
 pub mod dns;
 pub mod host;
+pub mod objects;
 pub mod persist;
 pub mod proxy;
 pub mod routes;

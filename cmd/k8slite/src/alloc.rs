@@ -4,8 +4,10 @@
 //! transient buffers moved into the heap by the dynamic mmap threshold. Here: at most two
 //! arenas, a fixed mmap threshold (buffers of 128 KiB and more are mapped and unmapped, never
 //! kept), and a trimmer thread that gives free pages back to the kernel (`malloc_trim`) once
-//! the free bytes in the arenas grew by more than [`TRIM_ABOVE`] since its last trim (checked
-//! every [`TRIM_EVERY`]; nothing is done while the heap is steady).
+//! the free bytes in the arenas grew by more than [`TRIM_ABOVE`] since its last trim, or grew
+//! at all and then stayed put for one check (a burst of work is over: without this, up to
+//! [`TRIM_ABOVE`] of freed pages per burst stayed resident for good). Checked every
+//! [`TRIM_EVERY`]; nothing is done while the heap is steady.
 
 use std::time::Duration;
 
@@ -58,17 +60,20 @@ pub fn start_trimmer() {
     let spawned = std::thread::Builder::new()
         .name("k8slite-trim".into())
         .spawn(|| {
-            // Free bytes right after the last trim (trimmed pages still count as free).
+            // Free bytes right after the last trim (trimmed pages still count as free), and at
+            // the previous check.
             let mut trimmed = 0usize;
+            let mut previous = 0usize;
             loop {
                 std::thread::sleep(TRIM_EVERY);
                 let free = free_in_arenas();
-                if free > trimmed.saturating_add(TRIM_ABOVE) {
+                if should_trim(free, trimmed, previous) {
                     trim();
                     trimmed = free_in_arenas();
                 } else {
                     trimmed = trimmed.min(free);
                 }
+                previous = free;
             }
         });
     if let Err(e) = spawned {
@@ -76,6 +81,32 @@ pub fn start_trimmer() {
     }
 }
 
+/// Whether to trim now: the free bytes grew by more than [`TRIM_ABOVE`] since the last trim
+/// (`trimmed`), or grew since then and did not change since the previous check (`previous`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn should_trim(free: usize, trimmed: usize, previous: usize) -> bool {
+    free > trimmed.saturating_add(TRIM_ABOVE) || (free > trimmed && free == previous)
+}
+
 /// Other targets have nothing to trim.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn start_trimmer() {}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_after_a_big_growth_or_once_a_burst_settled() {
+        // Steady heap: nothing to do.
+        assert!(!should_trim(500, 500, 500));
+        // Growing by less than TRIM_ABOVE while still changing: wait.
+        assert!(!should_trim(1000, 500, 800));
+        // More than TRIM_ABOVE since the last trim: trim at once.
+        assert!(should_trim(500 + TRIM_ABOVE + 1, 500, 0));
+        // Grew a little and then stayed put: the burst is over, trim.
+        assert!(should_trim(1000, 500, 1000));
+        // Shrank since the last trim: nothing to give back.
+        assert!(!should_trim(400, 500, 400));
+    }
+}

@@ -8,14 +8,14 @@ mod snapshot;
 
 pub use snapshot::SnapshotError;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-/// The label linking an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// CoreDNS's schema version, served as `dns-version.<domain>` TXT.
 const DNS_SCHEMA_VERSION: &str = "1.1.0";
 
@@ -47,8 +47,19 @@ pub(crate) enum Lookup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Port {
     name: Box<str>,
-    proto: Box<str>,
+    /// Lowercase.
+    proto: Cow<'static, str>,
     port: u16,
+}
+
+/// A protocol name in lowercase (`tcp`, `udp` and `sctp` without an allocation).
+fn proto_name(p: &str) -> Cow<'static, str> {
+    match p.to_ascii_lowercase().as_str() {
+        "tcp" => Cow::Borrowed("tcp"),
+        "udp" => Cow::Borrowed("udp"),
+        "sctp" => Cow::Borrowed("sctp"),
+        other => Cow::Owned(other.to_string()),
+    }
 }
 
 #[derive(Debug)]
@@ -57,7 +68,8 @@ struct Endpoint {
     host: Box<str>,
     fqdn: Name,
     ip: IpAddr,
-    ports: Vec<Port>,
+    /// Shared by the endpoints of one EndpointSlice.
+    ports: Arc<Vec<Port>>,
 }
 
 #[derive(Debug)]

@@ -6,14 +6,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
 use super::{Problem, ProxyConfig};
-
-/// Label of an EndpointSlice naming its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use crate::objects::{ServiceInfo, SliceInfo};
+use ipnet::IpNet;
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 
@@ -113,23 +108,16 @@ fn port_u16(v: i32) -> Option<u16> {
 /// Build the model (never panics; unprogrammable services become problems).
 pub(crate) fn build<'a>(
     cfg: &ProxyConfig,
-    services: &'a [Arc<Service>],
-    slices: &'a [Arc<EndpointSlice>],
+    services: &'a [Arc<ServiceInfo>],
+    slices: &'a [Arc<SliceInfo>],
 ) -> Model<'a> {
     let v4 = cfg.service_cidr.addr().is_ipv4();
-    let mut by_svc: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    let mut by_svc: HashMap<(&str, &str), Vec<&SliceInfo>> = HashMap::new();
     for s in slices {
-        let (Some(ns), Some(svc)) = (
-            s.metadata.namespace.as_deref(),
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str),
-        ) else {
+        let (Some(ns), Some(svc)) = (s.namespace(), s.service()) else {
             continue;
         };
-        let family_ok = match s.address_type.as_str() {
+        let family_ok = match &*s.address_type {
             "IPv4" => v4,
             "IPv6" => !v4,
             _ => false,
@@ -143,8 +131,8 @@ pub(crate) fn build<'a>(
         problems: Vec::new(),
     };
     for svc in services {
-        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-        let name = svc.metadata.name.as_deref().unwrap_or("");
+        let ns = svc.namespace().unwrap_or("default");
+        let name = svc.name().unwrap_or("");
         match service(cfg, v4, ns, name, svc, by_svc.get(&(ns, name))) {
             Ok(Some(m)) => {
                 if let Some(p) = foreign_external_ips(ns, name, svc, v4) {
@@ -166,7 +154,7 @@ type Invalid = (&'static str, String);
 
 /// External IPs of the other address family than this node's proxy programs: the service is
 /// programmed without them, and the user is told (kube-proxy drops them silently).
-fn foreign_external_ips(ns: &str, name: &str, svc: &Service, v4: bool) -> Option<Problem> {
+fn foreign_external_ips(ns: &str, name: &str, svc: &ServiceInfo, v4: bool) -> Option<Problem> {
     let foreign: Vec<&str> = svc
         .spec
         .as_ref()?
@@ -195,8 +183,8 @@ fn service<'a>(
     v4: bool,
     ns: &'a str,
     name: &'a str,
-    svc: &'a Service,
-    slices: Option<&Vec<&'a EndpointSlice>>,
+    svc: &'a ServiceInfo,
+    slices: Option<&Vec<&'a SliceInfo>>,
 ) -> Result<Option<SvcModel<'a>>, Invalid> {
     let Some(spec) = svc.spec.as_ref() else {
         return Ok(None);
@@ -206,8 +194,8 @@ fn service<'a>(
         return Ok(None);
     }
     let ips: Vec<&str> = match (&spec.cluster_ips, &spec.cluster_ip) {
-        (Some(list), _) if !list.is_empty() => list.iter().map(String::as_str).collect(),
-        (_, Some(ip)) => vec![ip.as_str()],
+        (Some(list), _) if !list.is_empty() => list.iter().map(|s| &**s).collect(),
+        (_, Some(ip)) => vec![&**ip],
         _ => Vec::new(),
     };
     if ips.is_empty() || ips.iter().all(|ip| ip.is_empty()) || ips[0] == "None" {
@@ -254,12 +242,7 @@ fn service<'a>(
     }
     let mut lb_ips = Vec::new();
     if ty == "LoadBalancer" {
-        let ingress = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref());
-        for ing in ingress.into_iter().flatten() {
+        for ing in svc.ingress.iter() {
             if ing.ip_mode.as_deref() == Some("Proxy") {
                 continue;
             }
@@ -279,7 +262,7 @@ fn service<'a>(
         }
     }
     let mut source_ranges = Vec::new();
-    for r in spec.load_balancer_source_ranges.iter().flatten() {
+    for r in spec.source_ranges.iter().flatten() {
         let r = r.trim();
         let net = r
             .parse::<IpNet>()
@@ -296,12 +279,7 @@ fn service<'a>(
         }
     }
     let affinity = if spec.session_affinity.as_deref() == Some("ClientIP") {
-        let t = spec
-            .session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds);
-        match t {
+        match spec.affinity_timeout {
             None => Some(DEFAULT_AFFINITY_SECONDS),
             Some(s) if (1..=86400).contains(&s) => Some(s.unsigned_abs()),
             Some(s) => {
@@ -393,7 +371,7 @@ fn service<'a>(
 fn endpoints(
     cfg: &ProxyConfig,
     v4: bool,
-    slices: &[&EndpointSlice],
+    slices: &[&SliceInfo],
     pname: &str,
     proto: Proto,
 ) -> (Vec<Ep>, Vec<Ep>) {
@@ -409,22 +387,21 @@ fn endpoints(
         let Some(port) = port.and_then(port_u16) else {
             continue;
         };
-        for e in &s.endpoints {
-            let Some(ip) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+        for e in s.endpoints.iter() {
+            let Some(ip) = e.addresses.first().and_then(|a| a.ip()) else {
                 continue;
             };
             if !same_family(ip, v4) {
                 continue;
             }
-            let c = e.conditions.as_ref();
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let ready = e.ready.unwrap_or(true);
             all.push(Ep {
                 ip,
                 port,
                 local: e.node_name.as_deref() == Some(cfg.node_name.as_str()),
                 ready,
-                serving: c.and_then(|c| c.serving).unwrap_or(ready),
-                terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+                serving: e.serving.unwrap_or(ready),
+                terminating: e.terminating.unwrap_or(false),
             });
         }
     }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::objects::{ServiceInfo, SliceInfo, compact};
+
 use super::partial::{Parsed, Snapshot};
 use super::render::{UdpKey, UdpState, render_with};
 use super::{Conntrack, ConntrackFilter, ProxyConfig, Result, RuleBackend, SyncReport};
@@ -111,6 +113,15 @@ impl<B: RuleBackend, C: Conntrack> Proxier<B, C> {
         &mut self,
         services: &[Arc<Service>],
         slices: &[Arc<EndpointSlice>],
+    ) -> Result<SyncReport> {
+        self.sync_compact(&compact(services), &compact(slices))
+    }
+
+    /// [`Proxier::sync`] over the compact copies a watch cache keeps.
+    pub fn sync_compact(
+        &mut self,
+        services: &[Arc<ServiceInfo>],
+        slices: &[Arc<SliceInfo>],
     ) -> Result<SyncReport> {
         self.cfg.validate()?;
         let prefix = self.cfg.chain_prefix.clone();

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::objects::{ServiceInfo, SliceInfo, compact};
+
 use super::model::{self, Proto};
 use super::{HealthCheck, Problem, ProxyConfig};
 
@@ -61,15 +63,21 @@ pub fn render(
     slices: &[Arc<EndpointSlice>],
     previous_chains: &BTreeSet<String>,
 ) -> Rendered {
-    render_with(cfg, services, slices, previous_chains, true)
+    render_with(
+        cfg,
+        &compact(services),
+        &compact(slices),
+        previous_chains,
+        true,
+    )
 }
 
 /// [`render`], with SCTP services turned into problems when `sctp` is false (the host's
 /// iptables refused them).
 pub(crate) fn render_with(
     cfg: &ProxyConfig,
-    services: &[Arc<Service>],
-    slices: &[Arc<EndpointSlice>],
+    services: &[Arc<ServiceInfo>],
+    slices: &[Arc<SliceInfo>],
     previous_chains: &BTreeSet<String>,
     sctp: bool,
 ) -> Rendered {

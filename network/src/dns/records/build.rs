@@ -9,7 +9,8 @@ use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::{Endpoint, Kind, Port, Ptr, Records, SERVICE_NAME_LABEL, Svc, soa_record};
+use super::{Endpoint, Kind, Port, Ptr, Records, Svc, proto_name, soa_record};
+use crate::objects::{ServiceInfo, SliceInfo, compact};
 
 fn normalize_domain(domain: &str) -> Box<str> {
     domain
@@ -42,15 +43,24 @@ impl Records {
     /// No records: every cluster name is NXDOMAIN (the intermediate nodes are NODATA), other
     /// names are forwarded.
     pub fn empty(domain: &str) -> Self {
-        Self::build(domain, &[], &[])
+        Self::build_compact(domain, &[], &[])
     }
 
     /// Index the Services and EndpointSlices of the cluster.
     pub fn build(domain: &str, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Self {
+        Self::build_compact(domain, &compact(services), &compact(slices))
+    }
+
+    /// [`Records::build`] over the compact copies a watch cache keeps.
+    pub fn build_compact(
+        domain: &str,
+        services: &[Arc<ServiceInfo>],
+        slices: &[Arc<SliceInfo>],
+    ) -> Self {
         let mut recs = Records::skeleton(domain, services.len());
         let mut publish_not_ready = Vec::with_capacity(services.len());
         for svc in services {
-            let (Some(name), Some(ns)) = (&svc.metadata.name, &svc.metadata.namespace) else {
+            let (Some(name), Some(ns)) = (svc.name(), svc.namespace()) else {
                 continue;
             };
             let key = format!("{name}.{ns}").to_ascii_lowercase();
@@ -69,7 +79,7 @@ impl Records {
                 let mut ips: Vec<IpAddr> = spec
                     .cluster_ips
                     .iter()
-                    .flatten()
+                    .flat_map(|l| l.iter())
                     .chain(spec.cluster_ip.iter())
                     .filter_map(|s| s.parse().ok())
                     .collect();
@@ -85,12 +95,7 @@ impl Records {
                 .filter_map(|p| {
                     Some(Port {
                         name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
-                        proto: p
-                            .protocol
-                            .as_deref()
-                            .unwrap_or("TCP")
-                            .to_ascii_lowercase()
-                            .into(),
+                        proto: proto_name(p.protocol.as_deref().unwrap_or("TCP")),
                         port: u16::try_from(p.port).ok()?,
                     })
                 })
@@ -106,7 +111,7 @@ impl Records {
             }
             recs.namespaces.insert(ns.to_ascii_lowercase().into());
             recs.by_name.insert(key.into(), recs.services.len() as u32);
-            publish_not_ready.push(spec.publish_not_ready_addresses.unwrap_or(false));
+            publish_not_ready.push(spec.publish_not_ready.unwrap_or(false));
             recs.services.push(Svc {
                 fqdn,
                 kind,
@@ -119,17 +124,10 @@ impl Records {
         // endpoints resolve named ports differently has one slice per port set).
         let mut seen: HashMap<(u32, IpAddr), usize> = HashMap::new();
         for slice in slices {
-            if slice.address_type == "FQDN" {
+            if &*slice.address_type == "FQDN" {
                 continue;
             }
-            let (Some(ns), Some(svc_name)) = (
-                &slice.metadata.namespace,
-                slice
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL)),
-            ) else {
+            let (Some(ns), Some(svc_name)) = (slice.namespace(), slice.service()) else {
                 continue;
             };
             let key = format!("{svc_name}.{ns}").to_ascii_lowercase();
@@ -141,46 +139,43 @@ impl Records {
                 continue;
             }
             let all = publish_not_ready[idx as usize];
-            let ports: Vec<Port> = slice
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some(Port {
-                        name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
-                        proto: p
-                            .protocol
-                            .as_deref()
-                            .unwrap_or("TCP")
-                            .to_ascii_lowercase()
-                            .into(),
-                        port: u16::try_from(p.port?).ok()?,
+            let ports: Arc<Vec<Port>> = Arc::new(
+                slice
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        Some(Port {
+                            name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
+                            proto: proto_name(p.protocol.as_deref().unwrap_or("TCP")),
+                            port: u16::try_from(p.port?).ok()?,
+                        })
                     })
-                })
-                .collect();
-            for ep in &slice.endpoints {
+                    .collect(),
+            );
+            for ep in slice.endpoints.iter() {
                 // A nil `ready` means ready (EndpointSlice API); publishNotReadyAddresses serves
                 // them all.
-                let ready = ep.conditions.as_ref().and_then(|c| c.ready) != Some(false);
+                let ready = ep.ready != Some(false);
                 if !ready && !all {
                     continue;
                 }
-                for addr in &ep.addresses {
-                    let Ok(ip) = addr.parse::<IpAddr>() else {
+                for addr in ep.addresses.iter() {
+                    let Some(ip) = addr.ip() else {
                         continue;
                     };
                     if let Some(&at) = seen.get(&(idx, ip)) {
                         let existing = &mut svc.endpoints[at];
-                        for p in &ports {
+                        for p in ports.iter() {
                             if !existing.ports.contains(p) {
-                                existing.ports.push(p.clone());
+                                Arc::make_mut(&mut existing.ports).push(p.clone());
                             }
                         }
                         continue;
                     }
                     let host = match ep.hostname.as_deref() {
                         Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
-                        _ => dashed(addr).to_ascii_lowercase(),
+                        _ => dashed(&addr.text()).to_ascii_lowercase(),
                     };
                     let Some(ep_fqdn) = Name::from_ascii(&host)
                         .ok()

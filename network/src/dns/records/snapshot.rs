@@ -8,12 +8,13 @@
 //! (183 KB for 1,000 Services with 2,000 endpoints before dashed host labels were elided).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 
 use super::build::{dashed, fqdn, fqdn_external};
-use super::{Endpoint, Kind, Port, Records, Svc};
+use super::{Endpoint, Kind, Port, Records, Svc, proto_name};
 
 /// Version of the body's layout.
 const LAYOUT: u32 = 1;
@@ -73,7 +74,7 @@ fn ports_in(ports: Vec<PortTuple>) -> Vec<Port> {
         .into_iter()
         .map(|(name, proto, port)| Port {
             name: name.to_ascii_lowercase().into(),
-            proto: proto.to_ascii_lowercase().into(),
+            proto: proto_name(&proto),
             port,
         })
         .collect()
@@ -177,7 +178,7 @@ impl Records {
                         host: host.into(),
                         fqdn: ep_fqdn,
                         ip,
-                        ports: ports_in(ports),
+                        ports: Arc::new(ports_in(ports)),
                     });
                 }
             }

@@ -242,7 +242,7 @@ pub(super) async fn run(net: Arc<NodeNetwork>, cache: Cache, shutdown: Cancellat
             if built != Some((g.services, g.slices)) {
                 let services = cache.services.state();
                 let slices = cache.slices.state();
-                records.replace(Records::build(&domain, &services, &slices));
+                records.replace(Records::build_compact(&domain, &services, &slices));
                 saved_tx.send_modify(|n| *n += 1);
                 built = Some((g.services, g.slices));
             }

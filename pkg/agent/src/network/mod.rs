@@ -16,6 +16,7 @@
 //! the agent has joined ([`start_early_dns`]).
 
 pub mod cache;
+pub mod compact;
 mod dns;
 mod overlay;
 mod proxy;

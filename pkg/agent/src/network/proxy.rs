@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8slite_network::objects::ServiceInfo;
 use k8slite_network::proxy::{
     ConntrackTool, HealthChecks, IptablesBackend, Problem, Proxier, ProxyConfig, SyncReport,
 };
@@ -46,16 +47,16 @@ fn config(net: &NodeNetwork) -> ProxyConfig {
 }
 
 async fn report(recorder: &Recorder, cache: &Cache, p: &Problem) {
-    let svc: Option<Arc<Service>> = cache
+    let svc: Option<Arc<ServiceInfo>> = cache
         .services_in(&p.namespace)
         .into_iter()
-        .find(|s| s.metadata.name.as_deref() == Some(p.name.as_str()));
+        .find(|s| s.name() == Some(p.name.as_str()));
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Service".into()),
         name: Some(p.name.clone()),
         namespace: Some(p.namespace.clone()),
-        uid: svc.and_then(|s| s.metadata.uid.clone()),
+        uid: svc.and_then(|s| s.uid().map(str::to_string)),
         ..ObjectReference::default()
     };
     let ev = KubeEvent {
@@ -128,7 +129,7 @@ pub(super) async fn run(
         let slices = cache.slices.state();
         let started = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
-            let r = p.sync(&services, &slices);
+            let r = p.sync_compact(&services, &slices);
             (p, r)
         })
         .await;
