@@ -23,6 +23,30 @@ fn daemonset_runs_everywhere_and_deleted_pod_is_recreated_on_its_node() {
     let c = E2eCluster::start(1);
     let server = c.node_name("server");
     let agent = c.node_name("agent1");
+    // The server's node has k3s's role labels (set by the server, not its kubelet); an agent's
+    // has none.
+    let roles = c.wait_for(
+        "the server node labelled control-plane,master",
+        WAIT,
+        || {
+            let out = c.k(&["get", "nodes", "--no-headers"]);
+            let roles: Vec<(String, String)> = out
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    Some((f.first()?.to_string(), f.get(2)?.to_string()))
+                })
+                .collect();
+            roles
+                .iter()
+                .any(|(n, r)| *n == server && r == "control-plane,master")
+                .then_some(roles)
+        },
+    );
+    assert!(
+        roles.iter().any(|(n, r)| *n == agent && r == "<none>"),
+        "{roles:?}"
+    );
     c.apply(
         r#"
 apiVersion: apps/v1

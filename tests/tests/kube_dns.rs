@@ -131,6 +131,7 @@ impl InProcess {
             controllers: k8slite_server::ControllersConfig::default(),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
+            own_node: None,
         };
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();

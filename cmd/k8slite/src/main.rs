@@ -346,6 +346,7 @@ fn run_server(s: ServerArgs) -> anyhow::Result<()> {
         },
         default_not_ready_toleration_seconds: s.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: s.default_unreachable_toleration_seconds,
+        own_node: embedded.as_ref().map(|(c, ..)| c.node_name.clone()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

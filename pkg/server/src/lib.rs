@@ -23,6 +23,7 @@ mod components;
 pub mod inproc;
 pub mod leader;
 pub mod network;
+mod roles;
 
 /// How long open connections get to finish after shutdown starts.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -73,6 +74,8 @@ pub struct ServerConfig {
     pub default_not_ready_toleration_seconds: i64,
     /// tolerationSeconds of the default `unreachable` NoExecute toleration of pods.
     pub default_unreachable_toleration_seconds: i64,
+    /// Name of this server's own node (its embedded agent's), labelled `control-plane,master`.
+    pub own_node: Option<String>,
 }
 
 /// Errors of the server.
@@ -283,9 +286,12 @@ pub async fn run(cfg: ServerConfig, shutdown: CancellationToken) -> Result<(), S
         api.clone(),
         Identity::new("system:k8slite-server", vec!["system:masters".to_string()]),
     );
-    network::publish(admin_client, &settings)
+    network::publish(admin_client.clone(), &settings)
         .await
         .map_err(ServerError::NetworkConfig)?;
+    if let Some(name) = cfg.own_node.clone() {
+        tracker.spawn(roles::run(admin_client, name, shutdown.clone()));
+    }
 
     // Controllers and scheduler: over the in-process client, behind the leader Lease.
     let loops_client = inproc::InProcess::client(
